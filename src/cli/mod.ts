@@ -1,0 +1,6 @@
+/**
+ * The command-line interface: one file per command, `output.ts` for all printing.
+ * @module
+ */
+export { buildProgram, reportError, runCli } from "./program.ts";
+export { ExitCode, UsageError } from "./errors.ts";

@@ -1,0 +1,318 @@
+import type { Command } from "commander";
+import YAML from "yaml";
+import { z } from "zod";
+import { KINDS, type Response, RESPONSES } from "../events/mod.ts";
+import {
+  type Action,
+  evaluate,
+  loadPolicy,
+  PolicyFile,
+  readTemplate,
+  TEMPLATES,
+} from "../policy/mod.ts";
+import { ExitCode, UsageError } from "./errors.ts";
+import { eprintln, paint, printJson, println, printTable } from "./output.ts";
+import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
+
+/** Adds `sentry policy list|show|create|validate|schema|test`. */
+export function registerPolicyCommands(program: Command): void {
+  const policy = program.command("policy").description(
+    "list, show, create, validate and test policies",
+  );
+
+  policy.command("list").description("list the built-in templates")
+    .option("--json", "print JSON lines")
+    .action(async (opts: { json?: boolean }) => {
+      const rows: string[][] = [["TEMPLATE", "MODE", "DESCRIPTION"]];
+      for (const name of TEMPLATES) {
+        const p = await loadPolicy(name);
+        if (opts.json) printJson({ name, mode: p.mode, description: p.description });
+        else rows.push([name, p.mode, p.description.split("\n")[0] ?? ""]);
+      }
+      if (!opts.json) printTable(rows);
+    });
+
+  policy.command("show").description(
+    "print a fully resolved policy (extends merged, defaults filled)",
+  )
+    .argument("<name|file>", "a template name or a policy file")
+    .option("--json", "print JSON instead of YAML")
+    .action(async (ref: string, opts: { json?: boolean }) => {
+      const p = await loadPolicy(ref);
+      if (opts.json) printJson(p);
+      else println(YAML.stringify(p, { lineWidth: 0 }).trimEnd());
+    });
+
+  policy.command("create").description("write a starter policy that extends a template")
+    .requiredOption("-t, --template <name>", `one of ${TEMPLATES.join(", ")}`)
+    .option("--agent <name>", "the agent's name, used as the policy name")
+    .option("-o, --output <file>", "write to a file instead of stdout")
+    .option("-f, --force", "overwrite the output file if it exists")
+    .action(
+      async (opts: { template: string; agent?: string; output?: string; force?: boolean }) => {
+        if (!(TEMPLATES as readonly string[]).includes(opts.template)) {
+          throw new UsageError(
+            `Unknown template "${opts.template}": choose one of ${TEMPLATES.join(", ")}`,
+          );
+        }
+        const text = await starterPolicy(opts.template, opts.agent ?? `my-${opts.template}`);
+        if (opts.output === undefined) {
+          println(text.trimEnd());
+          return;
+        }
+        try {
+          await Deno.writeTextFile(opts.output, text, { createNew: !opts.force });
+        } catch (error) {
+          if (error instanceof Deno.errors.AlreadyExists) {
+            throw new UsageError(`Cannot write "${opts.output}": the file exists`, {
+              hint: "add --force to overwrite it",
+            });
+          }
+          throw error;
+        }
+        eprintln(
+          `wrote ${opts.output} (extends ${opts.template}); check it with: sentry policy validate ${opts.output}`,
+        );
+      },
+    );
+
+  policy.command("validate").description("check a policy file: YAML, keys, globs, CIDRs, rules")
+    .argument("<file>", "a policy file or template name")
+    .option("-w, --workspace <dir>", "the workspace to expand ${WORKSPACE} with")
+    .action(async (file: string, opts: { workspace?: string }) => {
+      const flags: PolicyFlags = { policy: file };
+      if (opts.workspace !== undefined) flags.workspace = opts.workspace;
+      const { resolved } = await loadPolicyFromFlags(flags);
+      const counts = [
+        `${resolved.rules.length} rules`,
+        `mode ${resolved.mode}`,
+        `extends ${resolved.sources.slice(0, -1).join(" > ") || "nothing"}`,
+      ];
+      println(
+        `${paint("ok", "green")}  ${file}: policy "${resolved.name}" is valid (${
+          counts.join(", ")
+        })`,
+      );
+    });
+
+  policy.command("schema").description("print the policy JSON Schema")
+    .action(() => {
+      println(
+        JSON.stringify(
+          z.toJSONSchema(PolicyFile, { io: "input", unrepresentable: "any" }),
+          null,
+          2,
+        ),
+      );
+    });
+
+  addPolicyFlags(
+    policy.command("test").description("replay recorded actions (JSON lines) against a policy")
+      .argument("<policy>", "a template name or a policy file")
+      .argument("<events>", "a JSON Lines file of actions, or - for stdin")
+      .option("--json", "print one JSON line per action, then a summary line"),
+    { policyOption: false },
+  ).action(
+    async (policyRef: string, eventsPath: string, opts: PolicyFlags & { json?: boolean }) => {
+      await policyTest(policyRef, eventsPath, opts);
+    },
+  );
+}
+
+async function starterPolicy(template: string, agent: string): Promise<string> {
+  const base = YAML.parse(await readTemplate(template)) as { description?: string };
+  return `# Sentry policy for ${agent}. Reference: the README's "Policy reference".
+# Everything not said here comes from the "${template}" template (see: sentry policy show ${template}).
+# Lists add to the template's; nothing here can remove one of its denies.
+name: ${JSON.stringify(agent)}
+description: ${JSON.stringify(`${agent}, based on ${template}: ${base.description ?? ""}`.trim())}
+extends: ${template}
+
+# mode: pause            # monitor | alert | pause | rollback | kill: caps the response
+# thresholds: { alert: 30, pause: 60, rollback: 85 }
+
+# files:
+#   read:
+#     deny: ["\${WORKSPACE}/secrets/**"]
+#   write:
+#     allow: ["\${WORKSPACE}/**"]
+
+# network:
+#   allow: ["api.example.com:443"]
+#   deny: ["10.0.0.0/8"]
+
+# rules:
+#   - id: detect_customer_export
+#     description: Detect writes of customer exports outside the reports folder
+#     match: { kind: file.write, target: "**/*export*.csv" }
+#     exceptions: [{ target: "\${WORKSPACE}/reports/**" }]
+#     risk: 50
+#     response: pause
+`;
+}
+
+/** One line of a `policy test` input. */
+const ReplayLine = z.strictObject({
+  kind: z.enum(KINDS),
+  target: z.string(),
+  exe: z.string().nullable().optional(),
+  cmdline: z.union([z.string(), z.array(z.string())]).optional(),
+  detail: z.record(z.string(), z.unknown()).optional(),
+  pid: z.number().optional(),
+  /** An expected verdict (`deny`), or expected fields. Mismatches fail the test. */
+  expect: z.union([
+    z.enum(["allow", "deny"]),
+    z.strictObject({
+      verdict: z.enum(["allow", "deny"]).optional(),
+      rule: z.string().optional(),
+      response: z.enum(RESPONSES).optional(),
+      min_risk: z.number().optional(),
+      max_risk: z.number().optional(),
+    }),
+  ]).optional(),
+}).loose();
+
+async function readLines(path: string): Promise<string> {
+  if (path === "-") return await new Response(Deno.stdin.readable).text();
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound
+      ? "no such file"
+      : (error as Error).message;
+    throw new UsageError(`Cannot read events "${path}": ${reason}`);
+  }
+}
+
+async function policyTest(
+  policyRef: string,
+  eventsPath: string,
+  opts: PolicyFlags & { json?: boolean },
+): Promise<void> {
+  const { compiled, resolved } = await loadPolicyFromFlags({ ...opts, policy: policyRef });
+  const text = await readLines(eventsPath);
+  const lines = text.split("\n");
+  const verdicts = { allow: 0, deny: 0 };
+  const responses = new Map<Response, number>();
+  let invalid = 0;
+  let expectations = 0;
+  let failures = 0;
+  const rows: string[][] = [];
+  lines.forEach((raw, index) => {
+    const lineNo = index + 1;
+    if (raw.trim() === "" || raw.trimStart().startsWith("#")) return;
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch (error) {
+      invalid++;
+      eprintln(`${eventsPath}:${lineNo}: invalid JSON: ${(error as Error).message}`);
+      return;
+    }
+    const parsed = ReplayLine.safeParse(json);
+    if (!parsed.success) {
+      invalid++;
+      const issue = parsed.error.issues[0];
+      const field = issue?.path.join(".") || "(line)";
+      eprintln(`${eventsPath}:${lineNo}: field "${field}": ${issue?.message ?? "invalid"}`);
+      return;
+    }
+    const line = parsed.data;
+    const cmdline = typeof line.cmdline === "string"
+      ? line.cmdline.split(/\s+/).filter(Boolean)
+      : line.cmdline ?? [];
+    const action: Action = {
+      kind: line.kind,
+      target: line.target,
+      exe: line.exe ?? cmdline[0] ?? null,
+      cmdline,
+      detail: line.detail ?? {},
+    };
+    const d = evaluate(action, compiled);
+    verdicts[d.verdict]++;
+    responses.set(d.response, (responses.get(d.response) ?? 0) + 1);
+    let ok: boolean | null = null;
+    let why = "";
+    if (line.expect !== undefined) {
+      expectations++;
+      const e = typeof line.expect === "string" ? { verdict: line.expect } : line.expect;
+      const problems: string[] = [];
+      if (e.verdict !== undefined && e.verdict !== d.verdict) {
+        problems.push(`verdict ${d.verdict}, expected ${e.verdict}`);
+      }
+      if (e.rule !== undefined && e.rule !== d.rule) {
+        problems.push(`rule ${d.rule}, expected ${e.rule}`);
+      }
+      if (e.response !== undefined && e.response !== d.response) {
+        problems.push(`response ${d.response}, expected ${e.response}`);
+      }
+      if (e.min_risk !== undefined && d.risk < e.min_risk) {
+        problems.push(`risk ${d.risk} < ${e.min_risk}`);
+      }
+      if (e.max_risk !== undefined && d.risk > e.max_risk) {
+        problems.push(`risk ${d.risk} > ${e.max_risk}`);
+      }
+      ok = problems.length === 0;
+      why = problems.join("; ");
+      if (!ok) failures++;
+    }
+    if (opts.json) {
+      printJson({
+        type: "result",
+        line: lineNo,
+        kind: action.kind,
+        target: action.target,
+        verdict: d.verdict,
+        risk: d.risk,
+        rule: d.rule,
+        response: d.response,
+        factors: d.factors,
+        ...(ok === null ? {} : { expected: ok, mismatch: why || undefined }),
+      });
+    } else {
+      const verdict = d.verdict === "deny" ? paint("deny ", "red") : paint("allow", "green");
+      const mark = ok === null ? "" : ok ? paint("✓", "green") : paint(`✗ ${why}`, "red");
+      rows.push([
+        String(lineNo),
+        verdict,
+        String(d.risk),
+        d.response,
+        d.rule,
+        action.kind,
+        action.target,
+        mark,
+      ]);
+    }
+  });
+  const total = verdicts.allow + verdicts.deny;
+  const summary = {
+    type: "summary",
+    policy: resolved.name,
+    events: total,
+    allowed: verdicts.allow,
+    denied: verdicts.deny,
+    responses: Object.fromEntries(RESPONSES.map((r) => [r, responses.get(r) ?? 0])),
+    invalid,
+    expectations: { checked: expectations, failed: failures },
+  };
+  if (opts.json) printJson(summary);
+  else {
+    if (rows.length > 0) {
+      printTable([["LINE", "VERDICT", "RISK", "RESPONSE", "RULE", "KIND", "TARGET", ""], ...rows]);
+    }
+    const resp = RESPONSES.filter((r) => r !== "none" && (responses.get(r) ?? 0) > 0)
+      .map((r) => `${r} ${responses.get(r)}`).join(", ") || "none";
+    println();
+    println(
+      `${total} actions under "${resolved.name}": ${verdicts.allow} allowed, ${verdicts.deny} denied; responses: ${resp}` +
+        (expectations > 0
+          ? `; expectations: ${expectations - failures} passed, ${failures} failed`
+          : "") +
+        (invalid > 0 ? `; ${invalid} invalid lines skipped` : ""),
+    );
+  }
+  if (invalid > 0) {
+    throw new ExitCode(2, `${invalid} invalid line(s) in "${eventsPath}" (listed above)`);
+  }
+  if (failures > 0) throw new ExitCode(1, `${failures} expectation(s) failed`);
+}

@@ -1,0 +1,255 @@
+import { type Kind, KINDS, responseRank } from "../events/mod.ts";
+import { PolicyError } from "./errors.ts";
+import {
+  type ExpandContext,
+  expandGlob,
+  type NetworkEntry,
+  parseNetworkEntry,
+  pathGlobToRegExp,
+  wildcardToRegExp,
+} from "./patterns.ts";
+import { compileSensitivity, type Sensitivity } from "./risk.ts";
+import type {
+  Mode,
+  ProcessEntry,
+  ResolvedAccess,
+  ResolvedPolicy,
+  Rule,
+  RuleMatch,
+} from "./schema.ts";
+
+/** What a policy compiles against: the user's home, the workspace and the environment. */
+export type CompileContext = ExpandContext;
+
+/** A compiled path glob, kept with its source text for explanations. */
+export interface CompiledGlob {
+  text: string;
+  re: RegExp;
+}
+
+/** One file section, compiled: a combined regex per list for a fast test, and the parts. */
+export interface CompiledAccess {
+  section: string;
+  default: "allow" | "deny";
+  allowAny: RegExp | null;
+  denyAny: RegExp | null;
+  allow: CompiledGlob[];
+  deny: CompiledGlob[];
+}
+
+/** A compiled process entry. */
+export interface CompiledProcess {
+  text: string;
+  name: RegExp | null;
+  path: RegExp | null;
+  args: RegExp | null;
+}
+
+/** A compiled rule match (the rule's own, or one exception). */
+export interface CompiledMatch {
+  kinds: ReadonlySet<Kind> | null;
+  /** Target matchers for path kinds and for the others. */
+  pathTargets: RegExp[] | null;
+  otherTargets: RegExp[] | null;
+  processes: CompiledProcess[] | null;
+}
+
+/** A compiled custom rule. */
+export interface CompiledRule {
+  rule: Rule;
+  match: CompiledMatch;
+  exceptions: CompiledMatch[];
+}
+
+/** A policy compiled once, then used for every event: globs are regexes, entries parsed. */
+export interface CompiledPolicy {
+  policy: ResolvedPolicy;
+  workspace: string;
+  /** The workspace with a trailing slash, for a prefix test. */
+  workspacePrefix: string;
+  /** The highest response rank the mode allows. */
+  modeCap: number;
+  thresholds: ResolvedPolicy["thresholds"];
+  monitors: ResolvedPolicy["monitors"];
+  limits: ResolvedPolicy["limits"];
+  files: { read: CompiledAccess; write: CompiledAccess; delete: CompiledAccess };
+  network: {
+    default: "allow" | "deny";
+    allow: NetworkEntry[];
+    deny: NetworkEntry[];
+    listen: boolean;
+  };
+  processes: { default: "allow" | "deny"; allow: CompiledProcess[]; deny: CompiledProcess[] };
+  database: { ports: ReadonlySet<number>; allow: NetworkEntry[] };
+  /** The enabled rules that can match each kind, in policy order. */
+  rulesByKind: ReadonlyMap<Kind, CompiledRule[]>;
+  sensitivity: Sensitivity;
+}
+
+const MODE_CAP: Record<Mode, number> = {
+  monitor: responseRank("none"),
+  alert: responseRank("alert"),
+  pause: responseRank("pause"),
+  rollback: responseRank("rollback"),
+  kill: responseRank("kill"),
+};
+
+/**
+ * Compiles a resolved policy for evaluation: expands and compiles globs, parses network
+ * entries and indexes rules by kind. Pure: everything it reads comes in through `context`.
+ * Throws a {@link PolicyError} naming the field and value when something does not compile.
+ */
+export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): CompiledPolicy {
+  const workspace = context.workspace.replace(/\/+$/, "") || "/";
+  const ctx: CompileContext = { ...context, workspace };
+  const at = <T>(field: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      if (error instanceof PolicyError) throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new PolicyError(`Cannot compile policy "${policy.name}": ${field}: ${reason}`, {
+        file: policy.name,
+        field,
+        cause: error,
+      });
+    }
+  };
+  const access = (section: string, a: ResolvedAccess): CompiledAccess => {
+    const allow = a.allow.map((g, i) => at(`${section}.allow[${i}]`, () => compileGlob(g, ctx)));
+    const deny = a.deny.map((g, i) => at(`${section}.deny[${i}]`, () => compileGlob(g, ctx)));
+    return {
+      section,
+      default: a.default,
+      allow,
+      deny,
+      allowAny: combine(allow),
+      denyAny: combine(deny),
+    };
+  };
+  const entries = (field: string, list: string[]) =>
+    list.map((e, i) => at(`${field}[${i}]`, () => parseNetworkEntry(e)));
+  const processes = (field: string, list: ProcessEntry[]) =>
+    list.map((e, i) => at(`${field}[${i}]`, () => compileProcess(e)));
+
+  const rules = policy.rules.filter((r) => r.enabled).map((rule, i): CompiledRule =>
+    at(`rules[${i}] (${rule.id})`, () => ({
+      rule,
+      match: compileMatch(rule.match, ctx),
+      exceptions: rule.exceptions.map((m) => compileMatch(m, ctx)),
+    }))
+  );
+  const rulesByKind = new Map<Kind, CompiledRule[]>();
+  for (const kind of KINDS) {
+    rulesByKind.set(kind, rules.filter((r) => r.match.kinds === null || r.match.kinds.has(kind)));
+  }
+
+  return {
+    policy,
+    workspace,
+    workspacePrefix: workspace === "/" ? "/" : workspace + "/",
+    modeCap: MODE_CAP[policy.mode],
+    thresholds: policy.thresholds,
+    monitors: policy.monitors,
+    limits: policy.limits,
+    files: {
+      read: access("files.read", policy.files.read),
+      write: access("files.write", policy.files.write),
+      delete: access("files.delete", policy.files.delete),
+    },
+    network: {
+      default: policy.network.default,
+      allow: entries("network.allow", policy.network.allow),
+      deny: entries("network.deny", policy.network.deny),
+      listen: policy.network.listen,
+    },
+    processes: {
+      default: policy.processes.default,
+      allow: processes("processes.allow", policy.processes.allow),
+      deny: processes("processes.deny", policy.processes.deny),
+    },
+    database: {
+      ports: new Set(policy.database.ports),
+      allow: entries("database.allow", policy.database.allow),
+    },
+    rulesByKind,
+    sensitivity: compileSensitivity(context.home),
+  };
+}
+
+function compileGlob(glob: string, context: CompileContext): CompiledGlob {
+  const expanded = expandGlob(glob, context);
+  return { text: glob, re: pathGlobToRegExp(expanded) };
+}
+
+function combine(globs: CompiledGlob[]): RegExp | null {
+  if (globs.length === 0) return null;
+  return new RegExp(globs.map((g) => `(?:${g.re.source})`).join("|"));
+}
+
+/** Compiles one process entry; throws a `RangeError` quoting a bad regex or glob. */
+export function compileProcess(entry: ProcessEntry): CompiledProcess {
+  const e = typeof entry === "string"
+    ? (entry.includes("/") ? { path: entry } : { name: entry })
+    : entry;
+  const text = typeof entry === "string" ? entry : JSON.stringify(entry);
+  let args: RegExp | null = null;
+  if (e.args !== undefined) {
+    try {
+      args = new RegExp(e.args);
+    } catch (error) {
+      throw new RangeError(`Bad regular expression "${e.args}" in process entry`, { cause: error });
+    }
+  }
+  const glob = (g: string) => {
+    if (g.startsWith("~") || g.includes("$")) {
+      throw new RangeError(`Bad process path glob "${g}": use an absolute path`);
+    }
+    return pathGlobToRegExp(g);
+  };
+  return {
+    text,
+    name: e.name === undefined ? null : wildcardToRegExp(e.name),
+    path: e.path === undefined ? null : glob(e.path),
+    args,
+  };
+}
+
+/** Compiles a rule's match or exception. */
+export function compileMatch(match: RuleMatch, context: CompileContext): CompiledMatch {
+  let kinds: Set<Kind> | null = null;
+  if (match.kind !== undefined) {
+    kinds = new Set();
+    for (const pattern of toList(match.kind)) {
+      const re = wildcardToRegExp(pattern);
+      const hits = KINDS.filter((k) => re.test(k));
+      if (hits.length === 0) {
+        throw new RangeError(`Unknown kind "${pattern}": kinds are ${KINDS.join(", ")}`);
+      }
+      for (const k of hits) kinds.add(k);
+    }
+  }
+  let pathTargets: RegExp[] | null = null;
+  let otherTargets: RegExp[] | null = null;
+  if (match.target !== undefined) {
+    const targets = toList(match.target);
+    const needsPaths = kinds === null || [...kinds].some((k) => k.startsWith("file."));
+    const needsOthers = kinds === null || [...kinds].some((k) => !k.startsWith("file."));
+    pathTargets = needsPaths
+      ? targets.filter((t) => !needsOthers || looksLikePath(t)).map((t) =>
+        pathGlobToRegExp(expandGlob(t, context))
+      )
+      : [];
+    otherTargets = needsOthers ? targets.map(wildcardToRegExp) : [];
+  }
+  const processes = match.process === undefined ? null : toList(match.process).map(compileProcess);
+  return { kinds, pathTargets, otherTargets, processes };
+}
+
+function looksLikePath(t: string): boolean {
+  return t.startsWith("/") || t.startsWith("~") || t.startsWith("$") || t.startsWith("**");
+}
+
+function toList<T>(value: T | T[]): T[] {
+  return Array.isArray(value) ? value : [value];
+}

@@ -1,0 +1,356 @@
+import { type Decision, type Kind, type Response, responseRank, RESPONSES } from "../events/mod.ts";
+import type { CompiledAccess, CompiledMatch, CompiledPolicy, CompiledProcess } from "./compile.ts";
+import {
+  type Endpoint,
+  type NetworkEntry,
+  networkEntryMatches,
+  parseEndpoint,
+} from "./patterns.ts";
+import { commandFactors, endpointFactors, type FactorDraft, pathFactors, POINTS } from "./risk.ts";
+
+/** The part of an event the engine reads. Any `Observation` or `AgentEvent` fits. */
+export interface Action {
+  kind: Kind;
+  target: string;
+  exe?: string | null;
+  cmdline?: readonly string[];
+  detail?: Readonly<Record<string, unknown>>;
+}
+
+/** Which policy entry decided, before the decision is assembled. */
+interface Verdict {
+  deny: boolean;
+  rule: string;
+  /** The violation factor, for a deny. */
+  violation: FactorDraft | null;
+  /** The most drastic response a matching custom rule asks for. */
+  ruleResponse: Response | null;
+}
+
+const ALLOW_RANK = responseRank("alert");
+
+/**
+ * Decides on one action under a compiled policy. Pure: no I/O, no clock, no globals. Returns
+ * the verdict, the risk (factors that add up to it), the rule or section that decided, and the
+ * response (from the thresholds, or a matching rule, capped by the mode). Precedence: a monitor
+ * switched off allows; then custom rules; then the section's deny list; then its allow list;
+ * then the section's default. A denied action scores at least the alert threshold; an allowed
+ * one never gets more than an alert.
+ */
+export function evaluate(action: Action, policy: CompiledPolicy): Decision {
+  const factors: FactorDraft[] = [{
+    id: "kind",
+    points: POINTS.kind[action.kind],
+    reason: `a ${action.kind} action`,
+  }];
+  const process = processOf(action);
+  let verdict: Verdict;
+  const monitor = monitorOf(action.kind);
+  if (!policy.monitors[monitor]) {
+    verdict = { deny: false, rule: `monitors.${monitor}`, violation: null, ruleResponse: null };
+  } else {
+    verdict = sectionVerdict(action, policy, process, factors);
+    const ruled = ruleVerdict(action, policy, process, factors);
+    if (ruled !== null) {
+      if (verdict.violation !== null) factors.push(verdict.violation);
+      verdict = ruled;
+    }
+  }
+  if (verdict.violation !== null) factors.push(verdict.violation);
+  return decide(verdict, factors, policy);
+}
+
+function decide(verdict: Verdict, drafts: FactorDraft[], policy: CompiledPolicy): Decision {
+  const { thresholds } = policy;
+  let sum = 0;
+  for (const f of drafts) sum += f.points;
+  if (verdict.deny && sum < thresholds.alert) {
+    drafts.push({
+      id: "deny_floor",
+      points: thresholds.alert - sum,
+      reason: `a denied action scores at least the alert threshold (${thresholds.alert})`,
+    });
+    sum = thresholds.alert;
+  }
+  if (sum > 100) {
+    drafts.push({ id: "cap", points: 100 - sum, reason: "the score is capped at 100" });
+    sum = 100;
+  }
+  let response: Response;
+  if (verdict.ruleResponse !== null) response = verdict.ruleResponse;
+  else if (sum >= thresholds.kill) response = "kill";
+  else if (sum >= thresholds.rollback) response = "rollback";
+  else if (sum >= thresholds.pause) response = "pause";
+  else if (sum >= thresholds.alert) response = "alert";
+  else response = "none";
+  let rank = responseRank(response);
+  if (!verdict.deny && rank > ALLOW_RANK) rank = ALLOW_RANK;
+  if (rank > policy.modeCap) rank = policy.modeCap;
+  return {
+    verdict: verdict.deny ? "deny" : "allow",
+    risk: sum,
+    factors: drafts,
+    rule: verdict.rule,
+    response: RESPONSES[rank] as Response,
+  };
+}
+
+function monitorOf(kind: Kind): keyof CompiledPolicy["monitors"] {
+  switch (kind) {
+    case "proc.exec":
+    case "proc.exit":
+      return "processes";
+    case "net.connect":
+    case "net.listen":
+      return "network";
+    case "db.connect":
+      return "database";
+    case "resource.cpu":
+      return "cpu";
+    case "resource.memory":
+      return "memory";
+    default:
+      return "files";
+  }
+}
+
+/** The acting process as the matchers see it. */
+interface ProcessView {
+  path: string;
+  name: string;
+  args: string;
+}
+
+function processOf(action: Action): ProcessView {
+  const argv = action.cmdline ?? [];
+  const path = action.exe ?? argv[0] ?? "";
+  const slash = path.lastIndexOf("/");
+  return { path, name: slash >= 0 ? path.slice(slash + 1) : path, args: argv.slice(1).join(" ") };
+}
+
+const ALLOWED = (rule: string): Verdict => ({
+  deny: false,
+  rule,
+  violation: null,
+  ruleResponse: null,
+});
+
+function denied(rule: string, reason: string, points: number = POINTS.denied_by_list): Verdict {
+  return { deny: true, rule, violation: { id: "violation", points, reason }, ruleResponse: null };
+}
+
+function sectionVerdict(
+  action: Action,
+  policy: CompiledPolicy,
+  process: ProcessView,
+  factors: FactorDraft[],
+): Verdict {
+  switch (action.kind) {
+    case "file.read":
+      return fileVerdict(action.target, policy.files.read, { action, policy, factors });
+    case "file.write":
+    case "file.create":
+      return fileVerdict(action.target, policy.files.write, { action, policy, factors });
+    case "file.delete":
+      return fileVerdict(action.target, policy.files.delete, { action, policy, factors });
+    case "file.rename": {
+      const from = typeof action.detail?.from === "string" ? action.detail.from : null;
+      const to = fileVerdict(action.target, policy.files.write, { action, policy, factors });
+      if (from === null) return to;
+      const src = fileVerdict(from, policy.files.delete, { action, policy, factors: null });
+      return to.deny ? to : src.deny ? src : to;
+    }
+    case "proc.exec":
+      commandFactors(process.name, process.args, factors);
+      return processVerdict(process, policy);
+    case "proc.exit":
+      return ALLOWED("processes");
+    case "net.connect":
+    case "net.listen":
+    case "db.connect":
+      return networkVerdict(action, policy, factors);
+    case "resource.cpu": {
+      const percent = numberDetail(action, "percent");
+      const limit = policy.limits.cpu_percent;
+      return percent !== null && percent > limit
+        ? denied(
+          "limits.cpu_percent",
+          `CPU at ${percent}% is above the limit of ${limit}%`,
+          POINTS.limit_exceeded,
+        )
+        : ALLOWED("limits.cpu_percent");
+    }
+    case "resource.memory": {
+      const mb = numberDetail(action, "mb");
+      const limit = policy.limits.memory_mb;
+      return mb !== null && mb > limit
+        ? denied(
+          "limits.memory_mb",
+          `memory at ${mb} MB is above the limit of ${limit} MB`,
+          POINTS.limit_exceeded,
+        )
+        : ALLOWED("limits.memory_mb");
+    }
+  }
+}
+
+function numberDetail(action: Action, key: string): number | null {
+  const v = action.detail?.[key];
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}
+
+interface FileContext {
+  action: Action;
+  policy: CompiledPolicy;
+  /** Where to add the path's sensitivity factors, or null to skip them. */
+  factors: FactorDraft[] | null;
+}
+
+function fileVerdict(path: string, access: CompiledAccess, ctx: FileContext): Verdict {
+  const { policy } = ctx;
+  if (ctx.factors !== null) {
+    const insideWorkspace = path === policy.workspace || path.startsWith(policy.workspacePrefix);
+    pathFactors(
+      path,
+      { kind: ctx.action.kind, sensitivity: policy.sensitivity, insideWorkspace },
+      ctx.factors,
+    );
+  }
+  if (access.denyAny !== null && access.denyAny.test(path)) {
+    const hit = access.deny.find((g) => g.re.test(path));
+    return denied(
+      `${access.section}.deny`,
+      `"${path}" matches ${access.section}.deny "${hit?.text}"`,
+    );
+  }
+  if (access.allowAny !== null && access.allowAny.test(path)) {
+    return ALLOWED(`${access.section}.allow`);
+  }
+  if (access.default === "deny") {
+    return denied(
+      `${access.section}.default`,
+      `"${path}" is not in ${access.section}.allow (default deny)`,
+      POINTS.denied_by_default,
+    );
+  }
+  return ALLOWED(`${access.section}.default`);
+}
+
+function processMatches(entry: CompiledProcess, p: ProcessView): boolean {
+  if (entry.name !== null && !entry.name.test(p.name)) return false;
+  if (entry.path !== null && !entry.path.test(p.path)) return false;
+  if (entry.args !== null && !entry.args.test(p.args)) return false;
+  return true;
+}
+
+function processVerdict(p: ProcessView, policy: CompiledPolicy): Verdict {
+  const { processes } = policy;
+  const hit = processes.deny.find((e) => processMatches(e, p));
+  if (hit !== undefined) {
+    return denied("processes.deny", `"${p.name}" matches processes.deny ${quote(hit.text)}`);
+  }
+  if (processes.allow.some((e) => processMatches(e, p))) return ALLOWED("processes.allow");
+  if (processes.default === "deny") {
+    return denied(
+      "processes.default",
+      `"${p.name}" is not in processes.allow (default deny)`,
+      POINTS.denied_by_default,
+    );
+  }
+  return ALLOWED("processes.default");
+}
+
+function quote(text: string): string {
+  return text.startsWith("{") ? text : `"${text}"`;
+}
+
+function endpointOf(action: Action): Endpoint {
+  const hosts = action.detail?.hosts;
+  const names = Array.isArray(hosts) ? hosts.filter((h): h is string => typeof h === "string") : [];
+  return parseEndpoint(action.target, names);
+}
+
+function firstMatch(entries: readonly NetworkEntry[], ep: Endpoint): NetworkEntry | undefined {
+  return entries.find((e) => networkEntryMatches(e, ep));
+}
+
+function networkVerdict(action: Action, policy: CompiledPolicy, factors: FactorDraft[]): Verdict {
+  const ep = endpointOf(action);
+  const listen = action.kind === "net.listen";
+  endpointFactors(ep.ip, { listen }, factors);
+  const { network } = policy;
+  if (listen) {
+    return network.listen ? ALLOWED("network.listen") : denied(
+      "network.listen",
+      `listening on "${action.target}" is not allowed (network.listen: false)`,
+    );
+  }
+  const deny = firstMatch(network.deny, ep);
+  if (deny !== undefined) {
+    return denied("network.deny", `"${action.target}" matches network.deny "${deny.text}"`);
+  }
+  if (action.kind === "db.connect") {
+    if (firstMatch(policy.database.allow, ep) !== undefined) return ALLOWED("database.allow");
+    return denied(
+      "database.allow",
+      `database "${action.target}" is not in database.allow`,
+      POINTS.denied_by_default,
+    );
+  }
+  if (firstMatch(network.allow, ep) !== undefined) return ALLOWED("network.allow");
+  if (network.default === "deny") {
+    return denied(
+      "network.default",
+      `"${action.target}" is not in network.allow (default deny)`,
+      POINTS.denied_by_default,
+    );
+  }
+  return ALLOWED("network.default");
+}
+
+function matchHits(m: CompiledMatch, action: Action, p: ProcessView): boolean {
+  if (m.kinds !== null && !m.kinds.has(action.kind)) return false;
+  const isPath = action.kind.startsWith("file.");
+  const targets = isPath ? m.pathTargets : m.otherTargets;
+  if (targets !== null) {
+    const from = action.kind === "file.rename" && typeof action.detail?.from === "string"
+      ? action.detail.from
+      : null;
+    if (!targets.some((re) => re.test(action.target) || (from !== null && re.test(from)))) {
+      return false;
+    }
+  }
+  if (m.processes !== null && !m.processes.some((e) => processMatches(e, p))) return false;
+  return true;
+}
+
+function ruleVerdict(
+  action: Action,
+  policy: CompiledPolicy,
+  p: ProcessView,
+  factors: FactorDraft[],
+): Verdict | null {
+  const rules = policy.rulesByKind.get(action.kind);
+  if (rules === undefined || rules.length === 0) return null;
+  let best: Verdict | null = null;
+  let bestRisk = -1;
+  let response: Response | null = null;
+  for (const r of rules) {
+    if (!matchHits(r.match, action, p)) continue;
+    if (r.exceptions.some((e) => matchHits(e, action, p))) continue;
+    const { rule } = r;
+    factors.push({ id: `rule:${rule.id}`, points: rule.risk, reason: rule.description });
+    if (rule.risk > bestRisk) {
+      bestRisk = rule.risk;
+      best = { deny: true, rule: rule.id, violation: null, ruleResponse: null };
+    }
+    if (
+      rule.response !== undefined &&
+      (response === null || responseRank(rule.response) > responseRank(response))
+    ) {
+      response = rule.response;
+    }
+  }
+  if (best !== null) best.ruleResponse = response;
+  return best;
+}
