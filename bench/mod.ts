@@ -1,0 +1,9 @@
+/**
+ * Runs every benchmark and prints its figures. Each compares against a baseline in the same run.
+ * @module
+ */
+import { runEvaluateBench } from "./evaluate_bench.ts";
+
+if (import.meta.main) {
+  await runEvaluateBench();
+}
