@@ -1,0 +1,685 @@
+/**
+ * The journal: the one writer to Sentry's SQLite database.
+ *
+ * Sessions are written at once. Events and responses are buffered and written in batched
+ * transactions, when the buffer reaches `batchMax` or `batchMs` after the first buffered item,
+ * so that a sensor's `append` is a push and never waits on the database. A crash therefore
+ * loses at most what is buffered: fewer than `batchMax` items, and no more than one `batchMs`
+ * window of them.
+ *
+ * Several Sentry processes may share one journal (one `sentry run` per agent, plus readers such
+ * as `sentry events`): the database runs in WAL mode, writers take the lock with
+ * `BEGIN IMMEDIATE` and wait up to `busyTimeoutMs` for it.
+ *
+ * @module
+ */
+
+import type { z } from "zod";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import type { AgentEvent, Kind } from "../events/mod.ts";
+import type { SensorStats } from "../sensors/mod.ts";
+import { JournalVersionError, migrate, type Migration } from "./migrations.ts";
+import {
+  INSERT_EVENT,
+  INSERT_RESPONSE,
+  INSERT_SESSION,
+  likePrefix,
+  MARK_CRASHED,
+  pragmas,
+  SELECT_LIVE,
+  SELECT_SUMMARY,
+  SESSION_COLUMNS,
+  SESSION_ORDER,
+  toEvent,
+  toKindCount,
+  toResponse,
+  toSensorStats,
+  toSummary,
+  UPSERT_SENSOR_STATS,
+} from "./_sql.ts";
+import {
+  type EventFilter,
+  type JournalMetrics,
+  type KindCount,
+  type ListSessionsOptions,
+  type NewResponse,
+  type NewSession,
+  type ResponseRecord,
+  type SensorStatsRecord,
+  SessionPatch,
+  SessionRecord,
+  type SessionSummary,
+} from "./records.ts";
+
+/** The journal's file name inside the data directory. */
+export const JOURNAL_FILE = "journal.db";
+
+/** Options for {@link openJournal}. */
+export interface JournalOptions {
+  /** Write a batch once this many events and responses are buffered; default 256. */
+  batchMax?: number;
+  /** Write a batch at most this long after the first item was buffered; default 50 ms. */
+  batchMs?: number;
+  /** How long a writer waits for another process's lock; default 5000 ms. */
+  busyTimeoutMs?: number;
+  /**
+   * Refuse (and count as dropped) appends beyond this many buffered items, which only happens
+   * while the database keeps failing; default 100,000.
+   */
+  maxPending?: number;
+  /** The wall clock, in milliseconds since the epoch; defaults to `Date.now`. */
+  now?: () => number;
+  /** A monotonic clock in milliseconds for batch latency; defaults to `performance.now`. */
+  clock?: () => number;
+  /** This host's name, stored with new sessions and used by `reconcile`; defaults to the OS's. */
+  hostname?: string;
+  /** This process's id, stored with new sessions; defaults to `Deno.pid`. */
+  pid?: number;
+  /** The schema; defaults to the real migrations. Tests pass their own. */
+  migrations?: readonly Migration[];
+}
+
+/** A session reference that matches no session, or more than one. */
+export class SessionRefError extends Error {
+  /** What was asked for: an id, an id prefix or `last`. */
+  readonly ref: string;
+  /** The sessions a prefix matched, when it matched several (at most 10). */
+  readonly candidates: readonly string[];
+
+  /** Builds the error; `candidates` is empty when nothing matched. */
+  constructor(ref: string, message: string, candidates: readonly string[] = []) {
+    super(message);
+    this.name = "SessionRefError";
+    this.ref = ref;
+    this.candidates = candidates;
+  }
+}
+
+/** Errors of a single row, which the batch drops, as opposed to errors of the database. */
+function isRowError(error: unknown): boolean {
+  if (!(error instanceof Error)) return true;
+  const sqlite = error as Error & { code?: unknown; errcode?: unknown };
+  if (sqlite.code === "ERR_SQLITE_ERROR" && typeof sqlite.errcode === "number") {
+    const primary = sqlite.errcode & 0xff;
+    return primary === 19 /* CONSTRAINT */ || primary === 20 /* MISMATCH */;
+  }
+  // A value JSON or SQLite cannot take (a BigInt, a cycle).
+  return error instanceof TypeError || sqlite.code === "ERR_INVALID_ARG_TYPE";
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Validates with a schema, throwing a one-line `TypeError` that names the first bad field. */
+function parseOrThrow<T>(schema: z.ZodType<T>, what: string, value: unknown): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const field = issue?.path.length ? `${issue.path.join(".")}: ` : "";
+  throw new TypeError(`${what}: ${field}${issue?.message ?? "invalid"}`, { cause: result.error });
+}
+
+function checkCount(name: string, value: number, min: number): number {
+  if (!Number.isInteger(value) || value < min) {
+    throw new RangeError(`Invalid ${name} ${value}: must be an integer of at least ${min}`);
+  }
+  return value;
+}
+
+/** The latency ring's size: percentiles describe about the last 512 batches. */
+const LATENCY_WINDOW = 512;
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  const index = Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1);
+  return sorted[Math.max(0, index)] ?? 0;
+}
+
+/**
+ * Sentry's journal. Get one with {@link openJournal}. All methods are synchronous; the only
+ * asynchronous part is the timer that writes buffered items.
+ */
+export class Journal {
+  /** The database file. */
+  readonly path: string;
+  readonly #db: DatabaseSync;
+  readonly #statements = new Map<string, StatementSync>();
+  readonly #batchMax: number;
+  readonly #batchMs: number;
+  readonly #maxPending: number;
+  readonly #now: () => number;
+  readonly #clock: () => number;
+  readonly #hostname: string;
+  readonly #pid: number;
+  #events: AgentEvent[] = [];
+  #responses: NewResponse[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  /** Set after a failed write so that appends stop retrying until the timer does. */
+  #failing = false;
+  readonly #latencies = new Float64Array(LATENCY_WINDOW);
+  #metrics = {
+    batches: 0,
+    eventsWritten: 0,
+    responsesWritten: 0,
+    rejected: 0,
+    dropped: 0,
+    writeErrors: 0,
+    lastError: null as string | null,
+    lastBatchMs: 0,
+  };
+
+  /** Opens (creating and migrating as needed) the journal at `path`. Prefer {@link openJournal}. */
+  constructor(path: string, options: JournalOptions = {}) {
+    this.path = path;
+    this.#batchMax = checkCount("batchMax", options.batchMax ?? 256, 1);
+    this.#batchMs = checkCount("batchMs", options.batchMs ?? 50, 0);
+    this.#maxPending = checkCount("maxPending", options.maxPending ?? 100_000, this.#batchMax);
+    const busyTimeoutMs = checkCount("busyTimeoutMs", options.busyTimeoutMs ?? 5000, 0);
+    this.#now = options.now ?? Date.now;
+    this.#clock = options.clock ?? (() => performance.now());
+    this.#hostname = options.hostname ?? Deno.hostname();
+    this.#pid = options.pid ?? Deno.pid;
+    if (path !== ":memory:") createPrivateFile(path);
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+    } catch (cause) {
+      throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+    }
+    try {
+      for (const pragma of pragmas(busyTimeoutMs)) db.exec(pragma);
+      migrate(db, {
+        path,
+        ...(options.migrations === undefined ? {} : { migrations: options.migrations }),
+      });
+    } catch (cause) {
+      db.close();
+      if (cause instanceof JournalVersionError) throw cause;
+      throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+    }
+    this.#db = db;
+  }
+
+  /** Whether {@link close} has been called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  // --- Sessions: written at once -------------------------------------------------------------
+
+  /**
+   * Creates a session, filling `startedAt`, `host`, `sentryPid` and `state` (`running`) when
+   * they are left out, and returns the stored record.
+   *
+   * @throws {TypeError} when the record is invalid.
+   * @throws {Error} when a session with its id exists.
+   */
+  createSession(session: NewSession): SessionRecord {
+    this.#assertOpen();
+    const record = parseOrThrow(SessionRecord, `Invalid session "${session.id}"`, {
+      startedAt: this.#iso(),
+      host: this.#hostname,
+      sentryPid: this.#pid,
+      endedAt: null,
+      state: "running",
+      exitCode: null,
+      note: null,
+      ...session,
+    });
+    try {
+      this.#stmt(INSERT_SESSION).run(
+        record.id,
+        record.agent,
+        JSON.stringify(record.command),
+        record.pid,
+        record.kind,
+        record.policy,
+        record.mode,
+        record.workspace,
+        record.host,
+        record.sentryPid,
+        record.startedAt,
+        record.endedAt,
+        record.state,
+        record.exitCode,
+        record.note,
+      );
+    } catch (cause) {
+      throw new Error(`Cannot create session "${record.id}": ${message(cause)}`, { cause });
+    }
+    return record;
+  }
+
+  /**
+   * Changes a session's mutable fields (state, end, exit code, note, pid, command, policy,
+   * mode) at once.
+   *
+   * @throws {TypeError} when the patch is invalid.
+   * @throws {SessionRefError} when no session has the id.
+   */
+  updateSession(id: string, patch: SessionPatch): void {
+    this.#assertOpen();
+    const valid = parseOrThrow(SessionPatch, `Invalid change to session "${id}"`, patch);
+    const sets: string[] = [];
+    const params: SQLInputValue[] = [];
+    for (const [key, column] of Object.entries(SESSION_COLUMNS)) {
+      const value = valid[key as keyof SessionPatch];
+      if (value === undefined) continue;
+      sets.push(`${column} = ?`);
+      params.push(key === "command" ? JSON.stringify(value) : value as SQLInputValue);
+    }
+    const sql = sets.length === 0
+      ? "UPDATE sessions SET id = id WHERE id = ?"
+      : `UPDATE sessions SET ${sets.join(", ")} WHERE id = ?`;
+    const result = this.#stmt(sql).run(...params, id);
+    if (Number(result.changes) === 0) {
+      throw new SessionRefError(id, `No session "${id}" in journal "${this.path}"`);
+    }
+  }
+
+  // --- Events and responses: buffered --------------------------------------------------------
+
+  /**
+   * Buffers an event for the next batch. O(1) except on every `batchMax`-th call, which writes
+   * the batch. The event is serialized when written, so it must not be mutated after this call.
+   * Never throws for a database error (those are counted in {@link metrics}).
+   *
+   * @throws {Error} when the journal is closed.
+   */
+  append(event: AgentEvent): void {
+    this.#assertOpen();
+    if (this.#pending() >= this.#maxPending) {
+      this.#metrics.dropped++;
+      return;
+    }
+    this.#events.push(event);
+    this.#afterPush();
+  }
+
+  /** Buffers a response for the next batch, like {@link append}. */
+  recordResponse(response: NewResponse): void {
+    this.#assertOpen();
+    if (this.#pending() >= this.#maxPending) {
+      this.#metrics.dropped++;
+      return;
+    }
+    this.#responses.push(response.ts === undefined ? { ...response, ts: this.#iso() } : response);
+    this.#afterPush();
+  }
+
+  /**
+   * Writes everything buffered, in one transaction, now.
+   *
+   * @throws {Error} when the batch cannot be committed; the batch stays buffered.
+   */
+  flush(): void {
+    this.#assertOpen();
+    this.#write(true);
+  }
+
+  /** Replaces the counters each sensor reported for a session, at once. */
+  putSensorStats(session: string, stats: readonly SensorStats[]): void {
+    this.#assertOpen();
+    const updatedAt = this.#iso();
+    this.#transaction(() => {
+      for (const s of stats) {
+        this.#stmt(UPSERT_SENSOR_STATS).run(session, s.sensor, JSON.stringify(s), updatedAt);
+      }
+    });
+  }
+
+  /**
+   * Marks live (`running` or `paused`) sessions of this host whose Sentry process is gone as
+   * `crashed`, with the time of their last event as their end, and returns their ids. A reused
+   * pid makes a dead Sentry look alive; `isAlive` may check more than the pid to rule that out.
+   */
+  reconcile(isAlive: (pid: number) => boolean): string[] {
+    this.#assertOpen();
+    const live = this.#stmt(SELECT_LIVE).all(this.#hostname);
+    const crashed: string[] = [];
+    this.#transaction(() => {
+      for (const row of live) {
+        const id = String(row["id"]);
+        if (isAlive(Number(row["sentry_pid"]))) continue;
+        if (Number(this.#stmt(MARK_CRASHED).run(id).changes) > 0) crashed.push(id);
+      }
+    });
+    return crashed;
+  }
+
+  /**
+   * Writes what is buffered, stops the timer and closes the database. Calling it again does
+   * nothing.
+   *
+   * @throws {Error} when the last batch cannot be written; the database is closed anyway.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#write(true);
+    } finally {
+      this.#clearTimer();
+      this.#statements.clear();
+      this.#db.close();
+    }
+  }
+
+  // --- Queries: they read what has been written, not the buffer ------------------------------
+
+  /** The most recently started sessions first, with their counts. */
+  listSessions(options: ListSessionsOptions = {}): SessionSummary[] {
+    this.#assertOpen();
+    const limit = checkCount("limit", options.limit ?? 50, 0);
+    return this.#stmt(`${SELECT_SUMMARY} ${SESSION_ORDER} LIMIT ?`).all(limit).map(toSummary);
+  }
+
+  /**
+   * Finds one session by full id, by a unique id prefix (case-insensitive), or `"last"` for the
+   * most recently started.
+   *
+   * @throws {SessionRefError} when nothing matches or a prefix matches several sessions.
+   */
+  getSession(ref: string): SessionSummary {
+    this.#assertOpen();
+    if (ref === "last") {
+      const row = this.#stmt(`${SELECT_SUMMARY} ${SESSION_ORDER} LIMIT 1`).get();
+      if (row === undefined) {
+        throw new SessionRefError(
+          ref,
+          `No session matches "last": journal "${this.path}" is empty`,
+        );
+      }
+      return toSummary(row);
+    }
+    const exact = this.#stmt(`${SELECT_SUMMARY} WHERE s.id = ?`).get(ref);
+    if (exact !== undefined) return toSummary(exact);
+    const where = "WHERE id LIKE ? ESCAPE '\\'";
+    const pattern = likePrefix(ref);
+    const count = ref === "" ? 0 : Number(
+      this.#stmt(`SELECT count(*) AS n FROM sessions ${where}`).get(pattern)?.["n"] ?? 0,
+    );
+    if (count === 0) {
+      throw new SessionRefError(ref, `No session matches "${ref}" in journal "${this.path}"`);
+    }
+    const ids = this.#stmt(
+      `SELECT id FROM sessions ${where} ORDER BY started_at DESC, id DESC LIMIT 10`,
+    ).all(pattern).map((row) => String(row["id"]));
+    if (count > 1) {
+      const listed = ids.map((id) => `"${id}"`).join(", ");
+      const more = count > ids.length ? ` and ${count - ids.length} more` : "";
+      throw new SessionRefError(
+        ref,
+        `Session prefix "${ref}" is ambiguous: it matches ${listed}${more}`,
+        ids,
+      );
+    }
+    const row = this.#stmt(`${SELECT_SUMMARY} WHERE s.id = ?`).get(ids[0] ?? "");
+    if (row === undefined) throw new SessionRefError(ref, `No session matches "${ref}"`);
+    return toSummary(row);
+  }
+
+  /**
+   * Events matching a filter, by id (time) ascending or, with `order: "desc"`, descending. Page
+   * with `after`: pass the last id of one page to get the next.
+   */
+  queryEvents(filter: EventFilter = {}): AgentEvent[] {
+    this.#assertOpen();
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    const desc = filter.order === "desc";
+    if (filter.session !== undefined) {
+      where.push("session = ?");
+      params.push(filter.session);
+    }
+    if (filter.kind !== undefined) {
+      const kinds: readonly Kind[] = typeof filter.kind === "string" ? [filter.kind] : filter.kind;
+      if (kinds.length === 0) return [];
+      where.push(`kind IN (${kinds.map(() => "?").join(", ")})`);
+      params.push(...kinds);
+    }
+    if (filter.minRisk !== undefined) {
+      where.push("risk >= ?");
+      params.push(filter.minRisk);
+    }
+    if (filter.verdict !== undefined) {
+      where.push("verdict = ?");
+      params.push(filter.verdict);
+    }
+    if (filter.since !== undefined) {
+      where.push("ts >= ?");
+      params.push(filter.since);
+    }
+    if (filter.until !== undefined) {
+      where.push("ts < ?");
+      params.push(filter.until);
+    }
+    if (filter.after !== undefined) {
+      where.push(desc ? "id < ?" : "id > ?");
+      params.push(filter.after);
+    }
+    params.push(checkCount("limit", filter.limit ?? 1000, 0));
+    const sql = `SELECT event FROM events${where.length ? ` WHERE ${where.join(" AND ")}` : ""}` +
+      ` ORDER BY id ${desc ? "DESC" : "ASC"} LIMIT ?`;
+    return this.#stmt(sql).all(...params).map(toEvent);
+  }
+
+  /** How many events of each kind a session has, the most frequent first. */
+  countsByKind(session: string): KindCount[] {
+    this.#assertOpen();
+    return this.#stmt(
+      `SELECT kind, count(*) AS n, sum(verdict = 'deny') AS denied FROM events
+       WHERE session = ? GROUP BY kind ORDER BY n DESC, kind`,
+    ).all(session).map(toKindCount);
+  }
+
+  /** The responses taken in a session, in the order they were written. */
+  responses(session: string): ResponseRecord[] {
+    this.#assertOpen();
+    return this.#stmt("SELECT * FROM responses WHERE session = ? ORDER BY id").all(session)
+      .map(toResponse);
+  }
+
+  /** Each sensor's latest counters in a session, by sensor name. */
+  sensorStats(session: string): SensorStatsRecord[] {
+    this.#assertOpen();
+    return this.#stmt("SELECT * FROM sensor_stats WHERE session = ? ORDER BY sensor").all(session)
+      .map(toSensorStats);
+  }
+
+  /** A session's `n` riskiest events, the riskiest first and the earliest first among equals. */
+  topRisks(session: string, n: number): AgentEvent[] {
+    this.#assertOpen();
+    return this.#stmt(
+      "SELECT event FROM events WHERE session = ? ORDER BY risk DESC, id ASC LIMIT ?",
+    ).all(session, checkCount("n", n, 0)).map(toEvent);
+  }
+
+  /** Write counters and batch latencies, for `/metrics`. Works after close too. */
+  metrics(): JournalMetrics {
+    const n = Math.min(this.#metrics.batches, LATENCY_WINDOW);
+    const sorted = this.#latencies.slice(0, n).sort();
+    return {
+      ...this.#metrics,
+      pending: this.#pending(),
+      p50BatchMs: percentile(sorted, 0.5),
+      p99BatchMs: percentile(sorted, 0.99),
+      maxBatchMs: sorted.at(-1) ?? 0,
+    };
+  }
+
+  // --- Internals -----------------------------------------------------------------------------
+
+  #assertOpen(): void {
+    if (this.#closed) throw new Error(`Journal "${this.path}" is closed`);
+  }
+
+  #iso(): string {
+    return new Date(this.#now()).toISOString();
+  }
+
+  #pending(): number {
+    return this.#events.length + this.#responses.length;
+  }
+
+  #stmt(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  #transaction(body: () => void): void {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      body();
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      try {
+        if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      } catch {
+        // The original error says more than a failed rollback.
+      }
+      throw error;
+    }
+  }
+
+  #afterPush(): void {
+    if (this.#pending() >= this.#batchMax && !this.#failing) {
+      this.#write(false);
+    } else if (this.#timer === undefined) {
+      this.#arm(this.#batchMs);
+    }
+  }
+
+  /** Schedules a write of the buffer; the timer keeps the process alive until it fires. */
+  #arm(ms: number): void {
+    this.#clearTimer();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#closed) this.#write(false);
+    }, ms);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /**
+   * Writes the buffer in one transaction. A row the database refuses is dropped and counted; a
+   * failure of the transaction keeps the whole buffer for a retry by the timer.
+   */
+  #write(throwOnError: boolean): void {
+    this.#clearTimer();
+    const events = this.#events;
+    const responses = this.#responses;
+    if (events.length === 0 && responses.length === 0) return;
+    const start = this.#clock();
+    let eventsWritten = 0;
+    let responsesWritten = 0;
+    let rejected = 0;
+    const reject = (error: unknown): void => {
+      if (!isRowError(error)) throw error;
+      rejected++;
+      this.#metrics.lastError = message(error);
+    };
+    try {
+      this.#transaction(() => {
+        const insertEvent = this.#stmt(INSERT_EVENT);
+        for (const e of events) {
+          try {
+            const result = insertEvent.run(
+              e.id,
+              e.session,
+              e.ts,
+              e.kind,
+              e.pid,
+              e.target,
+              e.verdict,
+              e.risk,
+              e.rule,
+              e.response,
+              e.sensor,
+              JSON.stringify(e),
+            );
+            eventsWritten += Number(result.changes);
+          } catch (error) {
+            reject(error);
+          }
+        }
+        const insertResponse = this.#stmt(INSERT_RESPONSE);
+        for (const r of responses) {
+          try {
+            insertResponse.run(
+              r.session,
+              r.eventId ?? null,
+              r.ts ?? this.#iso(),
+              r.action,
+              r.outcome,
+              JSON.stringify(r.detail ?? {}),
+            );
+            responsesWritten++;
+          } catch (error) {
+            reject(error);
+          }
+        }
+      });
+    } catch (cause) {
+      this.#failing = true;
+      this.#metrics.writeErrors++;
+      this.#metrics.lastError = message(cause);
+      if (!this.#closed) this.#arm(Math.max(this.#batchMs, 10));
+      if (!throwOnError) return;
+      throw new Error(
+        `Cannot write ${events.length + responses.length} buffered items to journal ` +
+          `"${this.path}": ${message(cause)}`,
+        { cause },
+      );
+    }
+    // Only now: a failed transaction leaves the buffer in place for the retry.
+    this.#events = [];
+    this.#responses = [];
+    this.#failing = false;
+    const elapsed = this.#clock() - start;
+    const m = this.#metrics;
+    this.#latencies[m.batches % LATENCY_WINDOW] = elapsed;
+    m.batches++;
+    m.eventsWritten += eventsWritten;
+    m.responsesWritten += responsesWritten;
+    m.rejected += rejected;
+    m.lastBatchMs = elapsed;
+  }
+}
+
+/**
+ * Creates the database file readable and writable by its owner only (0600) before SQLite opens
+ * it; SQLite gives its -wal and -shm files the same mode. An existing file is narrowed too.
+ */
+function createPrivateFile(path: string): void {
+  try {
+    Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
+    if (Deno.build.os !== "windows" && ((Deno.statSync(path).mode ?? 0) & 0o077) !== 0) {
+      Deno.chmodSync(path, 0o600);
+    }
+  } catch (cause) {
+    throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+  }
+}
+
+/**
+ * Opens the journal at `path` (usually `join(dataDir(env), JOURNAL_FILE)`), creating it with
+ * mode 0600 and migrating its schema as needed. Use `":memory:"` for a throwaway journal.
+ *
+ * @throws {JournalVersionError} when the journal was written by a newer Sentry.
+ * @throws {Error} when the file cannot be opened or is not a journal.
+ */
+export function openJournal(path: string, options: JournalOptions = {}): Journal {
+  return new Journal(path, options);
+}

@@ -1,0 +1,161 @@
+/**
+ * The journal's schema, as numbered migrations. The database's `PRAGMA user_version` is the
+ * number of the last migration applied. Never edit a migration that has shipped: add one.
+ *
+ * @module
+ */
+
+import type { DatabaseSync } from "node:sqlite";
+
+/** One schema step. */
+export interface Migration {
+  /** 1 for the first migration, then consecutive. */
+  version: number;
+  /** What it does, for error messages and reviewers. */
+  name: string;
+  /** The statements, run in one transaction. */
+  sql: string;
+}
+
+/** Every migration, in order. The last one's version is the schema this code reads and writes. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "sessions, events, responses and sensor stats",
+    sql: `
+      CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        agent       TEXT NOT NULL,
+        command     TEXT NOT NULL,            -- JSON array of strings
+        pid         INTEGER,                  -- the agent's root process
+        kind        TEXT NOT NULL CHECK (kind IN ('run', 'attach')),
+        policy      TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        workspace   TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        sentry_pid  INTEGER NOT NULL,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        state       TEXT NOT NULL CHECK (
+          state IN ('running', 'paused', 'ended', 'killed', 'detached', 'crashed')
+        ),
+        exit_code   INTEGER,
+        note        TEXT
+      );
+      CREATE INDEX sessions_started ON sessions (started_at);
+      CREATE INDEX sessions_state ON sessions (state);
+
+      CREATE TABLE events (
+        id        TEXT PRIMARY KEY,           -- the event's ULID
+        session   TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        ts        TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        pid       INTEGER,
+        target    TEXT NOT NULL,
+        verdict   TEXT NOT NULL,
+        risk      INTEGER NOT NULL,
+        rule      TEXT NOT NULL,
+        response  TEXT NOT NULL,
+        sensor    TEXT NOT NULL,
+        event     TEXT NOT NULL               -- the whole AgentEvent as JSON
+      );
+      CREATE INDEX events_session_id ON events (session, id);
+      CREATE INDEX events_session_kind ON events (session, kind, id);
+      CREATE INDEX events_session_risk ON events (session, risk);
+      CREATE INDEX events_session_verdict ON events (session, verdict, id);
+
+      CREATE TABLE responses (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        session   TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        event_id  TEXT,                       -- no foreign key: a response outlives a lost event
+        ts        TEXT NOT NULL,
+        action    TEXT NOT NULL CHECK (
+          action IN ('alert', 'pause', 'resume', 'kill', 'rollback', 'block', 'detach')
+        ),
+        outcome   TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'partial')),
+        detail    TEXT NOT NULL               -- JSON object
+      );
+      CREATE INDEX responses_session ON responses (session, id);
+
+      CREATE TABLE sensor_stats (
+        session     TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        sensor      TEXT NOT NULL,
+        stats       TEXT NOT NULL,            -- SensorStats as JSON
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (session, sensor)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+/** The schema version this code reads and writes. */
+export const SCHEMA_VERSION: number = MIGRATIONS.at(-1)?.version ?? 0;
+
+/** A journal written by a newer Sentry than this one, which this code must not touch. */
+export class JournalVersionError extends Error {
+  /** The journal's file. */
+  readonly path: string;
+  /** The journal's schema version. */
+  readonly version: number;
+  /** The newest version this code knows. */
+  readonly supported: number;
+
+  /** Builds the error for a journal at `path` with schema `version`. */
+  constructor(path: string, version: number, supported: number = SCHEMA_VERSION) {
+    super(
+      `Cannot open journal "${path}": its schema version ${version} is newer than the ` +
+        `version ${supported} this Sentry knows; upgrade Sentry`,
+    );
+    this.name = "JournalVersionError";
+    this.path = path;
+    this.version = version;
+    this.supported = supported;
+  }
+}
+
+/** Options for {@link migrate}. */
+export interface MigrateOptions {
+  /** The journal's file, for error messages. */
+  path: string;
+  /** The migrations to apply; defaults to {@link MIGRATIONS}. Tests pass their own. */
+  migrations?: readonly Migration[];
+}
+
+function userVersion(db: DatabaseSync): number {
+  const row = db.prepare("PRAGMA user_version").get();
+  return Number(row?.["user_version"] ?? 0);
+}
+
+/**
+ * Brings a database up to the newest schema and returns the versions it applied. Each
+ * migration runs in its own `BEGIN IMMEDIATE` transaction that re-reads `user_version` first,
+ * so two processes opening a new journal at once apply each step exactly once.
+ *
+ * @throws {JournalVersionError} when the database is newer than the code.
+ */
+export function migrate(db: DatabaseSync, options: MigrateOptions): number[] {
+  const migrations = options.migrations ?? MIGRATIONS;
+  const latest = migrations.at(-1)?.version ?? 0;
+  const applied: number[] = [];
+  const current = userVersion(db);
+  if (current > latest) throw new JournalVersionError(options.path, current, latest);
+  for (const migration of migrations) {
+    if (migration.version <= current) continue;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const now = userVersion(db);
+      if (now > latest) throw new JournalVersionError(options.path, now, latest);
+      if (now < migration.version) {
+        db.exec(migration.sql);
+        // PRAGMA takes no bound parameters; the version is an integer from this file.
+        db.exec(`PRAGMA user_version = ${Math.trunc(migration.version)}`);
+        applied.push(migration.version);
+      }
+      db.exec("COMMIT");
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+  return applied;
+}
