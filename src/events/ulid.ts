@@ -19,7 +19,8 @@ export function createUlid(sources: Partial<UlidSources> = {}): () => string {
   let lastTime = -1;
   const entropy = new Uint8Array(10);
   return () => {
-    let time = now();
+    // A clock such as `performance.timeOrigin + performance.now()` has fractions of a ms.
+    let time = Math.floor(now());
     if (time <= lastTime) {
       time = lastTime;
       increment(entropy);

@@ -132,13 +132,16 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
   const processes = (field: string, list: ProcessEntry[]) =>
     list.map((e, i) => at(`${field}[${i}]`, () => compileProcess(e)));
 
-  const rules = policy.rules.filter((r) => r.enabled).map((rule, i): CompiledRule =>
-    at(`rules[${i}] (${rule.id})`, () => ({
+  // Indexed in the full list, so that an error names the rule's real place.
+  const rules: CompiledRule[] = [];
+  policy.rules.forEach((rule, i) => {
+    if (!rule.enabled) return;
+    rules.push(at(`rules[${i}] (${rule.id})`, () => ({
       rule,
       match: compileMatch(rule.match, ctx),
       exceptions: rule.exceptions.map((m) => compileMatch(m, ctx)),
-    }))
-  );
+    })));
+  });
   const rulesByKind = new Map<Kind, CompiledRule[]>();
   for (const kind of KINDS) {
     rulesByKind.set(kind, rules.filter((r) => r.match.kinds === null || r.match.kinds.has(kind)));

@@ -4,6 +4,7 @@ import {
   type Endpoint,
   type NetworkEntry,
   networkEntryMatches,
+  normalizePath,
   parseEndpoint,
 } from "./patterns.ts";
 import { commandFactors, endpointFactors, type FactorDraft, pathFactors, POINTS } from "./risk.ts";
@@ -37,7 +38,8 @@ const ALLOW_RANK = responseRank("alert");
  * then the section's default. A denied action scores at least the alert threshold; an allowed
  * one never gets more than an alert.
  */
-export function evaluate(action: Action, policy: CompiledPolicy): Decision {
+export function evaluate(input: Action, policy: CompiledPolicy): Decision {
+  const action = input.kind.startsWith("file.") ? normalizeFileAction(input) : input;
   const factors: FactorDraft[] = [{
     id: "kind",
     points: POINTS.kind[action.kind],
@@ -58,6 +60,19 @@ export function evaluate(action: Action, policy: CompiledPolicy): Decision {
   }
   if (verdict.violation !== null) factors.push(verdict.violation);
   return decide(verdict, factors, policy);
+}
+
+/** The action with its paths (target, and a rename's source) free of `.`, `..` and `//`. */
+function normalizeFileAction(action: Action): Action {
+  const target = normalizePath(action.target);
+  const from = action.detail?.from;
+  const source = typeof from === "string" ? normalizePath(from) : from;
+  if (target === action.target && source === from) return action;
+  return {
+    ...action,
+    target,
+    ...(source === from ? {} : { detail: { ...action.detail, from: source } }),
+  };
 }
 
 function decide(verdict: Verdict, drafts: FactorDraft[], policy: CompiledPolicy): Decision {

@@ -41,8 +41,15 @@ export class GlobSet {
         let list = this.#bySegment.get(segment);
         if (list === undefined) this.#bySegment.set(segment, list = []);
         list.push({ index, text, base, re });
-      } else if (text.startsWith("**/") && !text.slice(3).includes("/") && !text.slice(3).includes("**")) {
-        this.#basename.push({ index, text, base: "", re: picomatch.makeRe(text.slice(3), { dot: true }) });
+      } else if (
+        text.startsWith("**/") && !text.slice(3).includes("/") && !text.slice(3).includes("**")
+      ) {
+        this.#basename.push({
+          index,
+          text,
+          base: "",
+          re: picomatch.makeRe(text.slice(3), { dot: true }),
+        });
       } else {
         this.#floating.push({ index, text, base: "", re });
       }
@@ -73,7 +80,9 @@ export class GlobSet {
     let best = Infinity;
     const bucket = this.#bySegment.get(firstSegment(path));
     if (bucket !== undefined) {
-      for (const e of bucket) if (e.index < best && under(path, e.base) && e.re.test(path)) best = e.index;
+      for (const e of bucket) {
+        if (e.index < best && under(path, e.base) && e.re.test(path)) best = e.index;
+      }
     }
     const name = basename(path);
     for (const e of this.#basename) if (e.index < best && e.re.test(name)) best = e.index;
@@ -88,7 +97,8 @@ function firstSegment(path: string): string {
 }
 
 function under(path: string, base: string): boolean {
-  return path.startsWith(base) && (path.length === base.length || path.charCodeAt(base.length) === 47 || base.endsWith("/"));
+  return path.startsWith(base) &&
+    (path.length === base.length || path.charCodeAt(base.length) === 47 || base.endsWith("/"));
 }
 
 function basename(path: string): string {

@@ -2,9 +2,9 @@ import YAML, { isMap, isPair, isScalar, LineCounter, type Node } from "yaml";
 import type { z } from "zod";
 import { compileMatch, compileProcess } from "./compile.ts";
 import { formatFieldPath, PolicyError } from "./errors.ts";
-import { checkGlobSyntax, parseNetworkEntry } from "./patterns.ts";
+import { checkGlobSyntax, normalizePath, parseNetworkEntry } from "./patterns.ts";
 import { type PolicyLayer, resolveLayers } from "./resolve.ts";
-import { PolicyFile, type ResolvedPolicy } from "./schema.ts";
+import { PolicyFile, type ResolvedPolicy, type RuleMatch } from "./schema.ts";
 
 /** The built-in templates, shipped as YAML in `policies/`. `default` is the root of all. */
 export const TEMPLATES = [
@@ -45,12 +45,13 @@ export function readTemplate(name: string): Promise<string> {
  */
 export async function loadPolicy(ref: string, options: LoadOptions = {}): Promise<ResolvedPolicy> {
   const layers: PolicyLayer[] = [];
+  // Keyed by resolved path: the same relative text can name different files along a chain.
   const seen = new Set<string>();
   let next: string | null = ref;
   let cwd = options.cwd ?? Deno.cwd();
   while (next !== null) {
-    const { source, text, dir } = await readPolicyText(next, { ...options, cwd });
-    if (seen.has(source)) {
+    const { source, key, text, dir } = await readPolicyText(next, { ...options, cwd });
+    if (seen.has(key)) {
       throw new PolicyError(
         `Cannot load policy "${ref}": "extends" forms a cycle through "${source}"`,
         {
@@ -59,7 +60,7 @@ export async function loadPolicy(ref: string, options: LoadOptions = {}): Promis
         },
       );
     }
-    seen.add(source);
+    seen.add(key);
     const policy = parsePolicy(text, source);
     layers.unshift({ source, policy });
     const parent = policy.extends ?? (source === "default" ? "none" : "default");
@@ -72,9 +73,9 @@ export async function loadPolicy(ref: string, options: LoadOptions = {}): Promis
 async function readPolicyText(
   ref: string,
   options: LoadOptions & { cwd: string },
-): Promise<{ source: string; text: string; dir: string }> {
+): Promise<{ source: string; key: string; text: string; dir: string }> {
   if (isTemplateName(ref)) {
-    return { source: ref, text: await readTemplate(ref), dir: options.cwd };
+    return { source: ref, key: `template:${ref}`, text: await readTemplate(ref), dir: options.cwd };
   }
   const looksLikeFile = ref.includes("/") || /\.ya?ml$/i.test(ref);
   if (!looksLikeFile) {
@@ -85,11 +86,11 @@ async function readPolicyText(
       { file: ref },
     );
   }
-  const path = ref.startsWith("/") ? ref : `${options.cwd.replace(/\/$/, "")}/${ref}`;
+  const path = normalizePath(ref.startsWith("/") ? ref : `${options.cwd}/${ref}`);
   const read = options.readFile ?? Deno.readTextFile;
   try {
     const text = await read(path);
-    return { source: ref, text, dir: path.slice(0, path.lastIndexOf("/")) || "/" };
+    return { source: ref, key: path, text, dir: path.slice(0, path.lastIndexOf("/")) || "/" };
   } catch (error) {
     const reason = error instanceof Deno.errors.NotFound
       ? "no such file"
@@ -160,9 +161,10 @@ export function parsePolicy(text: string, file: string): PolicyFile {
     const shown = value === undefined || typeof value === "object"
       ? ""
       : ` (got ${JSON.stringify(value)})`;
+    const message = issue.message.replace(/^Invalid input: /, "");
     fail(
       issue.path,
-      `field "${field}" ${issue.message.replace(/^Invalid input: /, "")}${shown}${suffix}`,
+      `field "${field}": ${message.charAt(0).toLowerCase()}${message.slice(1)}${shown}${suffix}`,
     );
   }
   const policy = parsed.data as PolicyFile;
@@ -209,15 +211,25 @@ function checkPatterns(policy: PolicyFile, fail: Fail): void {
     workspace: "/workspace/probe",
     env: new Proxy({}, { get: () => "/probe" }),
   };
+  // Field by field, so that an error points at the kind, target or process that is wrong.
+  const checkMatch = (path: PropertyKey[], match: RuleMatch) => {
+    for (const field of ["kind", "target", "process"] as const) {
+      if (match[field] === undefined) continue;
+      guard(
+        [...path, field],
+        () => compileMatch({ kind: match.kind, [field]: match[field] }, probe),
+      );
+    }
+  };
   policy.rules?.forEach((rule, i) => {
-    guard(["rules", i, "match"], () => compileMatch(rule.match, probe));
-    rule.exceptions?.forEach((m, j) =>
-      guard(["rules", i, "exceptions", j], () => compileMatch(m, probe))
-    );
+    checkMatch(["rules", i, "match"], rule.match);
+    rule.exceptions?.forEach((m, j) => checkMatch(["rules", i, "exceptions", j], m));
   });
   const ids = new Set<string>();
   policy.rules?.forEach((rule, i) => {
-    if (ids.has(rule.id)) fail(["rules", i, "id"], `duplicate rule id "${rule.id}"`);
+    if (ids.has(rule.id)) {
+      fail(["rules", i, "id"], `field "rules[${i}].id": duplicate rule id "${rule.id}"`);
+    }
     ids.add(rule.id);
   });
   for (const field of ["paths", "exclude"] as const) {
@@ -232,7 +244,7 @@ function checkPathGlob(glob: string): void {
   checkGlobSyntax(glob);
   if (!/^(?:\/|~|\$|\*\*)/.test(glob)) {
     throw new RangeError(
-      `bad glob "${glob}": a path glob must be absolute or start with ~, \${WORKSPACE}, \${HOME} or **`,
+      `Bad glob "${glob}": a path glob must be absolute or start with ~, \${WORKSPACE}, \${HOME} or **`,
     );
   }
 }

@@ -17,21 +17,26 @@ export interface ExpandContext {
  */
 export function expandGlob(glob: string, context: ExpandContext): string {
   checkGlobSyntax(glob);
-  let out = glob;
-  if (out === "~") out = context.home;
-  else if (out.startsWith("~/")) out = context.home + out.slice(1);
-  out = out.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_m, a, b) => {
-    const name = (a ?? b) as string;
-    const value = name === "WORKSPACE"
-      ? context.workspace
-      : name === "HOME"
-      ? context.home
-      : context.env[name];
-    if (value === undefined || value === "") {
-      throw new RangeError(`Unset variable "${name}" in glob "${glob}"`);
-    }
-    return value;
-  });
+  // Values are paths, not globs: `/work/my project (1)` must match itself, so they are escaped.
+  // The leading `~` is split off first so that a `$` in the home directory stays literal.
+  const home = glob === "~" || glob.startsWith("~/");
+  const rest = home ? glob.slice(1) : glob;
+  const expanded = rest.replace(
+    /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g,
+    (_m, a, b) => {
+      const name = (a ?? b) as string;
+      const value = name === "WORKSPACE"
+        ? context.workspace
+        : name === "HOME"
+        ? context.home
+        : context.env[name];
+      if (value === undefined || value === "") {
+        throw new RangeError(`Unset variable "${name}" in glob "${glob}"`);
+      }
+      return escapeGlob(value);
+    },
+  );
+  const out = home ? escapeGlob(context.home) + expanded : expanded;
   if (!out.startsWith("/") && !out.startsWith("**")) {
     throw new RangeError(
       `Bad glob "${glob}": a path glob must be absolute or start with ~, \${WORKSPACE}, \${HOME} or **`,
@@ -39,6 +44,32 @@ export function expandGlob(glob: string, context: ExpandContext): string {
   }
   // Collapse duplicate slashes that expansion can create (`${WORKSPACE}/` with a trailing /).
   return out.replace(/\/{2,}/g, "/");
+}
+
+const NEEDS_NORMALIZING = /\/\.{1,2}(?:\/|$)|\/\/|^\.{1,2}(?:\/|$)|^$/;
+
+/**
+ * Resolves `.` and `..` segments and repeated slashes, lexically (symlinks are not followed),
+ * keeping a relative path relative. `/work/p/../../etc/x` becomes `/etc/x`, so that no path
+ * slips past a deny glob by its spelling.
+ */
+export function normalizePath(path: string): string {
+  // Fast path: most absolute paths hold neither `/.` nor `//`.
+  if (path.charCodeAt(0) === 47 && !path.includes("/.") && !path.includes("//")) return path;
+  if (!NEEDS_NORMALIZING.test(path)) return path;
+  const absolute = path.startsWith("/");
+  const out: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === ".." && out.length > 0 && out[out.length - 1] !== "..") out.pop();
+    else if (part !== ".." || !absolute) out.push(part);
+  }
+  return (absolute ? "/" : "") + (out.join("/") || (absolute ? "" : "."));
+}
+
+/** Escapes the characters picomatch gives a meaning to, so that a path matches only itself. */
+export function escapeGlob(path: string): string {
+  return path.replace(/[\\*?[\]{}()!+@|]/g, "\\$&");
 }
 
 /** Throws a `RangeError` when a glob's brackets or braces do not balance. */
@@ -214,7 +245,8 @@ const HOSTNAME =
 export function parseNetworkEntry(text: string): NetworkEntry {
   const entry = text.trim();
   if (entry === "*") return { type: "any", text: entry };
-  if (entry.startsWith(":")) {
+  // `:5432` is a port on any host; `::1` is an IPv6 address.
+  if (entry.startsWith(":") && !entry.startsWith("::")) {
     return { type: "ports", text: entry, ports: parsePortRange(entry.slice(1), entry) };
   }
   let hostPart = entry;
@@ -294,8 +326,10 @@ export function parseEndpoint(target: string, names: readonly string[] = []): En
       if (/^\d+$/.test(p)) port = Number(p);
     }
   }
-  host = host.toLowerCase();
-  return { ip: parseIp(host), host, port, names: names.map((n) => n.toLowerCase()) };
+  // Entries drop a name's trailing dot (`example.com.`), so the endpoint does too.
+  const canonical = (name: string) => name.toLowerCase().replace(/\.$/, "");
+  host = canonical(host);
+  return { ip: parseIp(host), host, port, names: names.map(canonical) };
 }
 
 const LOOPBACK_V4 = parseCidr("127.0.0.0/8") as Cidr;

@@ -1,5 +1,12 @@
 import type { Kind } from "../events/mod.ts";
-import { type Cidr, cidrContains, type Ip, parseCidr, pathGlobsToRegExp } from "./patterns.ts";
+import {
+  type Cidr,
+  cidrContains,
+  escapeGlob,
+  type Ip,
+  parseCidr,
+  pathGlobsToRegExp,
+} from "./patterns.ts";
 
 /**
  * The risk model, in points. Factors add up to the score, which is capped at 100. The README's
@@ -148,8 +155,6 @@ const PRIVATE = [
 const PRIVILEGE = /^(?:sudo|su|doas|pkexec|runuser|sudoedit)$/;
 const NET_TOOLS = /^(?:nc|ncat|netcat|socat|telnet|nmap)$/;
 const DESTRUCTIVE_BIN = /^(?:dd|shred|wipefs|mkfs(?:\.[a-z0-9]+)?|fdisk|parted)$/;
-const RM_RECURSIVE_FORCE =
-  /(?:^| )-(?:[a-zA-Z]*r[a-zA-Z]*f|[a-zA-Z]*f[a-zA-Z]*r)[a-zA-Z]*(?: |$)|--recursive.*--force|--force.*--recursive/;
 const PIPE_TO_SHELL = /\b(?:curl|wget)\b[^|]*\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b/;
 
 /** The sensitivity classifiers, with the user's home expanded. Built once per compiled policy. */
@@ -162,7 +167,7 @@ export interface Sensitivity {
 /** Builds the sensitivity classifiers for a home directory. */
 export function compileSensitivity(home: string): Sensitivity {
   const expand = (globs: string[]) =>
-    globs.map((g) => (g.startsWith("~/") ? home.replace(/\/$/, "") + g.slice(1) : g));
+    globs.map((g) => (g.startsWith("~/") ? escapeGlob(home.replace(/\/$/, "")) + g.slice(1) : g));
   return {
     credential: pathGlobsToRegExp(expand(CREDENTIAL_GLOBS)) as RegExp,
     shellStartup: pathGlobsToRegExp(expand(SHELL_STARTUP_GLOBS)) as RegExp,
@@ -268,7 +273,7 @@ export function commandFactors(name: string, args: string, out: FactorDraft[]): 
       points: POINTS.network_tool,
       reason: `"${name}" opens raw network connections`,
     });
-  } else if (DESTRUCTIVE_BIN.test(name) || (name === "rm" && RM_RECURSIVE_FORCE.test(args))) {
+  } else if (DESTRUCTIVE_BIN.test(name) || (name === "rm" && isRecursiveForce(args))) {
     out.push({
       id: "destructive_command",
       points: POINTS.destructive_command,
@@ -282,4 +287,23 @@ export function commandFactors(name: string, args: string, out: FactorDraft[]): 
       reason: "pipes a download into a shell",
     });
   }
+}
+
+/**
+ * Tells whether rm's arguments ask for both recursion and force, in any spelling: `-rf`, `-Rf`,
+ * `-fr`, `-r -f`, `--recursive --force`. Options end at `--`.
+ */
+function isRecursiveForce(args: string): boolean {
+  let recursive = false;
+  let force = false;
+  for (const arg of args.split(" ")) {
+    if (arg === "--") break;
+    if (arg === "--recursive") recursive = true;
+    else if (arg === "--force") force = true;
+    else if (/^-[a-zA-Z]+$/.test(arg)) {
+      if (arg.includes("r") || arg.includes("R")) recursive = true;
+      if (arg.includes("f")) force = true;
+    }
+  }
+  return recursive && force;
 }
