@@ -150,7 +150,7 @@ export function eventMix(count: number, seed = 42): Action[] {
         });
         break;
       case 3: {
-        const [exe, ...args] = pick([
+        const [exe = "/usr/bin/true", ...args] = pick([
           ["/usr/bin/git", "status"],
           ["/usr/bin/git", "push", "--force"],
           ["/usr/bin/python3", "-m", "pytest"],
@@ -161,7 +161,7 @@ export function eventMix(count: number, seed = 42): Action[] {
           kind: "proc.exec",
           target: [exe, ...args].join(" "),
           exe,
-          cmdline: [exe as string, ...args],
+          cmdline: [exe, ...args],
           detail: {},
         });
         break;

@@ -119,3 +119,8 @@ export function print(text: string): void {
 export function eprint(text: string): void {
   current().err(text);
 }
+
+/** Prints a value as one JSON line on stderr (for alerts while the agent owns stdout). */
+export function eprintJson(value: unknown): void {
+  current().err(JSON.stringify(value) + "\n");
+}

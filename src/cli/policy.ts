@@ -189,7 +189,11 @@ async function policyTest(
   eventsPath: string,
   opts: PolicyFlags & { json?: boolean },
 ): Promise<void> {
-  const { compiled, resolved } = await loadPolicyFromFlags({ ...opts, policy: policyRef });
+  const { compiled, resolved, workspace, home } = await loadPolicyFromFlags({
+    ...opts,
+    policy: policyRef,
+  });
+  const expand = (text: string) => expandTargetVariables(text, { workspace, home });
   const text = await readLines(eventsPath);
   const lines = text.split("\n");
   const verdicts = { allow: 0, deny: 0 };
@@ -221,12 +225,14 @@ async function policyTest(
     const cmdline = typeof line.cmdline === "string"
       ? line.cmdline.split(/\s+/).filter(Boolean)
       : line.cmdline ?? [];
+    const detail = { ...line.detail };
+    if (typeof detail.from === "string") detail.from = expand(detail.from);
     const action: Action = {
       kind: line.kind,
-      target: line.target,
+      target: expand(line.target),
       exe: line.exe ?? cmdline[0] ?? null,
       cmdline,
-      detail: line.detail ?? {},
+      detail,
     };
     const d = evaluate(action, compiled);
     verdicts[d.verdict]++;
@@ -315,4 +321,16 @@ async function policyTest(
     throw new ExitCode(2, `${invalid} invalid line(s) in "${eventsPath}" (listed above)`);
   }
   if (failures > 0) throw new ExitCode(1, `${failures} expectation(s) failed`);
+}
+
+/**
+ * Expands `${WORKSPACE}`, `${HOME}` and a leading `~/` in a replayed target, so that recorded
+ * actions can be shared between machines.
+ */
+export function expandTargetVariables(
+  text: string,
+  vars: { workspace: string; home: string },
+): string {
+  const out = text.replaceAll("${WORKSPACE}", vars.workspace).replaceAll("${HOME}", vars.home);
+  return out.startsWith("~/") ? vars.home + out.slice(1) : out;
 }

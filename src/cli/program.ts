@@ -3,7 +3,12 @@ import { PolicyError } from "../policy/mod.ts";
 import { VERSION } from "../version.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { eprint, eprintln, paint, print } from "./output.ts";
+import { registerControlCommands } from "./control.ts";
+import { registerEventsCommand } from "./events.ts";
 import { registerPolicyCommands } from "./policy.ts";
+import { registerReportCommand } from "./report.ts";
+import { registerRunCommands } from "./run.ts";
+import { registerSessionsCommand } from "./sessions.ts";
 
 /**
  * Builds the `sentry` command tree. Commander never exits the process or prints errors itself:
@@ -23,6 +28,12 @@ export function buildProgram(): Command {
       writeErr: eprint,
       outputError: () => {},
     });
+  program.enablePositionalOptions();
+  registerRunCommands(program);
+  registerSessionsCommand(program);
+  registerEventsCommand(program);
+  registerReportCommand(program);
+  registerControlCommands(program);
   registerPolicyCommands(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;
@@ -54,6 +65,8 @@ export async function runCli(args: readonly string[]): Promise<number> {
 
 /** Prints an error on one line and returns its exit code. */
 export function reportError(error: unknown): number {
+  // The reader went away (`sentry events | head`): stop quietly, as Unix tools do.
+  if (error instanceof Deno.errors.BrokenPipe) return 141;
   const debug = Deno.env.get("SENTRY_DEBUG") === "1";
   if (debug && error instanceof Error && !(error instanceof ExitCode)) {
     eprintln(error.stack ?? String(error));

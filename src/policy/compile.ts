@@ -1,5 +1,7 @@
 import { type Kind, KINDS, responseRank } from "../events/mod.ts";
 import { PolicyError } from "./errors.ts";
+import picomatch from "picomatch";
+import { GlobSet } from "./glob_set.ts";
 import {
   type ExpandContext,
   expandGlob,
@@ -21,20 +23,12 @@ import type {
 /** What a policy compiles against: the user's home, the workspace and the environment. */
 export type CompileContext = ExpandContext;
 
-/** A compiled path glob, kept with its source text for explanations. */
-export interface CompiledGlob {
-  text: string;
-  re: RegExp;
-}
-
-/** One file section, compiled: a combined regex per list for a fast test, and the parts. */
+/** One file section, compiled: each list is a {@link GlobSet} labelled with the globs as written. */
 export interface CompiledAccess {
   section: string;
   default: "allow" | "deny";
-  allowAny: RegExp | null;
-  denyAny: RegExp | null;
-  allow: CompiledGlob[];
-  deny: CompiledGlob[];
+  allow: GlobSet;
+  deny: GlobSet;
 }
 
 /** A compiled process entry. */
@@ -48,10 +42,12 @@ export interface CompiledProcess {
 /** A compiled rule match (the rule's own, or one exception). */
 export interface CompiledMatch {
   kinds: ReadonlySet<Kind> | null;
-  /** Target matchers for path kinds and for the others. */
-  pathTargets: RegExp[] | null;
+  /** Target matchers for path kinds (expanded path globs) and for the others (wildcards). */
+  pathTargets: GlobSet | null;
   otherTargets: RegExp[] | null;
   processes: CompiledProcess[] | null;
+  /** Literal host names in the targets, for the resolver. */
+  hosts: string[];
 }
 
 /** A compiled custom rule. */
@@ -84,6 +80,10 @@ export interface CompiledPolicy {
   /** The enabled rules that can match each kind, in policy order. */
   rulesByKind: ReadonlyMap<Kind, CompiledRule[]>;
   sensitivity: Sensitivity;
+  /** Host names the policy mentions: the network sensor resolves them to addresses. */
+  namedHosts: string[];
+  /** The expanded path globs of the rules' targets: the watch sensor covers their directories. */
+  ruleFileGlobs: string[];
 }
 
 const MODE_CAP: Record<Mode, number> = {
@@ -115,22 +115,18 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
       });
     }
   };
-  const access = (section: string, a: ResolvedAccess): CompiledAccess => {
-    const allow = a.allow.map((g, i) => at(`${section}.allow[${i}]`, () => compileGlob(g, ctx)));
-    const deny = a.deny.map((g, i) => at(`${section}.deny[${i}]`, () => compileGlob(g, ctx)));
-    return {
-      section,
-      default: a.default,
-      allow,
-      deny,
-      allowAny: combine(allow),
-      denyAny: combine(deny),
-    };
-  };
+  const globSet = (field: string, globs: string[]) =>
+    new GlobSet(globs.map((g, i) => at(`${field}[${i}]`, () => expandGlob(g, ctx))), globs);
+  const access = (section: string, a: ResolvedAccess): CompiledAccess => ({
+    section,
+    default: a.default,
+    allow: globSet(`${section}.allow`, a.allow),
+    deny: globSet(`${section}.deny`, a.deny),
+  });
   const entries = (field: string, list: string[]) =>
     list.map((e, i) => at(`${field}[${i}]`, () => parseNetworkEntry(e)));
   const processes = (field: string, list: ProcessEntry[]) =>
-    list.map((e, i) => at(`${field}[${i}]`, () => compileProcess(e)));
+    list.map((e, i) => at(`${field}[${i}]`, () => compileProcess(e, ctx)));
 
   // Indexed in the full list, so that an error names the rule's real place.
   const rules: CompiledRule[] = [];
@@ -147,6 +143,18 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
     rulesByKind.set(kind, rules.filter((r) => r.match.kinds === null || r.match.kinds.has(kind)));
   }
 
+  const network = {
+    default: policy.network.default,
+    allow: entries("network.allow", policy.network.allow),
+    deny: entries("network.deny", policy.network.deny),
+    listen: policy.network.listen,
+  };
+  const databaseAllow = entries("database.allow", policy.database.allow);
+  const hosts = new Set<string>();
+  for (const e of [...network.allow, ...network.deny, ...databaseAllow]) {
+    if (e.type === "host" && e.host !== "localhost") hosts.add(e.host);
+  }
+  for (const r of rules) for (const h of r.match.hosts) hosts.add(h);
   return {
     policy,
     workspace,
@@ -160,12 +168,7 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
       write: access("files.write", policy.files.write),
       delete: access("files.delete", policy.files.delete),
     },
-    network: {
-      default: policy.network.default,
-      allow: entries("network.allow", policy.network.allow),
-      deny: entries("network.deny", policy.network.deny),
-      listen: policy.network.listen,
-    },
+    network,
     processes: {
       default: policy.processes.default,
       allow: processes("processes.allow", policy.processes.allow),
@@ -173,25 +176,21 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
     },
     database: {
       ports: new Set(policy.database.ports),
-      allow: entries("database.allow", policy.database.allow),
+      allow: databaseAllow,
     },
     rulesByKind,
     sensitivity: compileSensitivity(context.home),
+    namedHosts: [...hosts],
+    ruleFileGlobs: rules.flatMap((r) => [...(r.match.pathTargets?.globs ?? [])]),
   };
 }
 
-function compileGlob(glob: string, context: CompileContext): CompiledGlob {
-  const expanded = expandGlob(glob, context);
-  return { text: glob, re: pathGlobToRegExp(expanded) };
-}
-
-function combine(globs: CompiledGlob[]): RegExp | null {
-  if (globs.length === 0) return null;
-  return new RegExp(globs.map((g) => `(?:${g.re.source})`).join("|"));
-}
-
-/** Compiles one process entry; throws a `RangeError` quoting a bad regex or glob. */
-export function compileProcess(entry: ProcessEntry): CompiledProcess {
+/**
+ * Compiles one process entry; throws a `RangeError` quoting a bad regex or glob. A `name` is a
+ * glob on the base name (braces work: `{bash,sh}`); a `path` is a path glob, expanded like file
+ * globs (`~`, `${WORKSPACE}`, `${HOME}`, environment variables).
+ */
+export function compileProcess(entry: ProcessEntry, context?: CompileContext): CompiledProcess {
   const e = typeof entry === "string"
     ? (entry.includes("/") ? { path: entry } : { name: entry })
     : entry;
@@ -205,14 +204,23 @@ export function compileProcess(entry: ProcessEntry): CompiledProcess {
     }
   }
   const glob = (g: string) => {
-    if (g.startsWith("~") || g.includes("$")) {
-      throw new RangeError(`Bad process path glob "${g}": use an absolute path`);
+    if (context !== undefined) return pathGlobToRegExp(expandGlob(g, context));
+    if (!/^(?:\/|~|\$|\*\*)/.test(g)) {
+      throw new RangeError(
+        `Bad process path glob "${g}": use an absolute path, or start with ~ or \${WORKSPACE}`,
+      );
     }
     return pathGlobToRegExp(g);
   };
+  const name = (n: string) => {
+    if (n.includes("/")) {
+      throw new RangeError(`Bad process name "${n}": a name has no "/"; use path for paths`);
+    }
+    return picomatch.makeRe(n, { dot: true });
+  };
   return {
     text,
-    name: e.name === undefined ? null : wildcardToRegExp(e.name),
+    name: e.name === undefined ? null : name(e.name),
     path: e.path === undefined ? null : glob(e.path),
     args,
   };
@@ -232,21 +240,26 @@ export function compileMatch(match: RuleMatch, context: CompileContext): Compile
       for (const k of hits) kinds.add(k);
     }
   }
-  let pathTargets: RegExp[] | null = null;
+  let pathTargets: GlobSet | null = null;
   let otherTargets: RegExp[] | null = null;
+  const hosts: string[] = [];
   if (match.target !== undefined) {
     const targets = toList(match.target);
     const needsPaths = kinds === null || [...kinds].some((k) => k.startsWith("file."));
     const needsOthers = kinds === null || [...kinds].some((k) => !k.startsWith("file."));
-    pathTargets = needsPaths
-      ? targets.filter((t) => !needsOthers || looksLikePath(t)).map((t) =>
-        pathGlobToRegExp(expandGlob(t, context))
-      )
-      : [];
+    const paths = needsPaths ? targets.filter((t) => !needsOthers || looksLikePath(t)) : [];
+    pathTargets = new GlobSet(paths.map((t) => expandGlob(t, context)), paths);
     otherTargets = needsOthers ? targets.map(wildcardToRegExp) : [];
+    // A literal host in a network target (`evil.example:*`) is resolved like a network entry.
+    for (const t of targets) {
+      const host = /^([a-z0-9][a-z0-9.-]*\.[a-z]{2,})(?::.*)?$/i.exec(t)?.[1];
+      if (host !== undefined) hosts.push(host.toLowerCase());
+    }
   }
-  const processes = match.process === undefined ? null : toList(match.process).map(compileProcess);
-  return { kinds, pathTargets, otherTargets, processes };
+  const processes = match.process === undefined
+    ? null
+    : toList(match.process).map((e) => compileProcess(e, context));
+  return { kinds, pathTargets, otherTargets, processes, hosts };
 }
 
 function looksLikePath(t: string): boolean {

@@ -7,6 +7,7 @@ import {
   normalizePath,
   parseEndpoint,
 } from "./patterns.ts";
+import { type PathKey, pathKey } from "./glob_set.ts";
 import { commandFactors, endpointFactors, type FactorDraft, pathFactors, POINTS } from "./risk.ts";
 
 /** The part of an event the engine reads. Any `Observation` or `AgentEvent` fits. */
@@ -129,18 +130,39 @@ function monitorOf(kind: Kind): keyof CompiledPolicy["monitors"] {
   }
 }
 
-/** The acting process as the matchers see it. */
-interface ProcessView {
-  path: string;
-  name: string;
-  args: string;
+/**
+ * The acting process as the matchers see it. Built lazily: most events are file actions that no
+ * process entry looks at, and joining the arguments costs more than the rest of a decision.
+ */
+class ProcessView {
+  readonly #action: Action;
+  #path: string | null = null;
+  #name: string | null = null;
+  #args: string | null = null;
+
+  constructor(action: Action) {
+    this.#action = action;
+  }
+
+  get path(): string {
+    return this.#path ??= this.#action.exe ?? this.#action.cmdline?.[0] ?? "";
+  }
+
+  get name(): string {
+    if (this.#name === null) {
+      const path = this.path;
+      this.#name = path.slice(path.lastIndexOf("/") + 1);
+    }
+    return this.#name;
+  }
+
+  get args(): string {
+    return this.#args ??= (this.#action.cmdline ?? []).slice(1).join(" ");
+  }
 }
 
 function processOf(action: Action): ProcessView {
-  const argv = action.cmdline ?? [];
-  const path = action.exe ?? argv[0] ?? "";
-  const slash = path.lastIndexOf("/");
-  return { path, name: slash >= 0 ? path.slice(slash + 1) : path, args: argv.slice(1).join(" ") };
+  return new ProcessView(action);
 }
 
 const ALLOWED = (rule: string): Verdict => ({
@@ -172,7 +194,10 @@ function sectionVerdict(
       const from = typeof action.detail?.from === "string" ? action.detail.from : null;
       const to = fileVerdict(action.target, policy.files.write, { action, policy, factors });
       if (from === null) return to;
-      const src = fileVerdict(from, policy.files.delete, { action, policy, factors: null });
+      // The source's sensitivity counts too (moving ~/.ssh/id_rsa away is reading it), once per factor.
+      const extra: FactorDraft[] = [];
+      const src = fileVerdict(from, policy.files.delete, { action, policy, factors: extra });
+      for (const f of extra) if (!factors.some((g) => g.id === f.id)) factors.push(f);
       return to.deny ? to : src.deny ? src : to;
     }
     case "proc.exec":
@@ -223,22 +248,22 @@ interface FileContext {
 
 function fileVerdict(path: string, access: CompiledAccess, ctx: FileContext): Verdict {
   const { policy } = ctx;
+  const key = pathKey(path);
   if (ctx.factors !== null) {
     const insideWorkspace = path === policy.workspace || path.startsWith(policy.workspacePrefix);
     pathFactors(
-      path,
+      key,
       { kind: ctx.action.kind, sensitivity: policy.sensitivity, insideWorkspace },
       ctx.factors,
     );
   }
-  if (access.denyAny !== null && access.denyAny.test(path)) {
-    const hit = access.deny.find((g) => g.re.test(path));
-    return denied(
-      `${access.section}.deny`,
-      `"${path}" matches ${access.section}.deny "${hit?.text}"`,
-    );
+  if (access.deny.size > 0) {
+    const hit = access.deny.firstKey(key);
+    if (hit !== undefined) {
+      return denied(`${access.section}.deny`, `"${path}" matches ${access.section}.deny "${hit}"`);
+    }
   }
-  if (access.allowAny !== null && access.allowAny.test(path)) {
+  if (access.allow.size > 0 && access.allow.testKey(key)) {
     return ALLOWED(`${access.section}.allow`);
   }
   if (access.default === "deny") {
@@ -323,20 +348,59 @@ function networkVerdict(action: Action, policy: CompiledPolicy, factors: FactorD
   return ALLOWED("network.default");
 }
 
-function matchHits(m: CompiledMatch, action: Action, p: ProcessView): boolean {
+/** What rule matching reads of an action, split once per event. */
+interface MatchContext {
+  action: Action;
+  process: ProcessView;
+  /** The target split for path globs (file kinds only). */
+  key: PathKey | null;
+  /** A rename's source, split. */
+  fromKey: PathKey | null;
+}
+
+function matchHits(m: CompiledMatch, ctx: MatchContext): boolean {
+  const { action } = ctx;
   if (m.kinds !== null && !m.kinds.has(action.kind)) return false;
-  const isPath = action.kind.startsWith("file.");
-  const targets = isPath ? m.pathTargets : m.otherTargets;
-  if (targets !== null) {
-    const from = action.kind === "file.rename" && typeof action.detail?.from === "string"
-      ? action.detail.from
-      : null;
-    if (!targets.some((re) => re.test(action.target) || (from !== null && re.test(from)))) {
+  if (ctx.key !== null) {
+    if (
+      m.pathTargets !== null && !m.pathTargets.testKey(ctx.key) &&
+      (ctx.fromKey === null || !m.pathTargets.testKey(ctx.fromKey))
+    ) {
       return false;
     }
+  } else if (m.otherTargets !== null && !otherTargetHits(m.otherTargets, action)) {
+    return false;
   }
-  if (m.processes !== null && !m.processes.some((e) => processMatches(e, p))) return false;
+  if (m.processes !== null && !m.processes.some((e) => processMatches(e, ctx.process))) {
+    return false;
+  }
   return true;
+}
+
+/**
+ * Tries a rule's wildcard targets on the target and, for network actions, on the host names the
+ * address resolves to (`evil.example:443` as well as `203.0.113.9:443`).
+ */
+function otherTargetHits(targets: readonly RegExp[], action: Action): boolean {
+  if (targets.some((re) => re.test(action.target))) return true;
+  const hosts = action.detail?.hosts;
+  if (!Array.isArray(hosts) || hosts.length === 0) return false;
+  const colon = action.target.lastIndexOf(":");
+  const port = colon >= 0 ? action.target.slice(colon) : "";
+  return hosts.some((h) => typeof h === "string" && targets.some((re) => re.test(h + port)));
+}
+
+function matchContext(action: Action, process: ProcessView): MatchContext {
+  if (!action.kind.startsWith("file.")) return { action, process, key: null, fromKey: null };
+  const from = action.kind === "file.rename" && typeof action.detail?.from === "string"
+    ? action.detail.from
+    : null;
+  return {
+    action,
+    process,
+    key: pathKey(action.target),
+    fromKey: from === null ? null : pathKey(from),
+  };
 }
 
 function ruleVerdict(
@@ -350,9 +414,11 @@ function ruleVerdict(
   let best: Verdict | null = null;
   let bestRisk = -1;
   let response: Response | null = null;
+  let ctx: MatchContext | undefined;
   for (const r of rules) {
-    if (!matchHits(r.match, action, p)) continue;
-    if (r.exceptions.some((e) => matchHits(e, action, p))) continue;
+    ctx ??= matchContext(action, p);
+    if (!matchHits(r.match, ctx)) continue;
+    if (r.exceptions.some((e) => matchHits(e, ctx as MatchContext))) continue;
     const { rule } = r;
     factors.push({ id: `rule:${rule.id}`, points: rule.risk, reason: rule.description });
     if (rule.risk > bestRisk) {

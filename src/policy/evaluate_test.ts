@@ -910,3 +910,75 @@ Deno.test("`compilePolicy()` names a failing rule by its place in the full list,
     return true;
   });
 });
+
+// --- process globs, rename sources, example env files, rule host names --------------------
+
+Deno.test("`evaluate()` matches brace globs in process names", () => {
+  const p = compileYaml("processes:\n  deny: ['{bash,zsh}']\n");
+  assert.equal(decide(p, exec("/bin/bash", "-c", "ls")).rule, "processes.deny");
+  assert.equal(decide(p, exec("/bin/zsh")).verdict, "deny");
+  assert.equal(decide(p, exec("/bin/sh")).verdict, "allow");
+});
+
+Deno.test("`evaluate()` expands ${WORKSPACE} and ~ in process path globs", () => {
+  const p = compileYaml("processes:\n  deny: ['${WORKSPACE}/bin/**', '~/.local/bin/*']\n");
+  assert.equal(decide(p, exec("/work/project/bin/tool")).verdict, "deny");
+  assert.equal(decide(p, exec("/home/agent/.local/bin/x")).verdict, "deny");
+  assert.equal(decide(p, exec("/usr/bin/tool")).verdict, "allow");
+});
+
+Deno.test("`evaluate()` scores the source of a rename for sensitivity, once per factor", () => {
+  const p = compileYaml("name: t\n");
+  const d = decide(p, rename("/home/agent/.ssh/id_rsa", "/work/project/key"));
+  assert.equal(points(d, "credential_path"), POINTS.credential_path);
+  const both = decide(p, rename("/home/agent/.ssh/id_rsa", "/home/agent/.ssh/id_rsa.bak"));
+  assert.equal(ids(both).filter((id) => id === "credential_path").length, 1);
+});
+
+Deno.test("`evaluate()` does not count example env files as credentials", () => {
+  const p = compileYaml("name: t\n");
+  assert.equal(
+    points(decide(p, read("/work/project/.env")), "credential_path"),
+    POINTS.credential_path,
+  );
+  assert.equal(
+    points(decide(p, read("/work/project/.env.local")), "credential_path"),
+    POINTS.credential_path,
+  );
+  for (const name of [".env.example", ".env.sample", ".env.template"]) {
+    assert.equal(
+      points(decide(p, read(`/work/project/${name}`)), "credential_path"),
+      undefined,
+      name,
+    );
+  }
+});
+
+Deno.test("a rule target on a host name matches a connection to an address that name resolves to", () => {
+  const p = compileYaml([
+    "rules:",
+    "  - id: paste_sites",
+    "    description: Detect uploads to paste sites",
+    "    match: { kind: net.connect, target: 'pastebin.com:*' }",
+    "    risk: 50",
+  ].join("\n"));
+  assert.equal(decide(p, connect("104.20.1.1:443", ["pastebin.com"])).rule, "paste_sites");
+  assert.equal(decide(p, connect("104.20.1.1:443")).verdict, "allow");
+  assert.ok(p.namedHosts.includes("pastebin.com"), "the resolver is told to look the name up");
+});
+
+Deno.test("a compiled policy lists the host names and rule path globs the sensors need", () => {
+  const p = compileYaml([
+    "network:",
+    "  allow: [api.github.com:443, '*.npmjs.org', 10.0.0.0/8, localhost]",
+    "database:",
+    "  allow: [db.internal:5432]",
+    "rules:",
+    "  - id: hooks",
+    "    description: Detect writes to git hooks",
+    "    match: { kind: file.write, target: '${WORKSPACE}/.git/hooks/**' }",
+    "    risk: 40",
+  ].join("\n"));
+  assert.deepEqual(p.namedHosts.sort(), ["api.github.com", "db.internal"]);
+  assert.deepEqual(p.ruleFileGlobs, ["/work/project/.git/hooks/**"]);
+});

@@ -1,5 +1,20 @@
 import picomatch from "picomatch";
 
+/**
+ * A path split once for matching: its first segment and its base name. Computing these once
+ * per event, not once per glob set, keeps the evaluator's hot path cheap.
+ */
+export interface PathKey {
+  path: string;
+  segment: string;
+  name: string;
+}
+
+/** Splits a path for {@link GlobSet.testKey} and {@link GlobSet.firstKey}. */
+export function pathKey(path: string): PathKey {
+  return { path, segment: firstSegment(path), name: basename(path) };
+}
+
 /** One glob of a set, compiled, with its place in the original list. */
 interface Entry {
   index: number;
@@ -34,8 +49,9 @@ export class GlobSet {
     this.#labels = labels;
     globs.forEach((text, index) => {
       const re = picomatch.makeRe(text, { dot: true });
-      const scan = picomatch.scan(text);
-      const base = scan.isGlob ? scan.base : text;
+      // Unescaped, so that an escaped workspace path (`/my project \\(1\\)/**`) indexes by
+      // its real prefix.
+      const base = picomatch.scan(text, { unescape: true }).base;
       if (base.startsWith("/") && base.length > 1) {
         const segment = firstSegment(base);
         let list = this.#bySegment.get(segment);
@@ -66,26 +82,39 @@ export class GlobSet {
 
   /** Tells whether any glob matches the path. */
   test(path: string): boolean {
-    const bucket = this.#bySegment.get(firstSegment(path));
-    if (bucket !== undefined) {
-      for (const e of bucket) if (under(path, e.base) && e.re.test(path)) return true;
+    return this.testKey(pathKey(path));
+  }
+
+  /** Tells whether any glob matches a path split by {@link pathKey}. */
+  testKey(key: PathKey): boolean {
+    const { path } = key;
+    if (this.#bySegment.size > 0) {
+      const bucket = this.#bySegment.get(key.segment);
+      if (bucket !== undefined) {
+        for (const e of bucket) if (under(path, e.base) && e.re.test(path)) return true;
+      }
     }
-    if (this.#basenameAny !== null && this.#basenameAny.test(basename(path))) return true;
+    if (this.#basenameAny !== null && this.#basenameAny.test(key.name)) return true;
     for (const e of this.#floating) if (e.re.test(path)) return true;
     return false;
   }
 
   /** The label of the first glob, in list order, that matches the path, or undefined. */
   first(path: string): string | undefined {
+    return this.firstKey(pathKey(path));
+  }
+
+  /** {@link first} for a path split by {@link pathKey}. */
+  firstKey(key: PathKey): string | undefined {
+    const { path } = key;
     let best = Infinity;
-    const bucket = this.#bySegment.get(firstSegment(path));
+    const bucket = this.#bySegment.get(key.segment);
     if (bucket !== undefined) {
       for (const e of bucket) {
         if (e.index < best && under(path, e.base) && e.re.test(path)) best = e.index;
       }
     }
-    const name = basename(path);
-    for (const e of this.#basename) if (e.index < best && e.re.test(name)) best = e.index;
+    for (const e of this.#basename) if (e.index < best && e.re.test(key.name)) best = e.index;
     for (const e of this.#floating) if (e.index < best && e.re.test(path)) best = e.index;
     return best === Infinity ? undefined : this.#labels[best];
   }

@@ -84,3 +84,10 @@ Deno.test("an empty `GlobSet` matches nothing", () => {
   assert.equal(set.first("/etc/passwd"), undefined);
   assert.equal(set.size, 0);
 });
+
+Deno.test("`GlobSet` indexes an escaped glob by its real prefix", () => {
+  const set = new GlobSet(["/work/my project \\(1\\)/**", "/work/a\\[b\\]/c.txt"]);
+  assert.equal(set.test("/work/my project (1)/src/a.ts"), true);
+  assert.equal(set.test("/work/a[b]/c.txt"), true);
+  assert.equal(set.test("/work/my project 1/src/a.ts"), false);
+});

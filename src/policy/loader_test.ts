@@ -300,11 +300,16 @@ Deno.test("`parsePolicy()` names a bad regular expression in a process entry", (
   });
 });
 
-Deno.test("`parsePolicy()` rejects a process path glob with ~ or a variable", () => {
-  policyError(() => parsePolicy("processes:\n  allow: [~/bin/tool]\n", "p.yaml"), {
-    message: ['field "processes.allow[0]"', '"~/bin/tool"', "absolute"],
-    field: "processes.allow[0]",
-  });
+Deno.test("`parsePolicy()` accepts a process path glob with ~ or ${WORKSPACE}, and rejects a relative one", () => {
+  const ok = parsePolicy('processes:\n  allow: [~/bin/tool, "${WORKSPACE}/bin/*"]\n', "p.yaml");
+  assert.deepEqual(ok.processes?.allow, ["~/bin/tool", "${WORKSPACE}/bin/*"]);
+  policyError(
+    () => parsePolicy("processes:\n  allow: [{ path: bin/tool }]\n", "p.yaml"),
+    {
+      message: ['field "processes.allow[0]"', '"bin/tool"', "absolute"],
+      field: "processes.allow[0]",
+    },
+  );
 });
 
 Deno.test("`parsePolicy()` names an unknown rule kind and lists the kinds", () => {

@@ -181,6 +181,9 @@ export interface Cidr {
   /** The network address, masked. */
   base: bigint;
   bits: number;
+  /** For IPv4, the base and mask as unsigned 32-bit numbers: a test without BigInt. */
+  base4: number;
+  mask4: number;
 }
 
 /** Parses `10.0.0.0/8` or `fc00::/7`, or returns null when the text is not a CIDR. */
@@ -195,13 +198,16 @@ export function parseCidr(text: string): Cidr | null {
   if (bits > width) return null;
   const n = BigInt(ip.n);
   const shift = BigInt(width - bits);
-  return { v: ip.v, base: (n >> shift) << shift, bits };
+  const mask4 = ip.v === 4 && bits > 0 ? (0xffffffff << (32 - bits)) >>> 0 : 0;
+  const base4 = ip.v === 4 ? ((ip.n & mask4) >>> 0) : 0;
+  return { v: ip.v, base: (n >> shift) << shift, bits, base4, mask4 };
 }
 
 /** Tells whether an address lies in a CIDR block. */
 export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   if (cidr.v !== ip.v) return false;
-  const shift = BigInt((ip.v === 4 ? 32 : 128) - cidr.bits);
+  if (ip.v === 4) return ((ip.n & cidr.mask4) >>> 0) === cidr.base4;
+  const shift = BigInt(128 - cidr.bits);
   return (BigInt(ip.n) >> shift) << shift === cidr.base;
 }
 

@@ -257,16 +257,40 @@ Deno.test("`parseIp()` rejects malformed IPv6", () => {
 // --- parseCidr / cidrContains -------------------------------------------------------------
 
 Deno.test("`parseCidr()` parses a v4 block and masks host bits", () => {
-  assert.deepEqual(parseCidr("10.0.0.0/8"), { v: 4, base: 0x0a000000n, bits: 8 });
-  assert.deepEqual(parseCidr("10.1.2.3/8"), { v: 4, base: 0x0a000000n, bits: 8 });
-  assert.deepEqual(parseCidr("0.0.0.0/0"), { v: 4, base: 0n, bits: 0 });
-  assert.deepEqual(parseCidr("1.2.3.4/32"), { v: 4, base: 0x01020304n, bits: 32 });
+  assert.deepEqual(parseCidr("10.0.0.0/8"), {
+    v: 4,
+    base: 0x0a000000n,
+    bits: 8,
+    base4: 0xa000000,
+    mask4: 0xff000000,
+  });
+  assert.deepEqual(parseCidr("10.1.2.3/8"), {
+    v: 4,
+    base: 0x0a000000n,
+    bits: 8,
+    base4: 0xa000000,
+    mask4: 0xff000000,
+  });
+  assert.deepEqual(parseCidr("0.0.0.0/0"), { v: 4, base: 0n, bits: 0, base4: 0, mask4: 0 });
+  assert.deepEqual(parseCidr("1.2.3.4/32"), {
+    v: 4,
+    base: 0x01020304n,
+    bits: 32,
+    base4: 0x1020304,
+    mask4: 0xffffffff,
+  });
 });
 
 Deno.test("`parseCidr()` parses a v6 block", () => {
-  assert.deepEqual(parseCidr("fc00::/7"), { v: 6, base: 0xfcn << 120n, bits: 7 });
-  assert.deepEqual(parseCidr("::/0"), { v: 6, base: 0n, bits: 0 });
-  assert.deepEqual(parseCidr("::1/128"), { v: 6, base: 1n, bits: 128 });
+  assert.deepEqual(parseCidr("fc00::/7"), {
+    v: 6,
+    base: 0xfcn << 120n,
+    bits: 7,
+    base4: 0,
+    mask4: 0,
+  });
+  assert.deepEqual(parseCidr("::/0"), { v: 6, base: 0n, bits: 0, base4: 0, mask4: 0 });
+  assert.deepEqual(parseCidr("::1/128"), { v: 6, base: 1n, bits: 128, base4: 0, mask4: 0 });
 });
 
 Deno.test("`parseCidr()` returns null for a bad address or prefix", () => {
@@ -382,13 +406,13 @@ Deno.test("`parseNetworkEntry()` parses v4 and v6 CIDR blocks", () => {
   assert.deepEqual(parseNetworkEntry("10.0.0.0/8"), {
     type: "cidr",
     text: "10.0.0.0/8",
-    cidr: { v: 4, base: 0x0a000000n, bits: 8 },
+    cidr: { v: 4, base: 0x0a000000n, bits: 8, base4: 0xa000000, mask4: 0xff000000 },
     ports: null,
   });
   assert.deepEqual(parseNetworkEntry("fc00::/7"), {
     type: "cidr",
     text: "fc00::/7",
-    cidr: { v: 6, base: 0xfcn << 120n, bits: 7 },
+    cidr: { v: 6, base: 0xfcn << 120n, bits: 7, base4: 0, mask4: 0 },
     ports: null,
   });
 });
@@ -397,13 +421,13 @@ Deno.test("`parseNetworkEntry()` parses a CIDR with a port, v4 and v6", () => {
   assert.deepEqual(parseNetworkEntry("10.0.0.0/8:5432"), {
     type: "cidr",
     text: "10.0.0.0/8:5432",
-    cidr: { v: 4, base: 0x0a000000n, bits: 8 },
+    cidr: { v: 4, base: 0x0a000000n, bits: 8, base4: 0xa000000, mask4: 0xff000000 },
     ports: { lo: 5432, hi: 5432 },
   });
   assert.deepEqual(parseNetworkEntry("fc00::/7:5000-5999"), {
     type: "cidr",
     text: "fc00::/7:5000-5999",
-    cidr: { v: 6, base: 0xfcn << 120n, bits: 7 },
+    cidr: { v: 6, base: 0xfcn << 120n, bits: 7, base4: 0, mask4: 0 },
     ports: { lo: 5000, hi: 5999 },
   });
 });

@@ -1,12 +1,6 @@
 import type { Kind } from "../events/mod.ts";
-import {
-  type Cidr,
-  cidrContains,
-  escapeGlob,
-  type Ip,
-  parseCidr,
-  pathGlobsToRegExp,
-} from "./patterns.ts";
+import { GlobSet, type PathKey } from "./glob_set.ts";
+import { type Cidr, cidrContains, escapeGlob, type Ip, parseCidr } from "./patterns.ts";
 
 /**
  * The risk model, in points. Factors add up to the score, which is capped at 100. The README's
@@ -159,19 +153,22 @@ const PIPE_TO_SHELL = /\b(?:curl|wget)\b[^|]*\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b
 
 /** The sensitivity classifiers, with the user's home expanded. Built once per compiled policy. */
 export interface Sensitivity {
-  credential: RegExp;
-  shellStartup: RegExp;
-  system: RegExp;
+  credential: GlobSet;
+  shellStartup: GlobSet;
+  system: GlobSet;
 }
+
+/** Example and template env files hold no secrets by convention: not credential paths. */
+const ENV_EXAMPLE = /\/\.env\.(?:example|sample|template|dist|defaults?)$/;
 
 /** Builds the sensitivity classifiers for a home directory. */
 export function compileSensitivity(home: string): Sensitivity {
   const expand = (globs: string[]) =>
     globs.map((g) => (g.startsWith("~/") ? escapeGlob(home.replace(/\/$/, "")) + g.slice(1) : g));
   return {
-    credential: pathGlobsToRegExp(expand(CREDENTIAL_GLOBS)) as RegExp,
-    shellStartup: pathGlobsToRegExp(expand(SHELL_STARTUP_GLOBS)) as RegExp,
-    system: pathGlobsToRegExp(SYSTEM_GLOBS) as RegExp,
+    credential: new GlobSet(expand(CREDENTIAL_GLOBS)),
+    shellStartup: new GlobSet(expand(SHELL_STARTUP_GLOBS)),
+    system: new GlobSet(SYSTEM_GLOBS),
   };
 }
 
@@ -184,26 +181,27 @@ export interface FactorDraft {
 
 /** Adds the sensitivity factors of a file path to `out`. */
 export function pathFactors(
-  path: string,
+  key: PathKey,
   options: { kind: Kind; sensitivity: Sensitivity; insideWorkspace: boolean },
   out: FactorDraft[],
 ): void {
   const { sensitivity } = options;
+  const { path } = key;
   const modifies = options.kind !== "file.read";
-  if (sensitivity.credential.test(path)) {
+  if (sensitivity.credential.testKey(key) && !ENV_EXAMPLE.test(path)) {
     out.push({
       id: "credential_path",
       points: POINTS.credential_path,
       reason: "the path holds credentials or secrets",
     });
   }
-  if (modifies && sensitivity.shellStartup.test(path)) {
+  if (modifies && sensitivity.shellStartup.testKey(key)) {
     out.push({
       id: "shell_startup",
       points: POINTS.shell_startup,
       reason: "a shell start-up or persistence file",
     });
-  } else if (modifies && sensitivity.system.test(path)) {
+  } else if (modifies && sensitivity.system.testKey(key)) {
     out.push({ id: "system_path", points: POINTS.system_path, reason: "a system directory" });
   }
   if (PHI_PATH.test(path)) {

@@ -1,0 +1,77 @@
+import type { Command } from "commander";
+import { killSession, resumeSession, runWatchdog } from "../session/mod.ts";
+import { ExitCode } from "./errors.ts";
+import { findSession, openForReading } from "./journal_access.ts";
+import { eprintln, println } from "./output.ts";
+
+/** Adds `sentry resume`, `sentry kill` and the hidden watchdog. */
+export function registerControlCommands(program: Command): void {
+  program.command("resume").description("resume a paused session's agent")
+    .argument("<session>", "a session id, a unique prefix, or last")
+    .action(async (ref: string) => {
+      const { journal, dataDir } = openForReading();
+      try {
+        const session = findSession(journal, ref);
+        const r = await resumeSession(session, { journal, dataDir });
+        if (r.done.length === 0 && r.failed.length === 0) {
+          throw new ExitCode(
+            1,
+            `Session ${session.id} has no live process to resume (state ${session.state})`,
+          );
+        }
+        println(`resumed ${r.done.length} process(es) of session ${session.id}`);
+        for (const f of r.failed) eprintln(`sentry: pid ${f.pid} was not resumed: ${f.reason}`);
+        if (r.failed.length > 0) throw new ExitCode(1);
+      } finally {
+        journal.close();
+      }
+    });
+
+  program.command("kill").description("terminate a session's agent: SIGTERM, then SIGKILL")
+    .argument("<session>", "a session id, a unique prefix, or last")
+    .option("--grace <ms>", "time between SIGTERM and SIGKILL", "3000")
+    .action(async (ref: string, opts: { grace: string }) => {
+      const { journal, dataDir } = openForReading();
+      try {
+        const session = findSession(journal, ref);
+        const r = await killSession(session, {
+          journal,
+          dataDir,
+          graceMs: Math.max(0, Number(opts.grace) || 0),
+        });
+        if (r.done.length === 0 && r.failed.length === 0) {
+          throw new ExitCode(
+            1,
+            `Session ${session.id} has no live process to kill (state ${session.state})`,
+          );
+        }
+        println(
+          `killed ${r.done.length} process(es) of session ${session.id}` +
+            ((r.forced?.length ?? 0) > 0 ? ` (${r.forced?.length} needed SIGKILL)` : ""),
+        );
+        for (const f of r.failed) eprintln(`sentry: pid ${f.pid} was not killed: ${f.reason}`);
+        if (r.failed.length > 0) throw new ExitCode(1);
+      } finally {
+        journal.close();
+      }
+    });
+
+  program.command("__watchdog", { hidden: true })
+    .requiredOption("--session <id>")
+    .requiredOption("--pids-file <path>")
+    .requiredOption("--on-exit <action>")
+    .requiredOption("--journal <path>")
+    .action(
+      async (opts: { session: string; pidsFile: string; onExit: string; journal: string }) => {
+        // Ctrl-C in the terminal reaches the whole foreground group: the watchdog must outlive it.
+        Deno.addSignalListener("SIGINT", () => {});
+        await runWatchdog({
+          session: opts.session,
+          pidsFile: opts.pidsFile,
+          onExit: opts.onExit === "kill" ? "kill" : "resume",
+          journal: opts.journal,
+          input: Deno.stdin.readable,
+        });
+      },
+    );
+}

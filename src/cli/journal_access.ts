@@ -1,0 +1,38 @@
+import { join } from "node:path";
+import { type Journal, JOURNAL_FILE, openJournal, type SessionSummary } from "../journal/mod.ts";
+import { dataDir, isAlive } from "../platform/mod.ts";
+import { UsageError } from "./errors.ts";
+
+/** The journal of this user's data directory, and the directory. */
+export interface OpenedJournal {
+  journal: Journal;
+  dataDir: string;
+}
+
+/**
+ * Opens the journal for reading commands. Live sessions whose Sentry has died are marked
+ * crashed first, so that `sessions` never shows a dead session as running.
+ */
+export function openForReading(): OpenedJournal {
+  const dir = dataDir(Deno.env.toObject());
+  const path = join(dir, JOURNAL_FILE);
+  try {
+    Deno.statSync(path);
+  } catch {
+    throw new UsageError(`No journal at "${path}": no session has run yet`, {
+      hint: "start one with: sentry run -- <command>  (SENTRY_HOME chooses the data directory)",
+    });
+  }
+  const journal = openJournal(path);
+  journal.reconcile(isAlive);
+  return { journal, dataDir: dir };
+}
+
+/** Finds a session by id, unique prefix or `last`; a bad reference is a usage error. */
+export function findSession(journal: Journal, ref: string): SessionSummary {
+  try {
+    return journal.getSession(ref);
+  } catch (error) {
+    throw new UsageError((error as Error).message, { hint: "list sessions with: sentry sessions" });
+  }
+}

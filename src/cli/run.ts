@@ -1,0 +1,98 @@
+import { type Command, Option } from "commander";
+import { superviseAttach, SuperviseError, superviseRun } from "../session/mod.ts";
+import { ExitCode, UsageError } from "./errors.ts";
+import { printNotice } from "./notices.ts";
+import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
+
+/** The polling interval when none is given, in milliseconds (see bench/recall_bench.ts). */
+export const DEFAULT_INTERVAL_MS = 50;
+
+/** The flags `run` and `attach` share beyond the policy flags. */
+interface WatchFlags extends PolicyFlags {
+  name?: string;
+  json?: boolean;
+  interval: string;
+  onExit: "resume" | "kill";
+  killGrace: string;
+}
+
+function addWatchFlags(cmd: Command): Command {
+  return addPolicyFlags(cmd)
+    .option("-n, --name <agent>", "the agent's name in the journal (default: the command's name)")
+    .option("--json", "print alerts and responses as JSON lines on stderr")
+    .option(
+      "--interval <ms>",
+      "how often to poll /proc, in milliseconds",
+      String(DEFAULT_INTERVAL_MS),
+    )
+    .addOption(
+      new Option("--on-exit <action>", "what to do with a paused agent when Sentry exits")
+        .choices(["resume", "kill"]).default("resume"),
+    )
+    .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000");
+}
+
+function positive(flag: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(
+      `Invalid ${flag} "${text}": give a whole number of milliseconds, at least ${min}`,
+    );
+  }
+  return n;
+}
+
+async function options(flags: WatchFlags) {
+  const policy = await loadPolicyFromFlags(flags);
+  const json = flags.json === true;
+  return {
+    policy,
+    ...(flags.name === undefined ? {} : { agent: flags.name }),
+    intervalMs: positive("--interval", flags.interval, 5),
+    killGraceMs: positive("--kill-grace", flags.killGrace, 0),
+    onExit: flags.onExit,
+    onNotice: (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json }),
+    env: Deno.env.toObject(),
+  };
+}
+
+function rethrow(error: unknown): never {
+  if (error instanceof SuperviseError) {
+    if (error.code === 2) throw new UsageError(error.message);
+    throw new ExitCode(error.code, error.message);
+  }
+  throw error;
+}
+
+/** Adds `sentry run` and `sentry attach`. */
+export function registerRunCommands(program: Command): void {
+  addWatchFlags(
+    program.command("run")
+      .description("start an agent under Sentry and watch everything it does")
+      .argument("<command...>", "the agent's command, after --")
+      .passThroughOptions(),
+  ).action(async (command: string[], flags: WatchFlags) => {
+    let code: number;
+    try {
+      code = await superviseRun(command, await options(flags));
+    } catch (error) {
+      rethrow(error);
+    }
+    if (code !== 0) throw new ExitCode(code);
+  });
+
+  addWatchFlags(
+    program.command("attach")
+      .description("watch a running process and all its descendants (Ctrl-C detaches)")
+      .argument("<pid>", "the agent's process id"),
+  ).action(async (pidText: string, flags: WatchFlags) => {
+    if (!/^\d+$/.test(pidText) || Number(pidText) < 1) {
+      throw new UsageError(`Invalid pid "${pidText}": give a process id, such as 4242`);
+    }
+    try {
+      await superviseAttach(Number(pidText), await options(flags));
+    } catch (error) {
+      rethrow(error);
+    }
+  });
+}

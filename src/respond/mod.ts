@@ -1,0 +1,6 @@
+/**
+ * The responders: alert lines, and pausing, resuming and killing the agent's tree.
+ * @module
+ */
+export { formatAlert, type Painter } from "./alert.ts";
+export type { ControlResult, TreeControl } from "./tree_control.ts";

@@ -1,0 +1,25 @@
+/**
+ * A watched agent, end to end: launch or attach, sensors, decisions, responses, journal, and
+ * the controls and watchdog that act on a session from outside.
+ * @module
+ */
+export { type ControlReport, killSession, resumeSession, sessionTree } from "./control.ts";
+export { launcherArgs, LaunchError, resolveCommand } from "./launch.ts";
+export { linuxControl } from "./linux_control.ts";
+export { linuxPlatform } from "./linux_platform.ts";
+export {
+  DEDUP_WINDOW_MS,
+  type Notice,
+  Session,
+  type SessionConfig,
+  type SessionDeps,
+} from "./session.ts";
+export {
+  exitCodeOf,
+  superviseAttach,
+  SuperviseError,
+  type SuperviseOptions,
+  superviseRun,
+} from "./supervise.ts";
+export { runWatchdog, type WatchdogOptions } from "./watchdog.ts";
+export { type WatchRootOptions, watchRoots } from "./watch_roots.ts";

@@ -1,0 +1,438 @@
+import { AgentEvent, createUlid, type Response } from "../events/mod.ts";
+import type { Journal, ResponseAction, ResponseOutcome } from "../journal/mod.ts";
+import { type CompiledPolicy, evaluate, type ResolvedPolicy } from "../policy/mod.ts";
+import type { TreeControl } from "../respond/mod.ts";
+import {
+  Dedup,
+  FdSensor,
+  HostResolver,
+  NetSensor,
+  type ProcPlatform,
+  ProcSensor,
+  ResourceSensor,
+  type Sensor,
+  type SensorEvent,
+  type SensorStats,
+  WatchSensor,
+} from "../sensors/mod.ts";
+import { watchRoots } from "./watch_roots.ts";
+
+/** Something the operator should see: the CLI prints these (an alert, a pause, a warning). */
+export type Notice =
+  | { type: "event"; event: AgentEvent }
+  | {
+    type: "response";
+    action: ResponseAction;
+    outcome: ResponseOutcome;
+    message: string;
+    event?: AgentEvent;
+  }
+  | { type: "warn" | "info"; message: string };
+
+/** What a session watches and how. */
+export interface SessionConfig {
+  id: string;
+  agent: string;
+  kind: "run" | "attach";
+  rootPid: number;
+  policy: { resolved: ResolvedPolicy; compiled: CompiledPolicy; workspace: string; home: string };
+  /** The polling interval while the tree is quiet, in milliseconds. */
+  intervalMs: number;
+  /** The root is a launcher that execs the agent once Sentry is ready. */
+  rootIsLauncher: boolean;
+  /** Processes whose new children join the tree (Sentry itself, as a subreaper). */
+  adopters: number[];
+  /** Processes never to include (Sentry's helpers). */
+  excluded: number[];
+  /** Paths never reported (Sentry's own data). */
+  ignorePaths: string[];
+  /** What to do with a stopped tree when Sentry exits. */
+  onExit: "resume" | "kill";
+  /** The grace period between SIGTERM and SIGKILL, in milliseconds. */
+  killGraceMs: number;
+  /** Where to keep the tree's pids for the watchdog, or null. */
+  pidsFile: string | null;
+  onNotice: (notice: Notice) => void;
+}
+
+/** What a session uses from outside. */
+export interface SessionDeps {
+  journal: Journal;
+  platform: ProcPlatform;
+  control: TreeControl;
+  now?: () => number;
+  ulid?: () => string;
+}
+
+/** How long repeats of the same pid, kind and target are folded, in milliseconds. */
+export const DEDUP_WINDOW_MS = 2000;
+
+/**
+ * One watched agent: starts the sensors, decides on each event with the policy, responds, and
+ * journals everything. Responses act on the whole tree, verified in /proc. The session never
+ * leaves the tree stopped when it ends: see {@link Session.release}.
+ */
+export class Session {
+  readonly config: SessionConfig;
+  readonly tree: ProcSensor;
+  readonly sensors: Sensor[];
+  readonly #deps: SessionDeps;
+  readonly #abort = new AbortController();
+  readonly #dedup = new Dedup(DEDUP_WINDOW_MS);
+  readonly #ulid: () => string;
+  readonly #resolver: HostResolver;
+  #running: Promise<unknown> | null = null;
+  #paused = false;
+  #acting = false;
+  #killed = false;
+  #pidsVersion = -1;
+  #statsTimer: ReturnType<typeof setInterval> | undefined;
+  #counts = { events: 0, denied: 0 };
+
+  /** Builds the sensors; nothing runs until `start()`. */
+  constructor(config: SessionConfig, deps: SessionDeps) {
+    this.config = config;
+    this.#deps = deps;
+    this.#ulid = deps.ulid ?? createUlid(deps.now === undefined ? {} : { now: deps.now });
+    const { compiled } = config.policy;
+    const monitors = compiled.monitors;
+    this.tree = new ProcSensor({
+      rootPid: config.rootPid,
+      adopters: config.adopters,
+      excluded: config.excluded,
+      intervalMs: config.intervalMs,
+      busyIntervalMs: Math.max(5, Math.round(config.intervalMs / 2)),
+      platform: deps.platform,
+      reportExisting: config.kind === "attach",
+      rootIsLauncher: config.rootIsLauncher,
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+    });
+    this.#resolver = new HostResolver({ names: compiled.namedHosts });
+    const fd = new FdSensor({
+      tree: this.tree,
+      platform: deps.platform,
+      ignore: config.ignorePaths,
+    });
+    this.sensors = [this.tree];
+    // The fd sensor runs even when the files monitor is off: the network sensor needs its sockets.
+    this.sensors.push(fd);
+    if (monitors.network || monitors.database) {
+      this.sensors.push(
+        new NetSensor({
+          tree: this.tree,
+          platform: deps.platform,
+          databasePorts: monitors.database ? compiled.database.ports : new Set(),
+          resolver: this.#resolver,
+        }),
+      );
+    }
+    if (monitors.cpu || monitors.memory) {
+      this.sensors.push(
+        new ResourceSensor({
+          tree: this.tree,
+          platform: deps.platform,
+          cpuPercent: monitors.cpu ? compiled.limits.cpu_percent : null,
+          cpuSeconds: compiled.limits.cpu_seconds,
+          memoryMb: monitors.memory ? compiled.limits.memory_mb : null,
+        }),
+      );
+    }
+    if (monitors.files) {
+      this.sensors.push(
+        new WatchSensor({
+          roots: watchRoots(compiled, { ignore: config.ignorePaths }),
+          tree: this.tree,
+          fd,
+          ignore: config.ignorePaths,
+          evidenceMs: config.intervalMs * 4 + 500,
+        }),
+      );
+    }
+    if (config.pidsFile !== null) this.tree.onScan(() => this.#writePids());
+  }
+
+  /** Whether the tree is paused by this session. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Events journaled and denied so far. */
+  get counts(): { events: number; denied: number } {
+    return { ...this.#counts };
+  }
+
+  /** Starts every sensor. The first scan of the tree has run when this resolves. */
+  start(): void {
+    const signal = this.#abort.signal;
+    const emit = (e: SensorEvent) => this.handle(e);
+    // Sensors that hang off the tree register their hooks before its first scan.
+    const others = this.sensors.filter((s) => s !== this.tree).map((s) => s.start(emit, signal));
+    this.#running = Promise.all([
+      ...others,
+      this.tree.start(emit, signal),
+      this.#resolver.start(signal),
+    ]);
+    this.#statsTimer = setInterval(() => this.#saveStats(), 2000);
+  }
+
+  /** Decides on one sensor event, journals it and responds. Returns the decided event. */
+  handle(raw: SensorEvent): AgentEvent | null {
+    const now = (this.#deps.now ?? Date.now)();
+    if (!this.#dedup.admit(raw, now)) return null;
+    const { ts, ...rest } = raw;
+    const observation = {
+      id: this.#ulid(),
+      ts: ts ?? new Date(now).toISOString(),
+      session: this.config.id,
+      agent: this.config.agent,
+      ...rest,
+    };
+    const decision = evaluate(observation, this.config.policy.compiled);
+    const event: AgentEvent = { ...observation, ...decision };
+    this.#deps.journal.append(event);
+    this.#counts.events++;
+    if (event.verdict === "deny") this.#counts.denied++;
+    if (event.response !== "none") {
+      this.config.onNotice({ type: "event", event });
+      this.#respond(event.response, event);
+    }
+    return event;
+  }
+
+  #respond(response: Response, event: AgentEvent): void {
+    if (response === "alert") {
+      this.#record("alert", "ok", { rule: event.rule, risk: event.risk }, event);
+      return;
+    }
+    if (this.#acting || this.#killed) return;
+    if (response === "block") {
+      this.config.onNotice({
+        type: "warn",
+        message: "no sensor here can block an action before it happens: pausing the agent instead",
+      });
+      void this.pause(event, "block");
+    } else if (response === "pause") {
+      void this.pause(event, "pause");
+    } else if (response === "rollback") {
+      this.config.onNotice({
+        type: "warn",
+        message:
+          "rollback is not available yet (issue #4): pausing the agent instead, no file was restored",
+      });
+      void this.pause(event, "rollback");
+    } else if (response === "kill") {
+      void this.kill(event);
+    }
+  }
+
+  /**
+   * Stops every process of the tree and verifies it in /proc. Processes forked while the tree
+   * was being stopped are caught by rescanning until the tree is stable.
+   */
+  async pause(
+    event: AgentEvent | null,
+    why: "pause" | "block" | "rollback" | "manual",
+  ): Promise<boolean> {
+    if (this.#paused) return true;
+    this.#acting = true;
+    try {
+      const stopped = new Set<number>();
+      const failed = new Map<number, string>();
+      for (let round = 0; round < 4; round++) {
+        const pids = this.tree.pids().filter((p) => !stopped.has(p));
+        if (pids.length === 0) break;
+        const result = await this.#deps.control.stop(pids);
+        for (const p of result.done) stopped.add(p);
+        for (const f of result.failed) failed.set(f.pid, f.reason);
+        this.tree.scan();
+      }
+      this.#paused = true;
+      const outcome: ResponseOutcome = failed.size === 0
+        ? "ok"
+        : stopped.size > 0
+        ? "partial"
+        : "failed";
+      const action: ResponseAction = why === "rollback"
+        ? "rollback"
+        : why === "block"
+        ? "block"
+        : "pause";
+      this.#record(action, outcome, {
+        stopped: [...stopped],
+        failed: [...failed].map(([pid, reason]) => ({ pid, reason })),
+        ...(why === "rollback" ? { fallback: "pause", restored: 0 } : {}),
+        ...(why === "block" ? { fallback: "pause" } : {}),
+      }, event);
+      this.#deps.journal.updateSession(this.config.id, { state: "paused" });
+      this.config.onNotice({
+        type: "response",
+        action,
+        outcome,
+        message:
+          `paused the agent (${stopped.size} process${stopped.size === 1 ? "" : "es"} stopped` +
+          (failed.size > 0 ? `, ${failed.size} could not be stopped` : "") +
+          `); resume with: sentry resume ${this.config.id}`,
+        ...(event === null ? {} : { event }),
+      });
+      return failed.size === 0;
+    } finally {
+      this.#acting = false;
+    }
+  }
+
+  /** Resumes the tree (SIGCONT) and verifies no process is left stopped. */
+  async resume(by: string): Promise<boolean> {
+    const pids = this.tree.pids();
+    const result = await this.#deps.control.resume(pids);
+    this.#paused = false;
+    const outcome: ResponseOutcome = result.failed.length === 0 ? "ok" : "partial";
+    this.#record("resume", outcome, { resumed: result.done, failed: result.failed, by }, null);
+    if (!this.#killed) this.#deps.journal.updateSession(this.config.id, { state: "running" });
+    this.config.onNotice({
+      type: "response",
+      action: "resume",
+      outcome,
+      message: `resumed the agent (${result.done.length} processes, ${by})`,
+    });
+    return result.failed.length === 0;
+  }
+
+  /** Notes that the tree was resumed from outside (`sentry resume`), so a new violation pauses again. */
+  noticeExternalResume(): void {
+    if (!this.#paused) return;
+    const root = this.tree.members.get(this.tree.rootPid);
+    if (root !== undefined && root.stat.state !== "T" && root.stat.state !== "t") {
+      this.#paused = false;
+      this.config.onNotice({
+        type: "info",
+        message: "the agent was resumed from outside (sentry resume)",
+      });
+    }
+  }
+
+  /** Terminates the tree: SIGTERM, then SIGKILL after the grace period. */
+  async kill(event: AgentEvent | null): Promise<void> {
+    if (this.#killed) return;
+    this.#killed = true;
+    this.tree.scan();
+    const result = await this.#deps.control.kill(this.tree.pids(), this.config.killGraceMs);
+    const outcome: ResponseOutcome = result.failed.length === 0 ? "ok" : "partial";
+    this.#record("kill", outcome, {
+      killed: result.done,
+      forced: result.forced,
+      failed: result.failed,
+    }, event);
+    this.#deps.journal.updateSession(this.config.id, { state: "killed" });
+    this.config.onNotice({
+      type: "response",
+      action: "kill",
+      outcome,
+      message: `killed the agent (${result.done.length} processes` +
+        (result.forced.length > 0 ? `, ${result.forced.length} needed SIGKILL` : "") + ")",
+      ...(event === null ? {} : { event }),
+    });
+  }
+
+  /** Whether this session killed the tree. */
+  get killed(): boolean {
+    return this.#killed;
+  }
+
+  /**
+   * Leaves no process stopped: resumes the tree, or kills it when the session says so. Safe to
+   * call from any exit path, more than once.
+   */
+  async release(): Promise<void> {
+    if (!this.#paused) return;
+    if (this.config.onExit === "kill") await this.kill(null);
+    else await this.resume("on exit");
+  }
+
+  /** The same as {@link release}, synchronously, for exit paths that cannot wait. */
+  releaseNow(): void {
+    if (!this.#paused) return;
+    const pids = this.tree.pids();
+    if (this.config.onExit === "kill") {
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // Gone already.
+        }
+      }
+    } else {
+      this.#deps.control.resumeNow(pids);
+    }
+    this.#paused = false;
+  }
+
+  /** Stops the sensors, saves their counters and flushes the journal. */
+  async stop(): Promise<void> {
+    clearInterval(this.#statsTimer);
+    this.#abort.abort();
+    await this.#running;
+    this.#saveStats();
+    this.#deps.journal.flush();
+    if (this.config.pidsFile !== null) {
+      try {
+        Deno.removeSync(this.config.pidsFile);
+      } catch {
+        // Never written, or already gone.
+      }
+    }
+  }
+
+  /** Every sensor's counters, with repeats folded by the session added in. */
+  stats(): SensorStats[] {
+    return this.sensors.map((s) => {
+      const stats = s.stats();
+      return { ...stats, deduplicated: stats.deduplicated + this.#dedup.folded(s.name) };
+    });
+  }
+
+  #saveStats(): void {
+    const stats = this.stats();
+    if (this.#resolver !== null && this.#resolver.failures > 0) {
+      const net = stats.find((s) => s.sensor === "net");
+      net?.blindSpots.push({
+        id: "unresolved_hosts",
+        reason: "lookups of policy host names that failed (those names match no address)",
+        count: this.#resolver.failures,
+      });
+    }
+    this.#deps.journal.putSensorStats(this.config.id, stats);
+  }
+
+  #record(
+    action: ResponseAction,
+    outcome: ResponseOutcome,
+    detail: Record<string, unknown>,
+    event: AgentEvent | null,
+  ): void {
+    this.#deps.journal.recordResponse({
+      session: this.config.id,
+      eventId: event?.id ?? null,
+      action,
+      outcome,
+      detail,
+    });
+  }
+
+  #writePids(): void {
+    if (this.tree.version === this.#pidsVersion || this.config.pidsFile === null) return;
+    this.#pidsVersion = this.tree.version;
+    const lines = [...this.tree.members.values()].map((m) => `${m.pid} ${m.startTicks}`).join("\n");
+    const tmp = `${this.config.pidsFile}.tmp`;
+    try {
+      Deno.writeTextFileSync(tmp, lines + "\n", { mode: 0o600 });
+      Deno.renameSync(tmp, this.config.pidsFile);
+    } catch {
+      // The watchdog then works from an older list; the next change writes again.
+    }
+  }
+}
+
+/** Checks that an event is a valid AgentEvent (used by tests and the journal boundary). */
+export function isAgentEvent(value: unknown): value is AgentEvent {
+  return AgentEvent.safeParse(value).success;
+}

@@ -1,0 +1,424 @@
+import { basename, join } from "node:path";
+import { createUlid } from "../events/mod.ts";
+import { type Journal, JOURNAL_FILE, openJournal } from "../journal/mod.ts";
+import {
+  dataDir as dataDirOf,
+  ensureDataDir,
+  isAlive,
+  readCmdline,
+  readStat,
+  selfCommand,
+  setChildSubreaper,
+} from "../platform/mod.ts";
+import { linuxControl } from "./linux_control.ts";
+import { linuxPlatform } from "./linux_platform.ts";
+import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
+import { type Notice, Session, type SessionConfig } from "./session.ts";
+
+/** The policy a supervised session runs under (see the CLI's policy flags). */
+export type SupervisedPolicy = SessionConfig["policy"];
+
+/** What `run` and `attach` share. */
+export interface SuperviseOptions {
+  policy: SupervisedPolicy;
+  /** The agent's name; defaults to the command's base name. */
+  agent?: string;
+  intervalMs: number;
+  onExit: "resume" | "kill";
+  killGraceMs: number;
+  onNotice: (notice: Notice) => void;
+  env: Record<string, string>;
+  /** The journal to use; opened in the data directory when absent. */
+  journal?: Journal;
+}
+
+/** Why `run` or `attach` cannot start: bad input, reported with exit code 2 (or 126/127). */
+export class SuperviseError extends Error {
+  /** The exit code for this failure. */
+  readonly code: number;
+
+  /** Builds the error with its exit code. */
+  constructor(message: string, code = 2) {
+    super(message);
+    this.name = "SuperviseError";
+    this.code = code;
+  }
+}
+
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
+
+/** The shell's exit code for a process status: the code, or 128 plus the signal number. */
+export function exitCodeOf(status: { code: number; signal: Deno.Signal | null }): number {
+  if (status.signal !== null) return 128 + (SIGNALS[status.signal] ?? 0);
+  return status.code;
+}
+
+function checkWorkspace(workspace: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(workspace);
+  } catch {
+    throw new SuperviseError(`Workspace "${workspace}" does not exist`);
+  }
+  if (!info.isDirectory) throw new SuperviseError(`Workspace "${workspace}" is not a directory`);
+}
+
+interface Opened {
+  journal: Journal;
+  dataDir: string;
+  ownJournal: boolean;
+}
+
+function openData(options: SuperviseOptions): Opened {
+  const dataDir = ensureDataDir(dataDirOf(options.env));
+  Deno.mkdirSync(join(dataDir, "run"), { recursive: true, mode: 0o700 });
+  if (options.journal !== undefined) {
+    return { journal: options.journal, dataDir, ownJournal: false };
+  }
+  return { journal: openJournal(join(dataDir, JOURNAL_FILE)), dataDir, ownJournal: true };
+}
+
+/** Starts the watchdog that resumes (or kills) the tree if this Sentry process dies. */
+function startWatchdog(
+  args: { session: string; pidsFile: string; onExit: string; journal: string },
+) {
+  const [cmd, ...rest] = selfCommand();
+  const child = new Deno.Command(cmd as string, {
+    args: [
+      ...rest,
+      "__watchdog",
+      "--session",
+      args.session,
+      "--pids-file",
+      args.pidsFile,
+      "--on-exit",
+      args.onExit,
+      "--journal",
+      args.journal,
+    ],
+    stdin: "piped",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  return {
+    pid: child.pid,
+    /** Tells the watchdog that Sentry ended cleanly, then lets it exit. */
+    async release() {
+      try {
+        await writer.write(new TextEncoder().encode("ok\n"));
+        await writer.close();
+      } catch {
+        // It is gone already.
+      }
+      await child.status;
+    },
+  };
+}
+
+/**
+ * `sentry run`: starts the agent stopped in its own process group, takes the first look at the
+ * tree, resumes it, watches until the root exits, and returns the agent's exit code. SIGINT and
+ * SIGTERM are forwarded to the agent. Teardown runs in reverse order on every path, and the tree
+ * is never left stopped.
+ */
+export async function superviseRun(command: string[], options: SuperviseOptions): Promise<number> {
+  const { policy } = options;
+  checkWorkspace(policy.workspace);
+  const [program] = command;
+  if (program === undefined) {
+    throw new SuperviseError(
+      "No command given: write it after --, as in: sentry run -- python3 agent.py",
+    );
+  }
+  try {
+    resolveCommand(program, {
+      cwd: Deno.cwd(),
+      ...(options.env.PATH === undefined ? {} : { PATH: options.env.PATH }),
+    });
+  } catch (error) {
+    const code = (error as { code?: number }).code;
+    throw new SuperviseError((error as Error).message, code ?? 127);
+  }
+  const { journal, dataDir, ownJournal } = openData(options);
+  const id = createUlid()();
+  const pidsFile = join(dataDir, "run", `${id}.pids`);
+  const subreaper = setChildSubreaper();
+  const watchdog = startWatchdog({
+    session: id,
+    pidsFile,
+    onExit: options.onExit,
+    journal: join(dataDir, JOURNAL_FILE),
+  });
+  const child = new Deno.Command(launcherArgs(command)[0] as string, {
+    args: launcherArgs(command).slice(1),
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+    detached: true,
+  }).spawn();
+  const rootPid = child.pid;
+  let status: Deno.CommandStatus | null = null;
+  const exited = child.status.then((s) => status = s);
+  // The watchdog must know the launcher from the start: if Sentry dies before the agent runs,
+  // the launcher must not stay stopped.
+  const launcherStat = readStat(rootPid);
+  if (launcherStat !== null) {
+    try {
+      Deno.writeTextFileSync(pidsFile, `${rootPid} ${launcherStat.starttime}\n`, { mode: 0o600 });
+    } catch {
+      // The session rewrites it at its first scan.
+    }
+  }
+  let session: Session;
+  try {
+    const stoppedOk = await waitStopped(rootPid, 5000);
+    const agent = options.agent ?? basename(program);
+    journal.createSession({
+      id,
+      agent,
+      command,
+      pid: rootPid,
+      kind: "run",
+      policy: policy.resolved.name,
+      mode: policy.resolved.mode,
+      workspace: policy.workspace,
+    });
+    session = new Session({
+      id,
+      agent,
+      kind: "run",
+      rootPid,
+      policy,
+      intervalMs: options.intervalMs,
+      rootIsLauncher: true,
+      adopters: subreaper ? [Deno.pid] : [],
+      excluded: [Deno.pid, watchdog.pid],
+      ignorePaths: [dataDir],
+      onExit: options.onExit,
+      killGraceMs: options.killGraceMs,
+      pidsFile,
+      onNotice: options.onNotice,
+    }, { journal, platform: linuxPlatform(), control: linuxControl() });
+    options.onNotice({
+      type: "info",
+      message:
+        `watching "${
+          command.join(" ")
+        }" as session ${id} (agent ${agent}, policy ${policy.resolved.name}, ` +
+        `mode ${policy.resolved.mode}, workspace ${policy.workspace}, every ${options.intervalMs} ms)`,
+    });
+    if (!subreaper) {
+      options.onNotice({
+        type: "warn",
+        message:
+          "could not become a child subreaper: processes that escape by double fork are tracked only if seen before their parent exits",
+      });
+    }
+    const live = session;
+    session.tree.onScan(() => live.noticeExternalResume());
+    session.start();
+    // The launcher is stopped and the first scan has run: let the agent go.
+    if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
+  } catch (error) {
+    // Setup failed before the agent ran a single instruction: end the launcher, not the agent.
+    try {
+      Deno.kill(rootPid, "SIGKILL");
+    } catch {
+      // Gone already.
+    }
+    await exited;
+    await watchdog.release();
+    if (ownJournal) journal.close();
+    throw error;
+  }
+
+  const forward = (signal: Deno.Signal) => () => {
+    if (session.paused) session.releaseNow();
+    try {
+      // The agent runs in its own process group: signal the group, as a terminal would.
+      Deno.kill(-rootPid, signal);
+    } catch {
+      try {
+        Deno.kill(rootPid, signal);
+      } catch {
+        // Gone.
+      }
+    }
+  };
+  const onInt = forward("SIGINT");
+  const onTerm = forward("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  const emergency = () => session.releaseNow();
+  globalThis.addEventListener("unload", emergency);
+  try {
+    await exited;
+    const final = status as unknown as Deno.CommandStatus;
+    session.tree.setRootExit({
+      code: final.signal === null ? final.code : null,
+      signal: final.signal,
+    });
+    session.tree.scan();
+    await endLeftovers(session, options);
+    await session.stop();
+    const code = exitCodeOf(final);
+    const state = session.killed || journal.getSession(id).state === "killed" ? "killed" : "ended";
+    journal.updateSession(id, { state, endedAt: new Date().toISOString(), exitCode: code });
+    journal.flush();
+    const counts = session.counts;
+    options.onNotice({
+      type: "info",
+      message:
+        `agent exited with code ${code}: ${counts.events} events, ${counts.denied} denied; report: sentry report ${id}`,
+    });
+    return code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    globalThis.removeEventListener("unload", emergency);
+    session.releaseNow();
+    await watchdog.release();
+    if (ownJournal) journal.close();
+  }
+}
+
+/** Waits a moment for processes left after the root exited, then terminates them. */
+async function endLeftovers(session: Session, options: SuperviseOptions): Promise<void> {
+  const deadline = Date.now() + 1000;
+  while (session.tree.members.size > 0 && Date.now() < deadline) {
+    if (session.paused) session.releaseNow();
+    await new Promise((r) => setTimeout(r, 50));
+    session.tree.scan();
+  }
+  if (session.tree.members.size === 0) return;
+  const pids = session.tree.pids();
+  options.onNotice({
+    type: "warn",
+    message: `the agent left ${pids.length} process(es) running after it exited (${
+      pids.join(", ")
+    }): terminating them`,
+  });
+  await linuxControl().kill(pids, options.killGraceMs);
+  session.tree.scan();
+}
+
+/**
+ * `sentry attach PID`: watches a running process and all its descendants. Ctrl-C detaches and
+ * leaves the agent running (resumed if Sentry had paused it). Returns 0 when the agent exits or
+ * Sentry detaches.
+ */
+export async function superviseAttach(pid: number, options: SuperviseOptions): Promise<number> {
+  const { policy } = options;
+  checkWorkspace(policy.workspace);
+  if (pid === Deno.pid) throw new SuperviseError("Cannot attach to Sentry itself");
+  const stat = readStat(pid);
+  if (stat === null || !isAlive(pid)) {
+    throw new SuperviseError(`Cannot attach to pid ${pid}: no such process`);
+  }
+  const probe = linuxPlatform().listFds(pid);
+  if (!probe.ok && probe.reason === "denied") {
+    throw new SuperviseError(
+      `Cannot attach to pid ${pid}: not permitted to inspect it (run Sentry as the same user as the agent, or as root)`,
+    );
+  }
+  const command = readCmdline(pid) ?? [];
+  const { journal, dataDir, ownJournal } = openData(options);
+  const id = createUlid()();
+  const pidsFile = join(dataDir, "run", `${id}.pids`);
+  const watchdog = startWatchdog({
+    session: id,
+    pidsFile,
+    onExit: "resume",
+    journal: join(dataDir, JOURNAL_FILE),
+  });
+  const agent = options.agent ?? basename(command[0] ?? stat.comm);
+  journal.createSession({
+    id,
+    agent,
+    command,
+    pid,
+    kind: "attach",
+    policy: policy.resolved.name,
+    mode: policy.resolved.mode,
+    workspace: policy.workspace,
+  });
+  const session = new Session({
+    id,
+    agent,
+    kind: "attach",
+    rootPid: pid,
+    policy,
+    intervalMs: options.intervalMs,
+    rootIsLauncher: false,
+    adopters: [],
+    excluded: [Deno.pid, watchdog.pid],
+    ignorePaths: [dataDir],
+    onExit: "resume",
+    killGraceMs: options.killGraceMs,
+    pidsFile,
+    onNotice: options.onNotice,
+  }, { journal, platform: linuxPlatform(), control: linuxControl() });
+  options.onNotice({
+    type: "info",
+    message:
+      `attached to pid ${pid} ("${
+        command.join(" ")
+      }") as session ${id} (policy ${policy.resolved.name}, ` +
+      `mode ${policy.resolved.mode}); Ctrl-C detaches and leaves the agent running`,
+  });
+  session.tree.onScan(() => session.noticeExternalResume());
+  let detach: () => void = () => {};
+  const detached = new Promise<"detached">((resolve) => detach = () => resolve("detached"));
+  const rootGone = new Promise<"ended">((resolve) => {
+    session.tree.onScan(() => {
+      if (!session.tree.members.has(pid)) resolve("ended");
+    });
+  });
+  Deno.addSignalListener("SIGINT", detach);
+  Deno.addSignalListener("SIGTERM", detach);
+  const emergency = () => session.releaseNow();
+  globalThis.addEventListener("unload", emergency);
+  session.start();
+  try {
+    const how = await Promise.race([detached, rootGone]);
+    await session.release();
+    await session.stop();
+    const state = how === "detached" ? "detached" : session.killed ? "killed" : "ended";
+    if (how === "detached") {
+      journal.recordResponse({ session: id, action: "detach", outcome: "ok" });
+    }
+    journal.updateSession(id, { state, endedAt: new Date().toISOString() });
+    journal.flush();
+    options.onNotice({
+      type: "info",
+      message: how === "detached"
+        ? `detached from pid ${pid}; the agent keeps running. Report: sentry report ${id}`
+        : `pid ${pid} exited; report: sentry report ${id}`,
+    });
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", detach);
+    Deno.removeSignalListener("SIGTERM", detach);
+    globalThis.removeEventListener("unload", emergency);
+    session.releaseNow();
+    await watchdog.release();
+    if (ownJournal) journal.close();
+  }
+}
