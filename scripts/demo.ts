@@ -13,25 +13,36 @@
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 
-const here = fileURLToPath(new URL(".", import.meta.url));
+const here = fileURLToPath(new URL("./demo/", import.meta.url));
 const main = fileURLToPath(new URL("../main.ts", import.meta.url));
 const config = fileURLToPath(new URL("../deno.json", import.meta.url));
 const sentry = [Deno.execPath(), "run", "-A", "--config", config, main];
 
-async function hasPython(): Promise<boolean> {
+/** The real python3 executable (not a shim that depends on HOME), or null. */
+async function findPython(): Promise<string | null> {
   try {
-    return (await new Deno.Command("python3", { args: ["-c", "pass"] }).output()).success;
+    const out = await new Deno.Command("python3", {
+      args: ["-c", "import sys; print(sys.executable)"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const path = new TextDecoder().decode(out.stdout).trim();
+    return out.success && path !== "" ? path : null;
   } catch {
-    return false;
+    return null;
   }
 }
 
-if (!(await hasPython())) {
+const python = await findPython();
+if (python === null) {
   console.error(
     "demo: python3 is needed to run the example agent; install it (apt-get install python3) and run again",
   );
   Deno.exit(1);
 }
+// The demo gives the agent a fake HOME; Deno must keep using the real module cache.
+const denoDir = Deno.env.get("DENO_DIR") ??
+  join(Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/root", ".cache"), "deno");
 
 const root = await Deno.makeTempDir({ prefix: "sentry-demo-" });
 const workspace = join(root, "workspace");
@@ -42,6 +53,7 @@ const env = {
   DEMO_STEP_SECONDS: "0.4",
   DEMO_CPU_SECONDS: "3.5",
   PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+  DENO_DIR: denoDir,
 };
 await Deno.mkdir(join(workspace, "bin"), { recursive: true });
 await Deno.mkdir(join(home, ".ssh"), { recursive: true, mode: 0o700 });
@@ -93,7 +105,7 @@ const args = [
   "--name",
   "demo-agent",
   "--",
-  "python3",
+  python,
   join(here, "agent.py"),
 ];
 console.log(`$ sentry ${args.join(" ")}`);

@@ -139,6 +139,7 @@ class ProcessView {
   #path: string | null = null;
   #name: string | null = null;
   #args: string | null = null;
+  #names: readonly string[] | null = null;
 
   constructor(action: Action) {
     this.#action = action;
@@ -159,7 +160,35 @@ class ProcessView {
   get args(): string {
     return this.#args ??= (this.#action.cmdline ?? []).slice(1).join(" ");
   }
+
+  /**
+   * Every name the program goes by: the executable's, argv[0]'s, and for an interpreter running
+   * a script (`sh ./nc`, `python3 tool.py`), the script's. A name-based deny must not be dodged
+   * by renaming argv[0] or by wrapping a tool in a script.
+   */
+  get names(): readonly string[] {
+    if (this.#names === null) {
+      const names = [this.name];
+      const argv = this.#action.cmdline ?? [];
+      const add = (p: string | undefined) => {
+        if (p === undefined || p === "") return;
+        const n = p.slice(p.lastIndexOf("/") + 1);
+        if (n !== "" && !names.includes(n)) names.push(n);
+      };
+      add(argv[0]);
+      const script = argv[1];
+      if (INTERPRETER.test(this.name) && script !== undefined && !script.startsWith("-")) {
+        add(script);
+      }
+      this.#names = names;
+    }
+    return this.#names;
+  }
 }
+
+/** Interpreters whose first argument is the program that really runs. */
+const INTERPRETER =
+  /^(?:sh|bash|dash|zsh|ksh|mksh|fish|python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|php[0-9.]*)$/;
 
 function processOf(action: Action): ProcessView {
   return new ProcessView(action);
@@ -201,7 +230,7 @@ function sectionVerdict(
       return to.deny ? to : src.deny ? src : to;
     }
     case "proc.exec":
-      commandFactors(process.name, process.args, factors);
+      commandFactors(process.names, process.args, factors);
       return processVerdict(process, policy);
     case "proc.exit":
       return ALLOWED("processes");
@@ -277,7 +306,10 @@ function fileVerdict(path: string, access: CompiledAccess, ctx: FileContext): Ve
 }
 
 function processMatches(entry: CompiledProcess, p: ProcessView): boolean {
-  if (entry.name !== null && !entry.name.test(p.name)) return false;
+  if (entry.name !== null) {
+    const re = entry.name;
+    if (!re.test(p.name) && !p.names.some((n) => re.test(n))) return false;
+  }
   if (entry.path !== null && !entry.path.test(p.path)) return false;
   if (entry.args !== null && !entry.args.test(p.args)) return false;
   return true;

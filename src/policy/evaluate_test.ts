@@ -982,3 +982,30 @@ Deno.test("a compiled policy lists the host names and rule path globs the sensor
   assert.deepEqual(p.namedHosts.sort(), ["api.github.com", "db.internal"]);
   assert.deepEqual(p.ruleFileGlobs, ["/work/project/.git/hooks/**"]);
 });
+
+Deno.test("`evaluate()` matches a process name on argv[0] and on the script an interpreter runs", () => {
+  const p = compileYaml("processes:\n  deny: [nc, sudo]\n");
+  const script: Action = {
+    kind: "proc.exec",
+    target: "/bin/sh /work/project/bin/nc -z host 22",
+    exe: "/usr/bin/dash",
+    cmdline: ["/bin/sh", "/work/project/bin/nc", "-z", "host", "22"],
+  };
+  const d = decide(p, script);
+  assert.equal(d.rule, "processes.deny");
+  assert.ok(ids(d).includes("network_tool"));
+  const renamed: Action = {
+    kind: "proc.exec",
+    target: "sudo id",
+    exe: "/usr/bin/sudo.real",
+    cmdline: ["sudo", "id"],
+  };
+  assert.equal(decide(p, renamed).verdict, "deny");
+  const option: Action = {
+    kind: "proc.exec",
+    target: "sh -c nc",
+    exe: "/usr/bin/dash",
+    cmdline: ["sh", "-c", "nc"],
+  };
+  assert.equal(decide(p, option).verdict, "allow", "an option is not a script");
+});

@@ -257,8 +257,11 @@ export function endpointFactors(
   }
 }
 
-/** Adds the sensitivity factors of a command to `out`. */
-export function commandFactors(name: string, args: string, out: FactorDraft[]): void {
+/** Adds the sensitivity factors of a command (known by one or more names) to `out`. */
+export function commandFactors(names: readonly string[], args: string, out: FactorDraft[]): void {
+  // The most telling of the program's names (see the evaluator's ProcessView.names).
+  const name = names.find((n) => PRIVILEGE.test(n)) ?? names.find((n) => NET_TOOLS.test(n)) ??
+    names.find((n) => DESTRUCTIVE_BIN.test(n) || n === "rm") ?? names[0] ?? "";
   if (PRIVILEGE.test(name)) {
     out.push({
       id: "privilege_escalation",
