@@ -7,6 +7,7 @@ import { registerControlCommands } from "./control.ts";
 import { registerEventsCommand } from "./events.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReportCommand } from "./report.ts";
+import { registerRollbackCommands } from "./rollback.ts";
 import { registerRunCommands } from "./run.ts";
 import { registerSessionsCommand } from "./sessions.ts";
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerEventsCommand(program);
   registerReportCommand(program);
   registerControlCommands(program);
+  registerRollbackCommands(program);
   registerPolicyCommands(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;
