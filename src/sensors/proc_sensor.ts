@@ -38,7 +38,10 @@ export interface ProcSensorOptions {
   now?: () => number;
   /** Marks the processes already running at the first scan with `detail.existing` (attach). */
   reportExisting?: boolean;
-  /** The root is a launcher that will exec the agent: report the root only once it has. */
+  /**
+   * The root is a launcher, Sentry's own child, that will exec the agent: report the root only
+   * once it has, and leave its reaping to the caller, which passes its status to `setRootExit()`.
+   */
   rootIsLauncher?: boolean;
 }
 
@@ -153,6 +156,13 @@ export class ProcSensor implements Sensor {
         stat === null || stat.startTicks !== member.startTicks || stat.state === "Z" ||
         stat.state === "X"
       ) {
+        // A launcher root is Sentry's own child: Deno reaps it and hands its status to
+        // setRootExit(). Reaping it here would steal that status (Deno then fails with ECHILD),
+        // so the root stays a member until its status is known.
+        if (
+          member.pid === this.rootPid && this.#options.rootIsLauncher === true &&
+          this.#rootExit === null
+        ) continue;
         this.#exit(member, stat);
         continue;
       }

@@ -302,10 +302,14 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
 /** Waits a moment for processes left after the root exited, then terminates them. */
 async function endLeftovers(session: Session, options: SuperviseOptions): Promise<void> {
   const deadline = Date.now() + 1000;
+  // Leftovers paused before the root exited are resumed once, so that they can exit on their own.
+  if (session.paused) session.releaseNow();
   while (session.tree.members.size > 0 && Date.now() < deadline) {
-    if (session.paused) session.releaseNow();
     await new Promise((r) => setTimeout(r, 50));
     session.tree.scan();
+    // A leftover did something the policy pauses for: keep it stopped and terminate it now,
+    // rather than resume it into the action it was stopped for.
+    if (session.paused) break;
   }
   if (session.tree.members.size === 0) return;
   const pids = session.tree.pids();
