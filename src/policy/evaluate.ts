@@ -17,6 +17,11 @@ export interface Action {
   exe?: string | null;
   cmdline?: readonly string[];
   detail?: Readonly<Record<string, unknown>>;
+  /**
+   * The acting process. `null` means a sensor saw the action but no evidence named a process of
+   * the agent (an inotify event, say): such an action is judged, but gets at most an alert.
+   */
+  pid?: number | null;
 }
 
 /** Which policy entry decided, before the decision is assembled. */
@@ -37,7 +42,8 @@ const ALLOW_RANK = responseRank("alert");
  * response (from the thresholds, or a matching rule, capped by the mode). Precedence: a monitor
  * switched off allows; then custom rules; then the section's deny list; then its allow list;
  * then the section's default. A denied action scores at least the alert threshold; an allowed
- * one never gets more than an alert.
+ * one, or one with `pid: null` (no evidence names the acting process), never gets more than an
+ * alert.
  */
 export function evaluate(input: Action, policy: CompiledPolicy): Decision {
   const action = input.kind.startsWith("file.") ? normalizeFileAction(input) : input;
@@ -60,7 +66,7 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
     }
   }
   if (verdict.violation !== null) factors.push(verdict.violation);
-  return decide(verdict, factors, policy);
+  return decide(verdict, factors, { policy, unattributed: action.pid === null });
 }
 
 /** The action with its paths (target, and a rename's source) free of `.`, `..` and `//`. */
@@ -76,7 +82,12 @@ function normalizeFileAction(action: Action): Action {
   };
 }
 
-function decide(verdict: Verdict, drafts: FactorDraft[], policy: CompiledPolicy): Decision {
+function decide(
+  verdict: Verdict,
+  drafts: FactorDraft[],
+  how: { policy: CompiledPolicy; unattributed: boolean },
+): Decision {
+  const { policy } = how;
   const { thresholds } = policy;
   let sum = 0;
   for (const f of drafts) sum += f.points;
@@ -100,7 +111,8 @@ function decide(verdict: Verdict, drafts: FactorDraft[], policy: CompiledPolicy)
   else if (sum >= thresholds.alert) response = "alert";
   else response = "none";
   let rank = responseRank(response);
-  if (!verdict.deny && rank > ALLOW_RANK) rank = ALLOW_RANK;
+  // An allowed action never stops the agent; nor does one no evidence ties to the agent.
+  if ((!verdict.deny || how.unattributed) && rank > ALLOW_RANK) rank = ALLOW_RANK;
   if (rank > policy.modeCap) rank = policy.modeCap;
   return {
     verdict: verdict.deny ? "deny" : "allow",

@@ -20,6 +20,11 @@ export interface WatchSensorOptions {
   evidenceMs: number;
   /** How long single halves of a rename wait for their pair, in milliseconds. */
   pairMs?: number;
+  /**
+   * How long an event waits before it is attributed, in milliseconds: long enough for the fd
+   * sensor's next polls to see the file open (about two polling intervals).
+   */
+  settleMs?: number;
 }
 
 interface Pending {
@@ -40,6 +45,8 @@ export class WatchSensor implements Sensor {
   readonly #options: WatchSensorOptions;
   readonly #counter = new StatsCounter("watch");
   readonly #pending: Pending[] = [];
+  readonly #settling: { kind: Kind; path: string; detail: Record<string, unknown>; at: number }[] =
+    [];
   #emit: ((event: SensorEvent) => void) | null = null;
 
   /** Sets up the sensor. */
@@ -74,8 +81,11 @@ export class WatchSensor implements Sensor {
       }
     });
     const flush = setInterval(
-      () => this.#flushPending(Date.now(), false),
-      this.#options.pairMs ?? 150,
+      () => {
+        this.#flushPending(Date.now(), false);
+        this.#flushSettled(Date.now(), false);
+      },
+      Math.min(this.#options.pairMs ?? 150, 50),
     );
     const stop = () => {
       for (const w of watchers) {
@@ -94,6 +104,7 @@ export class WatchSensor implements Sensor {
     } finally {
       clearInterval(flush);
       this.#flushPending(Date.now(), true);
+      this.#flushSettled(Date.now(), true);
       this.#emit = null;
     }
   }
@@ -169,10 +180,33 @@ export class WatchSensor implements Sensor {
   }
 
   #send(kind: Kind, path: string, detail: Record<string, unknown>, at: number): void {
-    const holders = this.#options.fd.holders(
-      typeof detail.from === "string" ? detail.from : path,
-      at - this.#options.evidenceMs,
-    ).filter((pid) => this.#options.tree.members.has(pid) || true);
+    this.#settling.push({ kind, path, detail, at });
+  }
+
+  #flushSettled(now: number, all: boolean): void {
+    const settleMs = this.#options.settleMs ?? 150;
+    while (this.#settling.length > 0) {
+      const e = this.#settling[0] as {
+        kind: Kind;
+        path: string;
+        detail: Record<string, unknown>;
+        at: number;
+      };
+      if (!all && now - e.at < settleMs) break;
+      this.#settling.shift();
+      this.#attribute(e.kind, e.path, e.detail, e.at);
+    }
+  }
+
+  #attribute(kind: Kind, path: string, detail: Record<string, unknown>, at: number): void {
+    // Evidence: a process of the tree had the path (or a rename's source) open around the event.
+    const since = at - this.#options.evidenceMs;
+    const holders = [
+      ...new Set([
+        ...this.#options.fd.holders(path, since),
+        ...(typeof detail.from === "string" ? this.#options.fd.holders(detail.from, since) : []),
+      ]),
+    ];
     const pid = holders.length === 1 ? (holders[0] as number) : null;
     const member = pid === null ? undefined : this.#options.tree.members.get(pid);
     if (pid === null) {

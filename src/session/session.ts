@@ -145,6 +145,7 @@ export class Session {
           fd,
           ignore: config.ignorePaths,
           evidenceMs: config.intervalMs * 4 + 500,
+          settleMs: config.intervalMs * 2 + 50,
         }),
       );
     }
