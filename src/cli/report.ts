@@ -77,6 +77,13 @@ function describe(r: ResponseRecord): string {
     const n = list(key);
     if (n !== null && n > 0) parts.push(`${n} ${key}`);
   }
+  if (typeof d.path === "string") {
+    parts.push(`${typeof d.op === "string" ? d.op + " " : ""}${d.path}`);
+  }
+  if (typeof d.reason === "string") parts.push(d.reason);
+  for (const key of ["restored", "recreated", "removed"]) {
+    if (typeof d[key] === "number" && (d[key] as number) > 0) parts.push(`${d[key]} ${key}`);
+  }
   if (typeof d.by === "string") parts.push(`by ${d.by}`);
   if (typeof d.fallback === "string") parts.push(`fell back to ${d.fallback}`);
   return parts.length > 0 ? ` (${parts.join(", ")})` : "";

@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import type { Journal } from "../journal/mod.ts";
 import {
   formatBytes,
   listSnapshots,
@@ -11,45 +10,11 @@ import {
   type Store,
   undo,
 } from "../rollback/mod.ts";
+import { journalRestore } from "../session/mod.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { findSession, openForReading } from "./journal_access.ts";
-import { eprintln, paint, printJson, println, printTable } from "./output.ts";
+import { paint, printJson, println, printTable } from "./output.ts";
 import { shortTime } from "./sessions.ts";
-
-/** Journals every path a rollback touched, one response row each, and the overall outcome. */
-export function journalRestore(journal: Journal, result: RestoreResult, by: string): void {
-  for (const r of result.results) {
-    journal.recordResponse({
-      session: result.session,
-      action: "rollback",
-      outcome: r.outcome,
-      detail: {
-        path: r.path,
-        op: r.action,
-        type: r.type,
-        ...(r.reason === undefined ? {} : { reason: r.reason }),
-        by,
-      },
-    });
-  }
-  journal.recordResponse({
-    session: result.session,
-    action: "rollback",
-    outcome: result.ok
-      ? "ok"
-      : result.counts.restored + result.counts.recreated + result.counts.removed > 0
-      ? "partial"
-      : "failed",
-    detail: {
-      rollback: result.id,
-      snapshot: result.snapshot,
-      ...result.counts,
-      quarantine: result.quarantine,
-      by,
-    },
-  });
-  journal.flush();
-}
 
 function parseDuration(text: string): number {
   const m = /^(\d+)\s*(s|m|h|d|w)?$/.exec(text.trim());
@@ -168,7 +133,7 @@ export function registerRollbackCommands(program: Command): void {
             }
             if (!opts.json) {
               println(
-                `dry run: ${result.plan.actions.length} change(s) against snapshot ${result.plan.snapshot}; nothing was changed`,
+                `dry run: ${result.plan.actions.length} change(s) against snapshot ${result.plan.snapshot.id}; nothing was changed`,
               );
             }
             return;
@@ -303,9 +268,4 @@ function storeOnly(): Store {
   const { journal, dataDir } = openForReading();
   journal.close();
   return openStore(dataDir);
-}
-
-/** Prints a one-line warning when a rollback could not run (used by the session). */
-export function warnNoRollback(reason: string): void {
-  eprintln(paint(`sentry: warning: rollback is off for this session: ${reason}`, "yellow"));
 }

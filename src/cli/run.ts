@@ -14,6 +14,7 @@ interface WatchFlags extends PolicyFlags {
   interval: string;
   onExit: "resume" | "kill";
   killGrace: string;
+  rollback: boolean;
 }
 
 function addWatchFlags(cmd: Command): Command {
@@ -29,7 +30,8 @@ function addWatchFlags(cmd: Command): Command {
       new Option("--on-exit <action>", "what to do with a paused agent when Sentry exits")
         .choices(["resume", "kill"]).default("resume"),
     )
-    .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000");
+    .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000")
+    .option("--no-rollback", "take no snapshot at start: rollback is then off for the session");
 }
 
 function positive(flag: string, text: string, min: number): number {
@@ -51,6 +53,7 @@ async function options(flags: WatchFlags) {
     intervalMs: positive("--interval", flags.interval, 5),
     killGraceMs: positive("--kill-grace", flags.killGrace, 0),
     onExit: flags.onExit,
+    rollback: flags.rollback !== false,
     onNotice: (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json }),
     env: Deno.env.toObject(),
   };

@@ -21,7 +21,7 @@ export {
   type MonitorFlag,
   splitList,
 } from "./patch.ts";
-export { namedHosts, parseNetworkEntry } from "./patterns.ts";
+export { expandGlob, namedHosts, parseNetworkEntry } from "./patterns.ts";
 export { POINTS } from "./risk.ts";
 export {
   DEFAULT_DB_PORTS,

@@ -122,6 +122,7 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
       paths: all((p) => p.rollback?.paths),
       exclude: pick((p) => p.rollback?.exclude, DEFAULT_ROLLBACK_EXCLUDE),
       max_bytes: pick((p) => p.rollback?.max_bytes, DEFAULT_ROLLBACK_MAX_BYTES),
+      after: pick((p) => p.rollback?.after, "pause"),
     },
   };
 }

@@ -139,6 +139,8 @@ export const PolicyFile = z.strictObject({
     paths: Patterns.optional(),
     exclude: Patterns.optional(),
     max_bytes: z.number().int().positive().optional(),
+    /** What an automatic rollback leaves: the agent paused (default), or killed. */
+    after: z.enum(["pause", "kill"]).optional(),
   }).optional(),
 });
 
@@ -178,7 +180,7 @@ export interface ResolvedPolicy {
   processes: ResolvedAccess<ProcessEntry>;
   database: { ports: number[]; allow: string[] };
   rules: Rule[];
-  rollback: { paths: string[]; exclude: string[]; max_bytes: number };
+  rollback: { paths: string[]; exclude: string[]; max_bytes: number; after: "pause" | "kill" };
 }
 
 /** The kinds a rule may name, for validation messages. */

@@ -6,6 +6,7 @@
 export { type ControlReport, killSession, resumeSession, sessionTree } from "./control.ts";
 export { launcherArgs, LaunchError, resolveCommand } from "./launch.ts";
 export { linuxControl } from "./linux_control.ts";
+export { journalRestore, protect, type Protection, type ProtectOptions } from "./protect.ts";
 export { linuxPlatform } from "./linux_platform.ts";
 export {
   DEDUP_WINDOW_MS,

@@ -15,6 +15,8 @@ import {
   type SensorStats,
   WatchSensor,
 } from "../sensors/mod.ts";
+import { rollback } from "../rollback/mod.ts";
+import { journalRestore, type Protection } from "./protect.ts";
 import { watchRoots } from "./watch_roots.ts";
 
 /** Something the operator should see: the CLI prints these (an alert, a pause, a warning). */
@@ -52,6 +54,10 @@ export interface SessionConfig {
   killGraceMs: number;
   /** Where to keep the tree's pids for the watchdog, or null. */
   pidsFile: string | null;
+  /** The rollback protection taken at start, or null when rollback is off for the session. */
+  protection: Protection | null;
+  /** What an automatic rollback leaves: the agent paused, or killed (`rollback.after`). */
+  afterRollback: "pause" | "kill";
   onNotice: (notice: Notice) => void;
 }
 
@@ -88,6 +94,11 @@ export class Session {
   #pidsVersion = -1;
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #counts = { events: 0, denied: 0 };
+  /** Paths the agent changed (targets of writes, creates, deletes and renames): what a rollback checks. */
+  readonly #changed = new Set<string>();
+  /** Until when unattributed inotify events are Sentry's own restore writes, not the agent's. */
+  #ownWritesUntil = 0;
+  #ownWrites = 0;
 
   /** Builds the sensors; nothing runs until `start()`. */
   constructor(config: SessionConfig, deps: SessionDeps) {
@@ -179,6 +190,15 @@ export class Session {
   /** Decides on one sensor event, journals it and responds. Returns the decided event. */
   handle(raw: SensorEvent): AgentEvent | null {
     const now = (this.#deps.now ?? Date.now)();
+    if (raw.sensor === "watch" && raw.pid === null && now < this.#ownWritesUntil) {
+      // The tree is stopped while a rollback restores: these changes are Sentry's own.
+      this.#ownWrites++;
+      return null;
+    }
+    if (raw.kind !== "file.read" && raw.kind.startsWith("file.")) {
+      this.#changed.add(raw.target);
+      if (typeof raw.detail.from === "string") this.#changed.add(raw.detail.from);
+    }
     if (!this.#dedup.admit(raw, now)) return null;
     const { ts, ...rest } = raw;
     const observation = {
@@ -215,12 +235,16 @@ export class Session {
     } else if (response === "pause") {
       void this.pause(event, "pause");
     } else if (response === "rollback") {
-      this.config.onNotice({
-        type: "warn",
-        message:
-          "rollback is not available yet (issue #4): pausing the agent instead, no file was restored",
-      });
-      void this.pause(event, "rollback");
+      if (this.config.protection === null) {
+        this.config.onNotice({
+          type: "warn",
+          message:
+            "rollback is off for this session (no snapshot): pausing the agent instead, no file was restored",
+        });
+        void this.pause(event, "rollback");
+      } else {
+        void this.rollback(event);
+      }
     } else if (response === "kill") {
       void this.kill(event);
     }
@@ -278,6 +302,64 @@ export class Session {
       return failed.size === 0;
     } finally {
       this.#acting = false;
+    }
+  }
+
+  /**
+   * Reverse and pause: stops the tree, restores every protected path the agent changed to the
+   * snapshot taken at start (verified), journals each path with its outcome, and leaves the
+   * agent paused, or kills it when the policy's `rollback.after` says so.
+   */
+  async rollback(event: AgentEvent | null): Promise<boolean> {
+    const protection = this.config.protection;
+    if (protection === null || this.#acting || this.#killed) return false;
+    if (!this.#paused) await this.pause(event, "pause");
+    this.#acting = true;
+    this.#ownWritesUntil = Infinity;
+    try {
+      const result = await rollback(protection.store, {
+        session: this.config.id,
+        snapshot: protection.snapshot,
+        paths: this.#changed,
+      });
+      const restore = result.restore;
+      if (restore === null) return true;
+      journalRestore(this.#deps.journal, restore, "automatic rollback");
+      const c = restore.counts;
+      this.config.onNotice({
+        type: "response",
+        action: "rollback",
+        outcome: restore.ok ? "ok" : "partial",
+        message:
+          `${
+            restore.ok ? "rolled back" : "rollback INCOMPLETE:"
+          } ${c.restored} restored, ${c.recreated} recreated, ` +
+          `${c.removed} removed to quarantine, ${c.failed} failed; the agent stays paused` +
+          ` (resume: sentry resume ${this.config.id}; undo: sentry rollback --undo ${this.config.id})`,
+        ...(event === null ? {} : { event }),
+      });
+      for (const r of restore.results) {
+        if (r.outcome === "failed") {
+          this.config.onNotice({
+            type: "warn",
+            message: `could not restore "${r.path}": ${r.reason ?? "unknown reason"}`,
+          });
+        }
+      }
+      this.#changed.clear();
+      return restore.ok;
+    } catch (error) {
+      this.#record("rollback", "failed", { reason: (error as Error).message }, event);
+      this.config.onNotice({
+        type: "warn",
+        message: `rollback FAILED: ${(error as Error).message}; the agent stays paused`,
+      });
+      return false;
+    } finally {
+      // Keep ignoring unattributed events until inotify has delivered the restore's own writes.
+      this.#ownWritesUntil = (this.#deps.now ?? Date.now)() + this.config.intervalMs * 4 + 500;
+      this.#acting = false;
+      if (this.config.afterRollback === "kill") await this.kill(event);
     }
   }
 
@@ -393,6 +475,14 @@ export class Session {
 
   #saveStats(): void {
     const stats = this.stats();
+    if (this.#ownWrites > 0) {
+      stats.find((s) => s.sensor === "watch")?.blindSpots.push({
+        id: "rollback_own_writes",
+        reason:
+          "file events from Sentry's own restores while the agent was stopped (not journaled)",
+        count: this.#ownWrites,
+      });
+    }
     if (this.#resolver !== null && this.#resolver.failures > 0) {
       const net = stats.find((s) => s.sensor === "net");
       net?.blindSpots.push({

@@ -13,6 +13,7 @@ import {
 import { linuxControl } from "./linux_control.ts";
 import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
+import { protect } from "./protect.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
 
 /** The policy a supervised session runs under (see the CLI's policy flags). */
@@ -30,6 +31,8 @@ export interface SuperviseOptions {
   env: Record<string, string>;
   /** The journal to use; opened in the data directory when absent. */
   journal?: Journal;
+  /** Snapshot the protected trees at start so that rollback can restore them; default true. */
+  rollback?: boolean;
 }
 
 /** Why `run` or `attach` cannot start: bad input, reported with exit code 2 (or 126/127). */
@@ -200,10 +203,20 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       mode: policy.resolved.mode,
       workspace: policy.workspace,
     });
+    // The launcher is stopped: the snapshot sees the tree before the agent's first instruction.
+    const protection = options.rollback === false ? null : await protect({
+      dataDir,
+      session: id,
+      policy,
+      env: options.env,
+      onNotice: options.onNotice,
+    });
     session = new Session({
       id,
       agent,
       kind: "run",
+      protection,
+      afterRollback: policy.resolved.rollback.after,
       rootPid,
       policy,
       intervalMs: options.intervalMs,
@@ -363,10 +376,19 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     mode: policy.resolved.mode,
     workspace: policy.workspace,
   });
+  const protection = options.rollback === false ? null : await protect({
+    dataDir,
+    session: id,
+    policy,
+    env: options.env,
+    onNotice: options.onNotice,
+  });
   const session = new Session({
     id,
     agent,
     kind: "attach",
+    protection,
+    afterRollback: policy.resolved.rollback.after,
     rootPid: pid,
     policy,
     intervalMs: options.intervalMs,
