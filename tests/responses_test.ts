@@ -141,6 +141,7 @@ rules:
 async function fallsBackToPause(
   response: "rollback" | "block",
   warning: RegExp,
+  flags: string[] = [],
 ): Promise<void> {
   await withSandbox(async (sb) => {
     const secret = await sb.write(`${sb.workspace}/secret.txt`, "s3cret\n");
@@ -158,7 +159,7 @@ rules:
 `,
     );
     const agent = await treeAgent(sb, secret, { code: 0, childSeconds: 2 });
-    const run = sb.spawn(["run", "--policy", policy, "--", PYTHON, agent]);
+    const run = sb.spawn(["run", "--policy", policy, ...flags, "--", PYTHON, agent]);
     const pids = await treePids(sb);
     await waitAllStopped(sb, pids);
     await run.waitForStderr(/paused the agent \(2 processes stopped\)/);
@@ -178,8 +179,72 @@ rules:
   });
 }
 
-Deno.test("a `rollback` response pauses the tree and says no file was restored", async () => {
-  await fallsBackToPause("rollback", /rollback is not available yet.*pausing the agent instead/);
+Deno.test("a `rollback` response pauses the agent, restores what it changed, and leaves it paused", async () => {
+  await withSandbox(async (sb) => {
+    const secret = await sb.write(`${sb.workspace}/secret.txt`, "s3cret\n");
+    const notes = await sb.write(`${sb.workspace}/notes.txt`, "original notes\n", 0o640);
+    const doomed = await sb.write(`${sb.workspace}/doomed.txt`, "keep me\n");
+    const policy = await sb.write(
+      "policy.yaml",
+      `
+name: e2e-rollback
+mode: rollback
+rules:
+  - id: detect_secret_read
+    description: Detect reads of the test's secret file
+    match: { kind: file.read, target: "**/secret.txt" }
+    risk: 50
+    response: rollback
+`,
+    );
+    const agent = await sb.write(
+      "agent.py",
+      [
+        "import os, time",
+        `open(${JSON.stringify(notes)}, "w").write("DAMAGED")`,
+        `os.chmod(${JSON.stringify(notes)}, 0o777)`,
+        `os.remove(${JSON.stringify(doomed)})`,
+        `open(${JSON.stringify(sb.workspace + "/created.txt")}, "w").write("new")`,
+        "time.sleep(0.5)",
+        `f = open(${JSON.stringify(secret)}); time.sleep(1.5); f.close()`,
+        `print(open(${JSON.stringify(notes)}).read(), flush=True)`,
+      ].join("\n"),
+    );
+    const run = sb.spawn(["run", "--policy", policy, "--", PYTHON, agent]);
+    await run.waitForStderr(/rolled back .* the agent stays paused/);
+    // Reverse and pause: the files are back while the agent is still stopped.
+    assert.equal(await Deno.readTextFile(notes), "original notes\n");
+    assert.equal((await Deno.stat(notes)).mode! & 0o777, 0o640);
+    assert.equal(await Deno.readTextFile(doomed), "keep me\n");
+    await assert.rejects(() => Deno.stat(`${sb.workspace}/created.txt`), Deno.errors.NotFound);
+    const [session] = await sb.sessions();
+    assert.equal(session?.state, "paused");
+
+    const resumed = await sb.sentry(["resume", "last"]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(await run.exit(), 0, run.stderr);
+    const report = await sb.report();
+    const rows = report.responses.filter((r) => r.action === "rollback");
+    assert.ok(
+      rows.some((r) => r.detail.path === notes && r.outcome === "ok"),
+      JSON.stringify(rows),
+    );
+    assert.ok(rows.some((r) => r.detail.path === doomed && r.detail.op === "recreate"));
+    assert.ok(rows.every((r) => r.outcome === "ok"));
+
+    // The rollback can itself be undone.
+    const undone = await sb.sentry(["rollback", "--undo", "last"]);
+    assert.equal(undone.code, 0, undone.stderr);
+    assert.equal(await Deno.readTextFile(`${sb.workspace}/created.txt`), "new");
+  });
+});
+
+Deno.test("with --no-rollback, a `rollback` response pauses the tree and says no file was restored", async () => {
+  await fallsBackToPause(
+    "rollback",
+    /rollback is off for this session.*pausing the agent instead/,
+    ["--no-rollback"],
+  );
 });
 
 Deno.test("a `block` response pauses the tree and says it cannot block", async () => {
