@@ -1,5 +1,5 @@
 import type { ProcPlatform } from "./platform.ts";
-import type { Member, ProcSensor } from "./proc_sensor.ts";
+import { followScans, type Member, type ProcSensor } from "./proc_sensor.ts";
 import { type Sensor, type SensorEvent, type SensorStats, StatsCounter } from "./sensor.ts";
 
 /** Paths whose opens are not file actions: terminals, devices, /proc and /sys. */
@@ -42,16 +42,7 @@ export class FdSensor implements Sensor {
   /** Hooks into the tree's scans until the signal aborts. */
   start(emit: (event: SensorEvent) => void, signal: AbortSignal): Promise<void> {
     this.#emit = emit;
-    this.#options.tree.onScan((now) => {
-      if (!signal.aborted || this.#emit !== null) this.poll(now);
-    });
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      signal.addEventListener("abort", () => {
-        this.#emit = null;
-        resolve();
-      }, { once: true });
-    });
+    return followScans(this.#options.tree, signal, (now) => this.poll(now));
   }
 
   /** The sensor's counters. */

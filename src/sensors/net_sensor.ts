@@ -1,6 +1,6 @@
 import type { Kind } from "../events/mod.ts";
 import type { ProcPlatform, SocketView } from "./platform.ts";
-import type { ProcSensor } from "./proc_sensor.ts";
+import { followScans, type ProcSensor } from "./proc_sensor.ts";
 import type { HostResolver } from "./resolver.ts";
 import { type Sensor, type SensorEvent, type SensorStats, StatsCounter } from "./sensor.ts";
 
@@ -43,16 +43,7 @@ export class NetSensor implements Sensor {
   /** Hooks into the tree's scans (after the fd sensor) until the signal aborts. */
   start(emit: (event: SensorEvent) => void, signal: AbortSignal): Promise<void> {
     this.#emit = emit;
-    this.#options.tree.onScan(() => {
-      if (this.#emit !== null) this.poll();
-    });
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      signal.addEventListener("abort", () => {
-        this.#emit = null;
-        resolve();
-      }, { once: true });
-    });
+    return followScans(this.#options.tree, signal, () => this.poll());
   }
 
   /** The sensor's counters. */

@@ -334,6 +334,24 @@ export class ProcSensor implements Sensor {
   }
 }
 
+/**
+ * Runs `poll` after every scan of the tree until the signal aborts, and resolves then. The
+ * sensors that work on the tree's snapshot (fd, net, resource) start this way.
+ */
+export function followScans(tree: ProcSensor, signal: AbortSignal, poll: ScanHook): Promise<void> {
+  let live = !signal.aborted;
+  tree.onScan((now) => {
+    if (live) poll(now);
+  });
+  return new Promise((resolve) => {
+    if (!live) return resolve();
+    signal.addEventListener("abort", () => {
+      live = false;
+      resolve();
+    }, { once: true });
+  });
+}
+
 /** Sleeps for `ms`, or until the signal aborts, or until the returned wake function is called. */
 export function sleep(
   ms: number,

@@ -97,6 +97,67 @@ function openData(options: SuperviseOptions): Opened {
   return { journal: openJournal(join(dataDir, JOURNAL_FILE)), dataDir, ownJournal: true };
 }
 
+/** What differs between the sessions `run` and `attach` open. */
+interface OpenSession {
+  id: string;
+  agent: string;
+  kind: "run" | "attach";
+  command: string[];
+  rootPid: number;
+  rootIsLauncher: boolean;
+  adopters: number[];
+  watchdogPid: number;
+  onExit: "resume" | "kill";
+  pidsFile: string;
+  opened: Opened;
+}
+
+/**
+ * Journals a new session, snapshots the protected trees (unless rollback is off), and builds
+ * the session: the steps `run` and `attach` share.
+ */
+async function openSession(spec: OpenSession, options: SuperviseOptions): Promise<Session> {
+  const { policy } = options;
+  const { journal, dataDir } = spec.opened;
+  journal.createSession({
+    id: spec.id,
+    agent: spec.agent,
+    command: spec.command,
+    pid: spec.rootPid,
+    kind: spec.kind,
+    policy: policy.resolved.name,
+    mode: policy.resolved.mode,
+    workspace: policy.workspace,
+  });
+  const protection = options.rollback === false ? null : await protect({
+    dataDir,
+    session: spec.id,
+    policy,
+    env: options.env,
+    onNotice: options.onNotice,
+  });
+  const session = new Session({
+    id: spec.id,
+    agent: spec.agent,
+    kind: spec.kind,
+    protection,
+    afterRollback: policy.resolved.rollback.after,
+    rootPid: spec.rootPid,
+    policy,
+    intervalMs: options.intervalMs,
+    rootIsLauncher: spec.rootIsLauncher,
+    adopters: spec.adopters,
+    excluded: [Deno.pid, spec.watchdogPid],
+    ignorePaths: [dataDir],
+    onExit: spec.onExit,
+    killGraceMs: options.killGraceMs,
+    pidsFile: spec.pidsFile,
+    onNotice: options.onNotice,
+  }, { journal, platform: linuxPlatform(), control: linuxControl() });
+  session.tree.onScan(() => session.noticeExternalResume());
+  return session;
+}
+
 /** Starts the watchdog that resumes (or kills) the tree if this Sentry process dies. */
 function startWatchdog(
   args: { session: string; pidsFile: string; onExit: string; journal: string },
@@ -193,42 +254,20 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   try {
     const stoppedOk = await waitStopped(rootPid, 5000);
     const agent = options.agent ?? basename(program);
-    journal.createSession({
-      id,
-      agent,
-      command,
-      pid: rootPid,
-      kind: "run",
-      policy: policy.resolved.name,
-      mode: policy.resolved.mode,
-      workspace: policy.workspace,
-    });
     // The launcher is stopped: the snapshot sees the tree before the agent's first instruction.
-    const protection = options.rollback === false ? null : await protect({
-      dataDir,
-      session: id,
-      policy,
-      env: options.env,
-      onNotice: options.onNotice,
-    });
-    session = new Session({
+    session = await openSession({
       id,
       agent,
       kind: "run",
-      protection,
-      afterRollback: policy.resolved.rollback.after,
+      command,
       rootPid,
-      policy,
-      intervalMs: options.intervalMs,
       rootIsLauncher: true,
       adopters: subreaper ? [Deno.pid] : [],
-      excluded: [Deno.pid, watchdog.pid],
-      ignorePaths: [dataDir],
+      watchdogPid: watchdog.pid,
       onExit: options.onExit,
-      killGraceMs: options.killGraceMs,
       pidsFile,
-      onNotice: options.onNotice,
-    }, { journal, platform: linuxPlatform(), control: linuxControl() });
+      opened: { journal, dataDir, ownJournal },
+    }, options);
     options.onNotice({
       type: "info",
       message:
@@ -244,8 +283,6 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
           "could not become a child subreaper: processes that escape by double fork are tracked only if seen before their parent exits",
       });
     }
-    const live = session;
-    session.tree.onScan(() => live.noticeExternalResume());
     session.start();
     // The launcher is stopped and the first scan has run: let the agent go.
     if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
@@ -366,41 +403,19 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     journal: join(dataDir, JOURNAL_FILE),
   });
   const agent = options.agent ?? basename(command[0] ?? stat.comm);
-  journal.createSession({
+  const session = await openSession({
     id,
     agent,
+    kind: "attach",
     command,
-    pid,
-    kind: "attach",
-    policy: policy.resolved.name,
-    mode: policy.resolved.mode,
-    workspace: policy.workspace,
-  });
-  const protection = options.rollback === false ? null : await protect({
-    dataDir,
-    session: id,
-    policy,
-    env: options.env,
-    onNotice: options.onNotice,
-  });
-  const session = new Session({
-    id,
-    agent,
-    kind: "attach",
-    protection,
-    afterRollback: policy.resolved.rollback.after,
     rootPid: pid,
-    policy,
-    intervalMs: options.intervalMs,
     rootIsLauncher: false,
     adopters: [],
-    excluded: [Deno.pid, watchdog.pid],
-    ignorePaths: [dataDir],
+    watchdogPid: watchdog.pid,
     onExit: "resume",
-    killGraceMs: options.killGraceMs,
     pidsFile,
-    onNotice: options.onNotice,
-  }, { journal, platform: linuxPlatform(), control: linuxControl() });
+    opened: { journal, dataDir, ownJournal },
+  }, options);
   options.onNotice({
     type: "info",
     message:
@@ -409,7 +424,6 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
       }") as session ${id} (policy ${policy.resolved.name}, ` +
       `mode ${policy.resolved.mode}); Ctrl-C detaches and leaves the agent running`,
   });
-  session.tree.onScan(() => session.noticeExternalResume());
   let detach: () => void = () => {};
   const detached = new Promise<"detached">((resolve) => detach = () => resolve("detached"));
   const rootGone = new Promise<"ended">((resolve) => {
