@@ -1,13 +1,30 @@
 // deno-lint-ignore-file no-console
 /**
  * Runs every benchmark and prints its figures. Each compares against a baseline in the same run.
+ * `deno task bench` runs them all in full (about 7 minutes); `deno task bench --quick` runs the
+ * short versions (about 2 minutes). Each file also runs alone: `deno run -A bench/<name>.ts`.
  * @module
  */
 import { runEvaluateBench } from "./evaluate_bench.ts";
 import { runJournalBench } from "./journal_bench.ts";
+import { runLatencyBench } from "./latency_bench.ts";
+import { runOverheadBench } from "./overhead_bench.ts";
+import { runRecallBench } from "./recall_bench.ts";
+import { runRollbackBench } from "./rollback_bench.ts";
 
 if (import.meta.main) {
-  await runEvaluateBench();
-  console.log();
+  const quick = Deno.args.includes("--quick");
+  const section = (title: string) => console.log(`\n=== ${title} ===`);
+  section("policy evaluation");
+  await runEvaluateBench(quick ? { ms: 700 } : {});
+  section("journal: crash loss and write throughput");
   await runJournalBench();
+  section("sensors: recall by action duration");
+  await runRecallBench({ quick });
+  section("sensors: latency from a denied action to a stopped agent");
+  await runLatencyBench({ quick });
+  section("overhead: Sentry's CPU and the agent's slowdown");
+  await runOverheadBench({ quick });
+  section("rollback: snapshot and restore against cp -a");
+  await runRollbackBench({ quick });
 }

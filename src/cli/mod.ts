@@ -4,3 +4,4 @@
  */
 export { buildProgram, reportError, runCli } from "./program.ts";
 export { ExitCode, UsageError } from "./errors.ts";
+export { DEFAULT_INTERVAL_MS } from "./run.ts";
