@@ -91,3 +91,4 @@ export {
   setForegroundProcessGroup,
   type WaitResult,
 } from "./prctl_linux.ts";
+export { loadOrCreateToken, TOKEN_FILE } from "./token.ts";

@@ -1,0 +1,264 @@
+/**
+ * The local status API as a Hono app. {@link createApp} builds it from injected parts and never
+ * listens: `sentry run`, `attach` and `serve` pass it to `Deno.serve`, and tests call
+ * `app.request()`.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { Journal, SessionSummary } from "../journal/mod.ts";
+import { SessionRefError } from "../journal/mod.ts";
+import { isTemplateName, loadPolicy, readTemplate, TEMPLATES } from "../policy/mod.ts";
+import { VERSION } from "../version.ts";
+import { bearerAuth, hostGuard } from "./auth.ts";
+import { defaultControls, type SessionControls } from "./control.ts";
+import { HttpError, parseInput } from "./errors.ts";
+import type { LiveSource } from "./live.ts";
+import { countEvents, renderMetrics, type SessionSensor } from "./metrics.ts";
+import { openApiDocument } from "./openapi.ts";
+import {
+  type ControlResult,
+  EventsQuery,
+  RollbackBody,
+  type SensorStatus,
+  StreamQuery,
+} from "./schemas.ts";
+import { streamEvents } from "./stream.ts";
+import type { z } from "zod";
+
+/** What {@link createApp} is built from. */
+export interface AppDeps {
+  journal: Journal;
+  /** The data directory: the rollback store and the sessions' pids files live there. */
+  dataDir: string;
+  /** The bearer token every route but `/health` requires. */
+  token: string;
+  /** A monotonic clock in ms, for the uptime; defaults to `performance.now`. */
+  clock?: () => number;
+  /** The `Host` values accepted; see `allowedHostsFor`. */
+  allowedHosts: readonly string[];
+  /** Live events for the stream and the event counters. */
+  live: LiveSource;
+  /** The control actions; defaults to {@link defaultControls}. */
+  controls?: SessionControls;
+  /** This process's sensors, for `/health`; none by default (as for `sentry serve`). */
+  sensors?: () => z.infer<typeof SensorStatus>[];
+  /** Keep-alive interval of the event stream; default 15 s. */
+  heartbeatMs?: number;
+}
+
+/** The app, and `close()` to stop its background subscription. */
+export type SentryApp = Hono & {
+  /** Stops counting live events; call at teardown. */
+  close(): void;
+};
+
+const GET_ROUTES = [
+  "/health",
+  "/v1/sessions",
+  "/v1/sessions/:id",
+  "/v1/sessions/:id/events",
+  "/v1/events/stream",
+  "/v1/policies",
+  "/v1/policies/:name",
+  "/metrics",
+  "/v1/openapi.json",
+];
+
+const CONTROL_ACTIONS = ["pause", "resume", "kill"] as const;
+
+/**
+ * Builds the API. Every route but `/health` needs the bearer token; every route checks the
+ * `Host` header; no CORS headers are sent; errors are JSON `{ error, field? }`.
+ */
+export function createApp(deps: AppDeps): SentryApp {
+  const { journal, live } = deps;
+  const clock = deps.clock ?? (() => performance.now());
+  const started = clock();
+  const controls = deps.controls ?? defaultControls({ journal, dataDir: deps.dataDir });
+  const events = countEvents(live);
+  const app = new Hono();
+
+  app.onError((error, c) => {
+    if (error instanceof HttpError) {
+      return c.json(
+        { error: error.message, ...(error.field === undefined ? {} : { field: error.field }) },
+        error.status,
+      );
+    }
+    if (error instanceof SessionRefError) {
+      return error.candidates.length > 1
+        ? c.json({ error: error.message, field: "id" }, 400)
+        : c.json({ error: error.message, field: "id" }, 404);
+    }
+    return c.json({ error: `Internal error: ${(error as Error)?.message ?? String(error)}` }, 500);
+  });
+  app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
+
+  app.use("*", hostGuard(deps.allowedHosts));
+  const auth = bearerAuth(deps.token);
+  app.use("*", async (c, next) => {
+    if (c.req.path === "/health") return await next();
+    return await auth(c, next);
+  });
+
+  app.get("/health", (c) =>
+    c.json({
+      status: "ok" as const,
+      version: VERSION,
+      uptimeMs: Math.round(clock() - started),
+      sensors: deps.sensors?.() ?? [],
+    }));
+
+  app.get("/v1/sessions", (c) => {
+    const { limit } = parseInput(
+      EventsQuery.pick({ limit: true }).strict(),
+      c.req.query(),
+      "query",
+    );
+    return c.json({ sessions: journal.listSessions({ limit: limit ?? 50 }) });
+  });
+
+  app.get("/v1/sessions/:id", (c) => {
+    const session = journal.getSession(c.req.param("id"));
+    return c.json({
+      session,
+      responses: journal.responses(session.id),
+      sensors: journal.sensorStats(session.id).map((s) => s.stats),
+    });
+  });
+
+  app.get("/v1/sessions/:id/events", (c) => {
+    const query = parseInput(EventsQuery, queryOf(c), "query");
+    const session = journal.getSession(c.req.param("id"));
+    const limit = query.limit ?? 100;
+    const page = journal.queryEvents({
+      session: session.id,
+      ...(query.kind === undefined ? {} : { kind: query.kind }),
+      ...(query.verdict === undefined ? {} : { verdict: query.verdict }),
+      ...(query.min_risk === undefined ? {} : { minRisk: query.min_risk }),
+      ...(query.since === undefined ? {} : { since: query.since }),
+      ...(query.until === undefined ? {} : { until: query.until }),
+      ...(query.cursor === undefined ? {} : { after: query.cursor.toUpperCase() }),
+      order: query.order ?? "asc",
+      limit: limit + 1,
+    });
+    const more = page.length > limit;
+    const items = more ? page.slice(0, limit) : page;
+    return c.json({ events: items, next_cursor: more ? items.at(-1)?.id ?? null : null });
+  });
+
+  app.get("/v1/events/stream", (c) => {
+    const query = parseInput(StreamQuery, c.req.query(), "query");
+    const session = query.session === undefined ? undefined : journal.getSession(query.session).id;
+    const lastEventId = c.req.header("last-event-id")?.trim();
+    if (lastEventId !== undefined && lastEventId !== "" && !/^[0-9A-Z]{26}$/i.test(lastEventId)) {
+      throw new HttpError(400, "Invalid Last-Event-ID: must be an event id (ULID)", {
+        field: "Last-Event-ID",
+      });
+    }
+    return streamEvents(c, {
+      journal,
+      live,
+      ...(session === undefined ? {} : { session }),
+      ...(lastEventId ? { lastEventId: lastEventId.toUpperCase() } : {}),
+      ...(deps.heartbeatMs === undefined ? {} : { heartbeatMs: deps.heartbeatMs }),
+    });
+  });
+
+  for (const action of CONTROL_ACTIONS) {
+    app.post(`/v1/sessions/:id/${action}`, async (c) => {
+      const session = journal.getSession(c.req.param("id"));
+      const result: ControlResult = await controls[action](session);
+      return c.json(result);
+    });
+  }
+
+  app.post("/v1/sessions/:id/rollback", async (c) => {
+    const body = parseInput(RollbackBody, await readJson(c), "body");
+    const session: SessionSummary = journal.getSession(c.req.param("id"));
+    return c.json(
+      await controls.rollback(session, {
+        dryRun: body.dry_run ?? false,
+        ...(body.paths === undefined ? {} : { paths: body.paths }),
+      }),
+    );
+  });
+
+  app.get("/v1/policies", (c) => c.json({ policies: TEMPLATES.map((name) => ({ name })) }));
+
+  app.get("/v1/policies/:name", async (c) => {
+    const name = c.req.param("name");
+    // Templates only: a path here would let the API read any file Sentry can.
+    if (!isTemplateName(name)) throw new HttpError(404, `No policy template "${name}"`);
+    const [yaml, resolved] = await Promise.all([readTemplate(name), loadPolicy(name)]);
+    return c.json({ name, yaml, resolved });
+  });
+
+  app.get("/metrics", (c) => {
+    const text = renderMetrics({
+      journal,
+      events,
+      sensors: liveSensors(journal),
+      uptimeMs: clock() - started,
+    });
+    return c.text(text, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  const openapi = openApiDocument();
+  app.get("/v1/openapi.json", (c) => c.json(openapi));
+
+  // Anything else on a known path is the wrong method: 405, with the one that works.
+  for (const path of GET_ROUTES) app.all(path, (c) => methodNotAllowed(c, "GET"));
+  for (const action of [...CONTROL_ACTIONS, "rollback"]) {
+    app.all(`/v1/sessions/:id/${action}`, (c) => methodNotAllowed(c, "POST"));
+  }
+
+  return Object.assign(app, { close: () => events.close() });
+}
+
+/** The query string; a repeated `kind` counts as a comma-separated list, any other key as its last value. */
+function queryOf(c: Context): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, values] of Object.entries(c.req.queries())) {
+    out[key] = key === "kind" ? values.join(",") : values.at(-1) ?? "";
+  }
+  return out;
+}
+
+function methodNotAllowed(c: Context, allow: string): Response {
+  c.header("Allow", allow);
+  return c.json(
+    { error: `Method ${c.req.method} not allowed: use ${allow}`, field: "method" },
+    405,
+  );
+}
+
+/** Reads a JSON body; an empty body is `{}`. */
+async function readJson(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === "") return {};
+  const type = c.req.header("content-type") ?? "";
+  if (!/^application\/json\b/i.test(type)) {
+    throw new HttpError(400, "Invalid body: send application/json", { field: "content-type" });
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, "Invalid body: not JSON", { field: "body" });
+  }
+}
+
+/** The latest counters of the sensors of running and paused sessions. */
+function liveSensors(journal: Journal): SessionSensor[] {
+  const out: SessionSensor[] = [];
+  for (const s of journal.listSessions({ limit: 200 })) {
+    if (s.state !== "running" && s.state !== "paused") continue;
+    for (const record of journal.sensorStats(s.id)) {
+      out.push({ session: s.id, stats: record.stats });
+    }
+  }
+  return out;
+}

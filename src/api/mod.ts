@@ -1,0 +1,35 @@
+/**
+ * The local status API: a Hono app (built by {@link createApp}, served by the CLI), its live
+ * event sources and its security gates.
+ *
+ * ```ts
+ * const journal = openJournal(join(dir, JOURNAL_FILE));
+ * const live = journalPoller(journal);
+ * const app = createApp({
+ *   journal, dataDir: dir, token: loadOrCreateToken(dir), live,
+ *   allowedHosts: allowedHostsFor("127.0.0.1", 7070),
+ * });
+ * Deno.serve({ hostname: "127.0.0.1", port: 7070 }, app.fetch);
+ * ```
+ * @module
+ */
+export { type AppDeps, createApp, type SentryApp } from "./app.ts";
+export { allowedHostsFor, bearerAuth, hostGuard, tokenMatches } from "./auth.ts";
+export {
+  defaultControls,
+  type DefaultControlsOptions,
+  type RollbackRequest,
+  type SessionControls,
+} from "./control.ts";
+export { HttpError } from "./errors.ts";
+export {
+  createLiveHub,
+  type JournalPoller,
+  journalPoller,
+  type JournalPollerOptions,
+  type LiveHub,
+  type LiveSource,
+  ulidFloor,
+} from "./live.ts";
+export { openApiDocument } from "./openapi.ts";
+export * from "./schemas.ts";

@@ -1,0 +1,114 @@
+/**
+ * `GET /v1/events/stream`: Server-Sent Events of AgentEvents. A client that reconnects with
+ * `Last-Event-ID` first gets, from the journal, every event after that id, then the live ones.
+ *
+ * @module
+ */
+
+import type { Context } from "hono";
+import { streamSSE } from "hono/streaming";
+import type { AgentEvent } from "../events/mod.ts";
+import type { Journal } from "../journal/mod.ts";
+import type { LiveSource } from "./live.ts";
+
+/** Options for {@link streamEvents}. */
+export interface StreamOptions {
+  journal: Journal;
+  live: LiveSource;
+  /** Only this session's events; all when absent. */
+  session?: string;
+  /** Resume after this event id (the `Last-Event-ID` header). */
+  lastEventId?: string;
+  /** Time between keep-alive comments; default 15 s. */
+  heartbeatMs?: number;
+  /**
+   * Live events queued for a slow client before the stream is closed; default 10,000. The client
+   * reconnects with `Last-Event-ID` and catches up from the journal, so nothing is lost.
+   */
+  maxQueue?: number;
+}
+
+const REPLAY_PAGE = 500;
+
+/** Answers a request with the event stream. */
+export function streamEvents(c: Context, options: StreamOptions): Response {
+  const { journal, live, session } = options;
+  const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const maxQueue = options.maxQueue ?? 10_000;
+  return streamSSE(c, async (stream) => {
+    const queue: AgentEvent[] = [];
+    let overflow = false;
+    let wake: (() => void) | undefined;
+    const notify = (): void => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    // Subscribe before replaying, so no event falls between the journal and the live feed.
+    const unsubscribe = live.subscribe((event) => {
+      if (session !== undefined && event.session !== session) return;
+      if (queue.length >= maxQueue) overflow = true;
+      else queue.push(event);
+      notify();
+    });
+    stream.onAbort(() => {
+      unsubscribe();
+      notify();
+    });
+    const send = (event: AgentEvent): Promise<void> =>
+      stream.writeSSE({ id: event.id, event: "event", data: JSON.stringify(event) });
+    try {
+      /** The newest id replayed: live events up to it were already sent. */
+      let replayed: string | undefined;
+      if (options.lastEventId !== undefined) {
+        // The session's own events are published before their batch is written: write it now,
+        // so the replay sees everything the client may have missed.
+        try {
+          if (!journal.closed) journal.flush();
+        } catch {
+          // The journal keeps the batch and retries; the replay reads what is there.
+        }
+        let after = options.lastEventId;
+        for (;;) {
+          const page = journal.queryEvents({
+            after,
+            order: "asc",
+            limit: REPLAY_PAGE,
+            ...(session === undefined ? {} : { session }),
+          });
+          for (const event of page) {
+            if (stream.aborted) return;
+            await send(event);
+          }
+          const last = page.at(-1);
+          if (last !== undefined) after = replayed = last.id;
+          if (page.length < REPLAY_PAGE) break;
+        }
+      }
+      while (!stream.aborted && !overflow) {
+        const event = queue.shift();
+        if (event !== undefined) {
+          if (replayed !== undefined && event.id <= replayed) continue;
+          await send(event);
+          continue;
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const woken = await new Promise<boolean>((resolve) => {
+          wake = () => resolve(true);
+          timer = setTimeout(() => resolve(false), heartbeatMs);
+        });
+        clearTimeout(timer);
+        wake = undefined;
+        if (!woken && !stream.aborted) await stream.write(": keep-alive\n\n");
+      }
+    } finally {
+      unsubscribe();
+    }
+  }, async (error, stream) => {
+    // The stream's own failures (a client gone mid-write) end it quietly.
+    if (!stream.aborted) {
+      await stream.writeSSE({ event: "error", data: JSON.stringify({ error: error.message }) })
+        .catch(() => {});
+    }
+  });
+}
