@@ -9,6 +9,7 @@ import { registerPolicyCommands } from "./policy.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerRollbackCommands } from "./rollback.ts";
 import { registerRunCommands } from "./run.ts";
+import { registerServeCommands } from "./serve.ts";
 import { registerSessionsCommand } from "./sessions.ts";
 
 /**
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerReportCommand(program);
   registerControlCommands(program);
   registerRollbackCommands(program);
+  registerServeCommands(program);
   registerPolicyCommands(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;

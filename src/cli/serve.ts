@@ -1,0 +1,94 @@
+import type { Command } from "commander";
+import { join } from "node:path";
+import { allowedHostsFor, createApp, journalPoller } from "../api/mod.ts";
+import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
+import { dataDir, ensureDataDir, isAlive, loadOrCreateToken } from "../platform/mod.ts";
+import { UsageError } from "./errors.ts";
+import { eprintln, paint, println } from "./output.ts";
+
+/** The port `sentry serve` listens on when none is given. */
+export const DEFAULT_SERVE_PORT = 7979;
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/** Adds `sentry serve` and `sentry token`. */
+export function registerServeCommands(program: Command): void {
+  program.command("serve").description(
+    "serve the journal's API on localhost, to browse and control sessions",
+  )
+    .option("--port <n>", "the port to listen on", String(DEFAULT_SERVE_PORT))
+    .option(
+      "--listen <address>",
+      "the address to listen on (default 127.0.0.1; others need care)",
+      "127.0.0.1",
+    )
+    .action(async (opts: { port: string; listen: string }) => {
+      const port = Number(opts.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        throw new UsageError(`Invalid --port "${opts.port}": give a port from 0 to 65535`);
+      }
+      if (!LOOPBACK.has(opts.listen)) {
+        eprintln(paint(
+          `sentry: warning: listening on ${opts.listen}, not loopback: anyone who can reach it and has the token ` +
+            "can pause, kill and roll back agents",
+          "yellow",
+        ));
+      }
+      const dir = ensureDataDir(dataDir(Deno.env.toObject()));
+      const journal = openJournal(join(dir, JOURNAL_FILE));
+      journal.reconcile(isAlive);
+      const token = loadOrCreateToken(dir);
+      const poller = journalPoller(journal);
+      const ac = new AbortController();
+      // The app needs the port the server got (for its Host check), so it is made after listening.
+      const ready: { app?: ReturnType<typeof createApp> } = {};
+      let server: Deno.HttpServer<Deno.NetAddr>;
+      try {
+        server = Deno.serve(
+          { hostname: opts.listen, port, signal: ac.signal, onListen: () => {} },
+          (req) => ready.app?.fetch(req) ?? new Response(null, { status: 503 }),
+        );
+      } catch (error) {
+        journal.close();
+        if (error instanceof Deno.errors.AddrInUse) {
+          throw new UsageError(`Cannot listen on ${opts.listen}:${port}: the port is in use`, {
+            hint: "choose another with --port",
+          });
+        }
+        throw error;
+      }
+      const actual = server.addr.port;
+      const app = createApp({
+        journal,
+        dataDir: dir,
+        token,
+        allowedHosts: allowedHostsFor(opts.listen, actual),
+        live: poller,
+      });
+      ready.app = app;
+      const host = opts.listen.includes(":") ? `[${opts.listen}]` : opts.listen;
+      eprintln(
+        `sentry: serving the API at http://${host}:${actual} (token: sentry token); Ctrl-C stops`,
+      );
+      const stop = () => ac.abort();
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
+      try {
+        await server.finished;
+      } finally {
+        Deno.removeSignalListener("SIGINT", stop);
+        Deno.removeSignalListener("SIGTERM", stop);
+        app.close();
+        poller.close();
+        journal.close();
+      }
+    });
+
+  program.command("token").description(
+    "print the API's bearer token (created, mode 0600, at first use)",
+  )
+    .action(() => {
+      const dir = ensureDataDir(dataDir(Deno.env.toObject()));
+      println(loadOrCreateToken(dir));
+    });
+}
