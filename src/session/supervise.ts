@@ -317,7 +317,9 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   const emergency = () => session.releaseNow();
-  globalThis.addEventListener("unload", emergency);
+  const events = ["unload", "error", "unhandledrejection"] as const;
+  // Whatever ends this process, the tree is released first (the watchdog covers SIGKILL).
+  for (const e of events) globalThis.addEventListener(e, emergency);
   try {
     await exited;
     const final = status as unknown as Deno.CommandStatus;
@@ -342,7 +344,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   } finally {
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGTERM", onTerm);
-    globalThis.removeEventListener("unload", emergency);
+    for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await watchdog.release();
     if (ownJournal) journal.close();
@@ -434,7 +436,9 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   Deno.addSignalListener("SIGINT", detach);
   Deno.addSignalListener("SIGTERM", detach);
   const emergency = () => session.releaseNow();
-  globalThis.addEventListener("unload", emergency);
+  const events = ["unload", "error", "unhandledrejection"] as const;
+  // Whatever ends this process, the tree is released first (the watchdog covers SIGKILL).
+  for (const e of events) globalThis.addEventListener(e, emergency);
   session.start();
   try {
     const how = await Promise.race([detached, rootGone]);
@@ -456,7 +460,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   } finally {
     Deno.removeSignalListener("SIGINT", detach);
     Deno.removeSignalListener("SIGTERM", detach);
-    globalThis.removeEventListener("unload", emergency);
+    for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await watchdog.release();
     if (ownJournal) journal.close();
