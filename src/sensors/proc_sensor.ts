@@ -263,16 +263,13 @@ export class ProcSensor implements Sensor {
   }
 
   #reportExec(member: Member, how: { existing?: boolean; replaced?: boolean }): void {
-    const target = member.cmdline.length > 0
-      ? member.cmdline.join(" ")
-      : (member.exe ?? member.stat.comm);
     this.#send({
       pid: member.pid,
       ppid: member.ppid,
       exe: member.exe,
       cmdline: member.cmdline,
       kind: "proc.exec",
-      target,
+      target: commandOf(member),
       detail: {
         cwd: member.cwd,
         comm: member.stat.comm,
@@ -294,16 +291,13 @@ export class ProcSensor implements Sensor {
       // A zombie we adopted (orphans come back to a subreaper): reap it for its status.
       status = this.#options.platform.reap(member.pid);
     }
-    const target = member.cmdline.length > 0
-      ? member.cmdline.join(" ")
-      : (member.exe ?? member.stat.comm);
     this.#send({
       pid: member.pid,
       ppid: member.ppid,
       exe: member.exe,
       cmdline: member.cmdline,
       kind: "proc.exit",
-      target,
+      target: commandOf(member),
       detail: status === null
         ? { status: "unknown", why: "its parent collected the exit status" }
         : { code: status.code, signal: status.signal },
@@ -332,6 +326,11 @@ export class ProcSensor implements Sensor {
     this.#counter.counters.emitted++;
     this.#emit?.(event);
   }
+}
+
+/** A process's command line as an event target: its argv, else its executable, else its name. */
+function commandOf(member: Member): string {
+  return member.cmdline.length > 0 ? member.cmdline.join(" ") : (member.exe ?? member.stat.comm);
 }
 
 /**
