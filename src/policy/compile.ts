@@ -5,6 +5,7 @@ import { GlobSet } from "./glob_set.ts";
 import {
   type ExpandContext,
   expandGlob,
+  namedHosts,
   type NetworkEntry,
   parseNetworkEntry,
   pathGlobToRegExp,
@@ -150,10 +151,7 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
     listen: policy.network.listen,
   };
   const databaseAllow = entries("database.allow", policy.database.allow);
-  const hosts = new Set<string>();
-  for (const e of [...network.allow, ...network.deny, ...databaseAllow]) {
-    if (e.type === "host" && e.host !== "localhost") hosts.add(e.host);
-  }
+  const hosts = new Set(namedHosts([...network.allow, ...network.deny, ...databaseAllow]));
   for (const r of rules) for (const h of r.match.hosts) hosts.add(h);
   return {
     policy,

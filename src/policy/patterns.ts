@@ -97,13 +97,6 @@ export function checkGlobSyntax(glob: string): void {
   if (braces !== 0) throw new RangeError(`Bad glob "${glob}": unbalanced "{"`);
 }
 
-/** Compiles path globs into one regular expression (an alternation), for a fast first test. */
-export function pathGlobsToRegExp(globs: readonly string[]): RegExp | null {
-  if (globs.length === 0) return null;
-  const sources = globs.map((g) => picomatch.makeRe(g, { dot: true }).source);
-  return new RegExp(sources.map((s) => `(?:${s})`).join("|"));
-}
-
 /** Compiles one path glob. */
 export function pathGlobToRegExp(glob: string): RegExp {
   return picomatch.makeRe(glob, { dot: true });

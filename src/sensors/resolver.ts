@@ -48,7 +48,8 @@ export class HostResolver {
     const entry = this.#byIp.get(ip);
     const now = (this.#options.now ?? Date.now)();
     // An expired entry still answers until the refresh replaces it: a stale answer beats none.
-    return entry === undefined ? [] : [...entry.names].filter(() => entry.expires > now - 60_000);
+    if (entry === undefined || entry.expires <= now - 60_000) return [];
+    return [...entry.names];
   }
 
   /** Resolves every name whose TTL has run out. */

@@ -1,4 +1,4 @@
-import { AgentEvent, createUlid, type Response } from "../events/mod.ts";
+import { type AgentEvent, createUlid, type Response } from "../events/mod.ts";
 import type { Journal, ResponseAction, ResponseOutcome } from "../journal/mod.ts";
 import { type CompiledPolicy, evaluate, type ResolvedPolicy } from "../policy/mod.ts";
 import type { TreeControl } from "../respond/mod.ts";
@@ -521,9 +521,4 @@ export class Session {
       // The watchdog then works from an older list; the next change writes again.
     }
   }
-}
-
-/** Checks that an event is a valid AgentEvent (used by tests and the journal boundary). */
-export function isAgentEvent(value: unknown): value is AgentEvent {
-  return AgentEvent.safeParse(value).success;
 }

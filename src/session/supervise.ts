@@ -230,8 +230,9 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     onExit: options.onExit,
     journal: join(dataDir, JOURNAL_FILE),
   });
-  const child = new Deno.Command(launcherArgs(command)[0] as string, {
-    args: launcherArgs(command).slice(1),
+  const [launcher, ...launcherRest] = launcherArgs(command);
+  const child = new Deno.Command(launcher as string, {
+    args: launcherRest,
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",
