@@ -40,6 +40,9 @@ export const INSERT_EVENT = `INSERT OR IGNORE INTO events
   (id, session, ts, kind, pid, target, verdict, risk, rule, response, sensor, event)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
+/** Queues an event for upload, in the transaction that writes it. */
+export const INSERT_OUTBOX = "INSERT INTO outbox (event_id) VALUES (?)";
+
 /** Inserts one response. */
 export const INSERT_RESPONSE = `INSERT INTO responses
   (session, event_id, ts, action, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)`;
@@ -81,13 +84,13 @@ export const SESSION_ORDER = "ORDER BY s.started_at DESC, s.id DESC";
 
 /** Live sessions owned by a host's Sentry processes. */
 export const SELECT_LIVE = `SELECT id, sentry_pid FROM sessions
-  WHERE state IN ('running', 'paused') AND host = ?`;
+  WHERE state IN ('running', 'paused') AND host = ? AND origin_key IS NULL`;
 
 /**
  * Marks a live session crashed. The end time is that of its last event, the best evidence of
  * when its Sentry died; null when it has none.
  */
-export const MARK_CRASHED = `UPDATE sessions SET state = 'crashed',
+export const MARK_CRASHED = `UPDATE sessions SET state = 'crashed', rev = rev + 1,
   ended_at = coalesce(ended_at,
     (SELECT e.ts FROM events e WHERE e.session = sessions.id ORDER BY e.id DESC LIMIT 1))
   WHERE id = ? AND state IN ('running', 'paused')`;

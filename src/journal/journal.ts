@@ -21,6 +21,7 @@ import type { SensorStats } from "../sensors/mod.ts";
 import { JournalVersionError, migrate, type Migration } from "./migrations.ts";
 import {
   INSERT_EVENT,
+  INSERT_OUTBOX,
   INSERT_RESPONSE,
   INSERT_SESSION,
   likePrefix,
@@ -34,9 +35,32 @@ import {
   toKindCount,
   toResponse,
   toSensorStats,
+  toSession,
   toSummary,
   UPSERT_SENSOR_STATS,
 } from "./_sql.ts";
+import {
+  DELETE_OUTBOX_THROUGH,
+  GET_SYNC_STATE,
+  MARK_SESSION_SYNCED,
+  OUTBOX_CUT,
+  OUTBOX_STATS,
+  PUT_SYNC_STATE,
+  SELECT_OUTBOX,
+  SELECT_SESSION_ORIGIN,
+  SELECT_UNSYNCED_SESSIONS,
+  UPSERT_INGESTED_SESSION,
+} from "./_sync_sql.ts";
+import {
+  DROPPED_KEY,
+  type IngestBatch,
+  IngestError,
+  type IngestResult,
+  LEASE_KEY,
+  type OutboxItem,
+  type OutboxStats,
+  type SyncSession,
+} from "./sync_records.ts";
 import {
   type EventFilter,
   type JournalMetrics,
@@ -77,6 +101,11 @@ export interface JournalOptions {
   pid?: number;
   /** The schema; defaults to the real migrations. Tests pass their own. */
   migrations?: readonly Migration[];
+  /**
+   * Queue every written event in the sync outbox, in the event's own transaction; default
+   * false. Sentry turns it on when sync is configured (see `src/sync/`).
+   */
+  outbox?: boolean;
 }
 
 /** A session reference that matches no session, or more than one. */
@@ -152,6 +181,7 @@ export class Journal {
   readonly #clock: () => number;
   readonly #hostname: string;
   readonly #pid: number;
+  readonly #outbox: boolean;
   #events: AgentEvent[] = [];
   #responses: NewResponse[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -181,6 +211,7 @@ export class Journal {
     this.#clock = options.clock ?? (() => performance.now());
     this.#hostname = options.hostname ?? Deno.hostname();
     this.#pid = options.pid ?? Deno.pid;
+    this.#outbox = options.outbox ?? false;
     if (path !== ":memory:") createPrivateFile(path);
     let db: DatabaseSync;
     try {
@@ -270,9 +301,9 @@ export class Journal {
       sets.push(`${column} = ?`);
       params.push(key === "command" ? JSON.stringify(value) : value as SQLInputValue);
     }
-    const sql = sets.length === 0
-      ? "UPDATE sessions SET id = id WHERE id = ?"
-      : `UPDATE sessions SET ${sets.join(", ")} WHERE id = ?`;
+    // Every change bumps rev, so that the uploader knows to send the session again.
+    sets.push("rev = rev + 1");
+    const sql = `UPDATE sessions SET ${sets.join(", ")} WHERE id = ?`;
     const result = this.#stmt(sql).run(...params, id);
     if (Number(result.changes) === 0) {
       throw new SessionRefError(id, `No session "${id}" in journal "${this.path}"`);
@@ -497,6 +528,220 @@ export class Journal {
     ).all(session, checkCount("n", n, 0)).map(toEvent);
   }
 
+  // --- Sync: the outbox this host uploads, and what a collector ingests ----------------------
+
+  /**
+   * The oldest queued events after `afterSeq` (0 for the start), at most `limit`, with each
+   * event's JSON as stored. An item whose event is gone (its session was deleted) has
+   * `json: null`: acknowledge it like the rest.
+   */
+  outboxPeek(limit: number, afterSeq = 0): OutboxItem[] {
+    this.#assertOpen();
+    return this.#stmt(SELECT_OUTBOX).all(afterSeq, checkCount("limit", limit, 0)).map((row) => ({
+      seq: Number(row["seq"]),
+      eventId: String(row["event_id"]),
+      session: row["session"] === null ? null : String(row["session"]),
+      json: row["event"] === null ? null : String(row["event"]),
+    }));
+  }
+
+  /** Removes queued events up to and including `seq` (they reached the collector). */
+  outboxAck(seq: number): number {
+    this.#assertOpen();
+    return Number(this.#stmt(DELETE_OUTBOX_THROUGH).run(seq).changes);
+  }
+
+  /** How many events wait in the outbox, the oldest one's time, and how many were dropped. */
+  outboxStats(): OutboxStats {
+    this.#assertOpen();
+    const row = this.#stmt(OUTBOX_STATS).get() ?? {};
+    return {
+      pending: Number(row["n"] ?? 0),
+      oldestTs: row["oldest"] === null || row["oldest"] === undefined
+        ? null
+        : String(row["oldest"]),
+      dropped: Number(this.syncState(DROPPED_KEY) ?? 0),
+    };
+  }
+
+  /**
+   * Keeps at most `maxEvents` queued events, dropping the oldest, and adds what it dropped to the
+   * journal's dropped count (which is uploaded too). Returns how many it dropped now.
+   */
+  outboxTrim(maxEvents: number): number {
+    this.#assertOpen();
+    const keep = checkCount("maxEvents", maxEvents, 0);
+    let dropped = 0;
+    this.#transaction(() => {
+      const cut = this.#stmt(OUTBOX_CUT).get(keep);
+      if (cut === undefined) return;
+      dropped = Number(this.#stmt(DELETE_OUTBOX_THROUGH).run(Number(cut["seq"])).changes);
+      const total = Number(this.#syncStateIn(DROPPED_KEY) ?? 0) + dropped;
+      this.#stmt(PUT_SYNC_STATE).run(DROPPED_KEY, String(total));
+    });
+    return dropped;
+  }
+
+  /** A named sync value (the uploader's cursor, lease, last outcome), or undefined. */
+  syncState(key: string): string | undefined {
+    this.#assertOpen();
+    return this.#syncStateIn(key);
+  }
+
+  /** Sets a named sync value. */
+  setSyncState(key: string, value: string): void {
+    this.#assertOpen();
+    this.#stmt(PUT_SYNC_STATE).run(key, value);
+  }
+
+  /**
+   * Takes or renews the uploader's lease for `owner` until `ttlMs` from now, unless another
+   * owner holds an unexpired one. Several `sentry` processes share a journal; the lease lets
+   * one of them upload at a time. Returns whether `owner` holds the lease.
+   */
+  acquireLease(owner: string, ttlMs: number): boolean {
+    this.#assertOpen();
+    let held = false;
+    this.#transaction(() => {
+      const now = this.#now();
+      const current = this.#syncStateIn(LEASE_KEY);
+      if (current !== undefined) {
+        const [holder, until] = [
+          current.slice(0, current.lastIndexOf(" ")),
+          current.slice(current.lastIndexOf(" ") + 1),
+        ];
+        if (holder !== owner && Number(until) > now) return;
+      }
+      this.#stmt(PUT_SYNC_STATE).run(LEASE_KEY, `${owner} ${now + ttlMs}`);
+      held = true;
+    });
+    return held;
+  }
+
+  /** Gives the lease up if `owner` holds it. */
+  releaseLease(owner: string): void {
+    this.#assertOpen();
+    this.#transaction(() => {
+      const current = this.#syncStateIn(LEASE_KEY);
+      if (current !== undefined && current.slice(0, current.lastIndexOf(" ")) === owner) {
+        this.#stmt("DELETE FROM sync_state WHERE key = ?").run(LEASE_KEY);
+      }
+    });
+  }
+
+  /**
+   * The sessions to upload with a batch: those named in `ids` (the batch's events need them),
+   * then up to `limit` others changed since they were last uploaded. Each comes with its
+   * revision, for {@link markSessionsSynced}.
+   */
+  sessionsToSync(ids: Iterable<string>, limit: number): SyncSession[] {
+    this.#assertOpen();
+    const out = new Map<string, SyncSession>();
+    const one = this.#stmt("SELECT * FROM sessions WHERE id = ?");
+    for (const id of ids) {
+      if (out.has(id)) continue;
+      const row = one.get(id);
+      if (row !== undefined) out.set(id, { record: toSession(row), rev: Number(row["rev"]) });
+    }
+    for (const row of this.#stmt(SELECT_UNSYNCED_SESSIONS).all(checkCount("limit", limit, 0))) {
+      const id = String(row["id"]);
+      if (!out.has(id)) out.set(id, { record: toSession(row), rev: Number(row["rev"]) });
+    }
+    return [...out.values()];
+  }
+
+  /** Records that these session revisions reached the collector. */
+  markSessionsSynced(sessions: readonly { id: string; rev: number }[]): void {
+    this.#assertOpen();
+    this.#transaction(() => {
+      const mark = this.#stmt(MARK_SESSION_SYNCED);
+      for (const s of sessions) mark.run(s.rev, s.id);
+    });
+  }
+
+  /**
+   * Stores a batch received from a host, in one transaction, on a collector: sessions are
+   * upserted (a final state stays final) and events are inserted once by id, so a retried batch
+   * counts its events as duplicates. Validate the batch first; this checks only ownership and
+   * references.
+   *
+   * @throws {IngestError} when a session belongs to another key or an event names a session
+   *   that is neither in the batch nor stored; nothing of the batch is stored then.
+   */
+  ingest(batch: IngestBatch): IngestResult {
+    this.#assertOpen();
+    const result = { accepted: 0, duplicates: 0, sessions: 0 };
+    this.#transaction(() => {
+      const upsert = this.#stmt(UPSERT_INGESTED_SESSION);
+      const origin = this.#stmt(SELECT_SESSION_ORIGIN);
+      for (const [i, s] of batch.sessions.entries()) {
+        upsert.run(
+          s.id,
+          s.agent,
+          JSON.stringify(s.command),
+          s.pid,
+          s.kind,
+          s.policy,
+          s.mode,
+          s.workspace,
+          s.host,
+          s.sentryPid,
+          s.startedAt,
+          s.endedAt,
+          s.state,
+          s.exitCode,
+          s.note,
+          batch.key,
+          batch.hostId,
+        );
+        const owner = origin.get(s.id)?.["origin_key"] ?? null;
+        if (owner !== batch.key) {
+          throw new IngestError(`Session "${s.id}" belongs to another key`, `sessions[${i}].id`);
+        }
+        result.sessions++;
+      }
+      const known = new Set(batch.sessions.map((s) => s.id));
+      const insert = this.#stmt(INSERT_EVENT);
+      for (const [i, e] of batch.events.entries()) {
+        if (!known.has(e.session)) {
+          const owner = origin.get(e.session);
+          if (owner === undefined) {
+            throw new IngestError(
+              `Event "${e.id}" names session "${e.session}", which is not in the batch or stored`,
+              `events[${i}].session`,
+            );
+          }
+          if ((owner["origin_key"] ?? null) !== batch.key) {
+            throw new IngestError(
+              `Session "${e.session}" belongs to another key`,
+              `events[${i}].session`,
+            );
+          }
+          known.add(e.session);
+        }
+        const changes = Number(
+          insert.run(
+            e.id,
+            e.session,
+            e.ts,
+            e.kind,
+            e.pid,
+            e.target,
+            e.verdict,
+            e.risk,
+            e.rule,
+            e.response,
+            e.sensor,
+            JSON.stringify(e),
+          ).changes,
+        );
+        if (changes > 0) result.accepted++;
+        else result.duplicates++;
+      }
+    });
+    return result;
+  }
+
   /** Write counters and batch latencies, for `/metrics`. Works after close too. */
   metrics(): JournalMetrics {
     const n = Math.min(this.#metrics.batches, LATENCY_WINDOW);
@@ -531,6 +776,11 @@ export class Journal {
       this.#statements.set(sql, statement);
     }
     return statement;
+  }
+
+  #syncStateIn(key: string): string | undefined {
+    const row = this.#stmt(GET_SYNC_STATE).get(key);
+    return row === undefined ? undefined : String(row["value"]);
   }
 
   #transaction(body: () => void): void {
@@ -593,6 +843,7 @@ export class Journal {
     try {
       this.#transaction(() => {
         const insertEvent = this.#stmt(INSERT_EVENT);
+        const insertOutbox = this.#outbox ? this.#stmt(INSERT_OUTBOX) : undefined;
         for (const e of events) {
           try {
             const result = insertEvent.run(
@@ -609,7 +860,10 @@ export class Journal {
               e.sensor,
               JSON.stringify(e),
             );
-            eventsWritten += Number(result.changes);
+            const written = Number(result.changes);
+            // Same transaction as the event: an event is journaled and queued, or neither.
+            if (written > 0) insertOutbox?.run(e.id);
+            eventsWritten += written;
           } catch (error) {
             reject(error);
           }

@@ -86,6 +86,29 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: "sync outbox, sync state and per-key sessions for the collector",
+    sql: `
+      -- One row per event still to upload, written in the event's own transaction.
+      CREATE TABLE outbox (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id  TEXT NOT NULL
+      );
+      -- Small named values: dropped counts, the uploader's lease and its last outcome.
+      CREATE TABLE sync_state (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+      ) WITHOUT ROWID;
+      -- Which API key and host id uploaded a session (collector journals only; NULL locally).
+      ALTER TABLE sessions ADD COLUMN origin_key TEXT;
+      ALTER TABLE sessions ADD COLUMN origin_host TEXT;
+      -- Every change to a session bumps rev; the uploader sends sessions whose rev it has not sent.
+      ALTER TABLE sessions ADD COLUMN rev INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE sessions ADD COLUMN synced_rev INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX sessions_host ON sessions (host, started_at);
+    `,
+  },
 ];
 
 /** The schema version this code reads and writes. */

@@ -41,3 +41,13 @@ export {
   type SessionState,
   type SessionSummary,
 } from "./records.ts";
+export {
+  DROPPED_KEY,
+  type IngestBatch,
+  IngestError,
+  type IngestResult,
+  LEASE_KEY,
+  type OutboxItem,
+  type OutboxStats,
+  type SyncSession,
+} from "./sync_records.ts";
