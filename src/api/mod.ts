@@ -31,5 +31,20 @@ export {
   type LiveSource,
   ulidFloor,
 } from "./live.ts";
+export {
+  type ApiRegistration,
+  AUTO_PORT_SPAN,
+  autoPorts,
+  DEFAULT_API_PORT,
+  type InstanceApi,
+  type InstanceApiOptions,
+  listen,
+  type Listener,
+  type ListenOptions,
+  mergeLive,
+  PortInUseError,
+  readApiRegistry,
+  startInstanceApi,
+} from "./instance.ts";
 export { openApiDocument } from "./openapi.ts";
 export * from "./schemas.ts";

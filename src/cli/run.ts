@@ -1,5 +1,12 @@
 import { type Command, Option } from "commander";
-import { superviseAttach, SuperviseError, superviseRun } from "../session/mod.ts";
+import { DEFAULT_API_PORT, PortInUseError, startInstanceApi } from "../api/mod.ts";
+import { loadOrCreateToken } from "../platform/mod.ts";
+import {
+  type ServiceContext,
+  superviseAttach,
+  SuperviseError,
+  superviseRun,
+} from "../session/mod.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { printNotice } from "./notices.ts";
 import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
@@ -15,6 +22,8 @@ interface WatchFlags extends PolicyFlags {
   onExit: "resume" | "kill";
   killGrace: string;
   rollback: boolean;
+  api: boolean;
+  apiPort: string;
 }
 
 function addWatchFlags(cmd: Command): Command {
@@ -31,7 +40,22 @@ function addWatchFlags(cmd: Command): Command {
         .choices(["resume", "kill"]).default("resume"),
     )
     .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000")
-    .option("--no-rollback", "take no snapshot at start: rollback is then off for the session");
+    .option("--no-rollback", "take no snapshot at start: rollback is then off for the session")
+    .option(
+      "--api-port <n>",
+      `serve the local API and dashboard on this port of 127.0.0.1 (default: auto, the first free from ${DEFAULT_API_PORT})`,
+      "auto",
+    )
+    .option("--no-api", "serve no API while watching");
+}
+
+function apiPort(text: string): number | "auto" {
+  if (text === "auto") return "auto";
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 65535) {
+    throw new UsageError(`Invalid --api-port "${text}": give a port from 0 to 65535, or auto`);
+  }
+  return n;
 }
 
 function positive(flag: string, text: string, min: number): number {
@@ -47,15 +71,46 @@ function positive(flag: string, text: string, min: number): number {
 async function options(flags: WatchFlags) {
   const policy = await loadPolicyFromFlags(flags);
   const json = flags.json === true;
+  const port = apiPort(flags.apiPort);
+  const killGraceMs = positive("--kill-grace", flags.killGrace, 0);
+  const onNotice = (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json });
+  // Started after the session is journaled and before its sensors and the agent.
+  const services = ({ session, journal, dataDir }: ServiceContext) => {
+    if (!flags.api) return Promise.resolve([]);
+    let api;
+    try {
+      api = startInstanceApi({
+        journal,
+        dataDir,
+        session,
+        token: loadOrCreateToken(dataDir),
+        port,
+        killGraceMs,
+      });
+    } catch (error) {
+      if (error instanceof PortInUseError) {
+        throw new SuperviseError(
+          `${error.message}: choose another with --api-port, use --api-port auto, or --no-api`,
+        );
+      }
+      throw error;
+    }
+    onNotice({
+      type: "info",
+      message: `API and dashboard at ${api.url} (token: sentry token)`,
+    });
+    return Promise.resolve([api]);
+  };
   return {
     policy,
     ...(flags.name === undefined ? {} : { agent: flags.name }),
     intervalMs: positive("--interval", flags.interval, 5),
-    killGraceMs: positive("--kill-grace", flags.killGrace, 0),
+    killGraceMs,
     onExit: flags.onExit,
     rollback: flags.rollback !== false,
-    onNotice: (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json }),
+    onNotice,
     env: Deno.env.toObject(),
+    services,
   };
 }
 

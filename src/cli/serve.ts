@@ -1,13 +1,20 @@
 import type { Command } from "commander";
 import { join } from "node:path";
-import { allowedHostsFor, createApp, journalPoller } from "../api/mod.ts";
+import {
+  allowedHostsFor,
+  createApp,
+  DEFAULT_API_PORT,
+  journalPoller,
+  listen,
+  PortInUseError,
+} from "../api/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, isAlive, loadOrCreateToken } from "../platform/mod.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, println } from "./output.ts";
 
 /** The port `sentry serve` listens on when none is given. */
-export const DEFAULT_SERVE_PORT = 7979;
+export const DEFAULT_SERVE_PORT = DEFAULT_API_PORT;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
 
@@ -40,24 +47,17 @@ export function registerServeCommands(program: Command): void {
       const token = loadOrCreateToken(dir);
       const poller = journalPoller(journal);
       const ac = new AbortController();
-      // The app needs the port the server got (for its Host check), so it is made after listening.
-      const ready: { app?: ReturnType<typeof createApp> } = {};
-      let server: Deno.HttpServer<Deno.NetAddr>;
+      let listener;
       try {
-        server = Deno.serve(
-          { hostname: opts.listen, port, signal: ac.signal, onListen: () => {} },
-          (req) => ready.app?.fetch(req) ?? new Response(null, { status: 503 }),
-        );
+        listener = listen({ hostname: opts.listen, ports: [port], signal: ac.signal });
       } catch (error) {
         journal.close();
-        if (error instanceof Deno.errors.AddrInUse) {
-          throw new UsageError(`Cannot listen on ${opts.listen}:${port}: the port is in use`, {
-            hint: "choose another with --port",
-          });
+        if (error instanceof PortInUseError) {
+          throw new UsageError(error.message, { hint: "choose another with --port" });
         }
         throw error;
       }
-      const actual = server.addr.port;
+      const actual = listener.port;
       const app = createApp({
         journal,
         dataDir: dir,
@@ -65,7 +65,8 @@ export function registerServeCommands(program: Command): void {
         allowedHosts: allowedHostsFor(opts.listen, actual),
         live: poller,
       });
-      ready.app = app;
+      listener.serve(app.fetch);
+      const server = listener.server;
       const host = opts.listen.includes(":") ? `[${opts.listen}]` : opts.listen;
       eprintln(
         `sentry: serving the API at http://${host}:${actual} (token: sentry token); Ctrl-C stops`,

@@ -10,6 +10,7 @@ export { journalRestore, protect, type Protection, type ProtectOptions } from ".
 export { linuxPlatform } from "./linux_platform.ts";
 export {
   DEDUP_WINDOW_MS,
+  type ManualRollback,
   type Notice,
   Session,
   type SessionConfig,
@@ -17,6 +18,8 @@ export {
 } from "./session.ts";
 export {
   exitCodeOf,
+  type Service,
+  type ServiceContext,
   superviseAttach,
   SuperviseError,
   type SuperviseOptions,

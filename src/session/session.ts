@@ -1,7 +1,7 @@
 import { type AgentEvent, createUlid, type Response } from "../events/mod.ts";
 import type { Journal, ResponseAction, ResponseOutcome } from "../journal/mod.ts";
 import { type CompiledPolicy, evaluate, type ResolvedPolicy } from "../policy/mod.ts";
-import type { TreeControl } from "../respond/mod.ts";
+import type { ControlResult, TreeControl } from "../respond/mod.ts";
 import {
   Dedup,
   FdSensor,
@@ -15,7 +15,7 @@ import {
   type SensorStats,
   WatchSensor,
 } from "../sensors/mod.ts";
-import { rollback } from "../rollback/mod.ts";
+import { rollback, type RollbackResult } from "../rollback/mod.ts";
 import { journalRestore, type Protection } from "./protect.ts";
 import { watchRoots } from "./watch_roots.ts";
 
@@ -30,6 +30,14 @@ export type Notice =
     event?: AgentEvent;
   }
   | { type: "warn" | "info"; message: string };
+
+/** A rollback asked for by an operator (through the API) rather than by the policy. */
+export interface ManualRollback {
+  /** Globs: only matching paths are restored. */
+  filter?: readonly string[];
+  /** Who asked, for the journal. */
+  by: string;
+}
 
 /** What a session watches and how. */
 export interface SessionConfig {
@@ -99,6 +107,7 @@ export class Session {
   /** Until when unattributed inotify events are Sentry's own restore writes, not the agent's. */
   #ownWritesUntil = 0;
   #ownWrites = 0;
+  readonly #listeners = new Set<(event: AgentEvent) => void>();
 
   /** Builds the sensors; nothing runs until `start()`. */
   constructor(config: SessionConfig, deps: SessionDeps) {
@@ -163,6 +172,15 @@ export class Session {
     if (config.pidsFile !== null) this.tree.onScan(() => this.#writePids());
   }
 
+  /**
+   * Calls `listener` with every event right after it is journaled (the live API and the alert
+   * outputs use this). Listeners must be quick and must not block. Returns the unsubscriber.
+   */
+  onEvent(listener: (event: AgentEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** Whether the tree is paused by this session. */
   get paused(): boolean {
     return this.#paused;
@@ -211,6 +229,13 @@ export class Session {
     const decision = evaluate(observation, this.config.policy.compiled);
     const event: AgentEvent = { ...observation, ...decision };
     this.#deps.journal.append(event);
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener (the live API, an alert output) must not stop the pipeline.
+      }
+    }
     this.#counts.events++;
     if (event.verdict === "deny") this.#counts.denied++;
     if (event.response !== "none") {
@@ -257,8 +282,8 @@ export class Session {
   async pause(
     event: AgentEvent | null,
     why: "pause" | "block" | "rollback" | "manual",
-  ): Promise<boolean> {
-    if (this.#paused) return true;
+  ): Promise<ControlResult> {
+    if (this.#paused) return { done: this.tree.pids(), failed: [] };
     this.#acting = true;
     try {
       const stopped = new Set<number>();
@@ -299,7 +324,7 @@ export class Session {
           `); resume with: sentry resume ${this.config.id}`,
         ...(event === null ? {} : { event }),
       });
-      return failed.size === 0;
+      return { done: [...stopped], failed: [...failed].map(([pid, reason]) => ({ pid, reason })) };
     } finally {
       this.#acting = false;
     }
@@ -310,21 +335,26 @@ export class Session {
    * snapshot taken at start (verified), journals each path with its outcome, and leaves the
    * agent paused, or kills it when the policy's `rollback.after` says so.
    */
-  async rollback(event: AgentEvent | null): Promise<boolean> {
+  async rollback(
+    event: AgentEvent | null,
+    request?: ManualRollback,
+  ): Promise<RollbackResult | null> {
     const protection = this.config.protection;
-    if (protection === null || this.#acting || this.#killed) return false;
-    if (!this.#paused) await this.pause(event, "pause");
+    if (protection === null || this.#acting || this.#killed) return null;
+    if (!this.#paused) await this.pause(event, request === undefined ? "pause" : "manual");
     this.#acting = true;
     this.#ownWritesUntil = Infinity;
     try {
+      // Automatic: only what the sensors saw change. Manual: every protected path is compared.
       const result = await rollback(protection.store, {
         session: this.config.id,
         snapshot: protection.snapshot,
-        paths: this.#changed,
+        ...(request === undefined ? { paths: this.#changed } : {}),
+        ...(request?.filter === undefined ? {} : { filter: request.filter }),
       });
       const restore = result.restore;
-      if (restore === null) return true;
-      journalRestore(this.#deps.journal, restore, "automatic rollback");
+      if (restore === null) return result;
+      journalRestore(this.#deps.journal, restore, request?.by ?? "automatic rollback");
       const c = restore.counts;
       this.config.onNotice({
         type: "response",
@@ -346,15 +376,16 @@ export class Session {
           });
         }
       }
-      this.#changed.clear();
-      return restore.ok;
+      if (request?.filter === undefined) this.#changed.clear();
+      return result;
     } catch (error) {
       this.#record("rollback", "failed", { reason: (error as Error).message }, event);
       this.config.onNotice({
         type: "warn",
         message: `rollback FAILED: ${(error as Error).message}; the agent stays paused`,
       });
-      return false;
+      if (request !== undefined) throw error;
+      return null;
     } finally {
       // Keep ignoring unattributed events until inotify has delivered the restore's own writes.
       this.#ownWritesUntil = (this.#deps.now ?? Date.now)() + this.config.intervalMs * 4 + 500;
@@ -364,7 +395,7 @@ export class Session {
   }
 
   /** Resumes the tree (SIGCONT) and verifies no process is left stopped. */
-  async resume(by: string): Promise<boolean> {
+  async resume(by: string): Promise<ControlResult> {
     const pids = this.tree.pids();
     const result = await this.#deps.control.resume(pids);
     this.#paused = false;
@@ -377,7 +408,7 @@ export class Session {
       outcome,
       message: `resumed the agent (${result.done.length} processes, ${by})`,
     });
-    return result.failed.length === 0;
+    return result;
   }
 
   /** Notes that the tree was resumed from outside (`sentry resume`), so a new violation pauses again. */
@@ -394,8 +425,8 @@ export class Session {
   }
 
   /** Terminates the tree: SIGTERM, then SIGKILL after the grace period. */
-  async kill(event: AgentEvent | null): Promise<void> {
-    if (this.#killed) return;
+  async kill(event: AgentEvent | null): Promise<ControlResult & { forced: number[] }> {
+    if (this.#killed) return { done: [], failed: [], forced: [] };
     this.#killed = true;
     this.tree.scan();
     const result = await this.#deps.control.kill(this.tree.pids(), this.config.killGraceMs);
@@ -414,6 +445,7 @@ export class Session {
         (result.forced.length > 0 ? `, ${result.forced.length} needed SIGKILL` : "") + ")",
       ...(event === null ? {} : { event }),
     });
+    return result;
   }
 
   /** Whether this session killed the tree. */

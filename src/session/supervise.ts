@@ -33,6 +33,35 @@ export interface SuperviseOptions {
   journal?: Journal;
   /** Snapshot the protected trees at start so that rollback can restore them; default true. */
   rollback?: boolean;
+  /**
+   * Starts what serves the session (the local API, alert outputs, the uploader) once it is
+   * journaled and before its sensors and the agent start; the returned services are closed,
+   * in reverse order, after the sensors stopped. A throw aborts the start (the agent never runs).
+   */
+  services?: (context: ServiceContext) => Promise<Service[]>;
+}
+
+/** What {@link SuperviseOptions.services} gets. */
+export interface ServiceContext {
+  session: Session;
+  journal: Journal;
+  dataDir: string;
+}
+
+/** Something started for a session, stopped at its end. */
+export interface Service {
+  close(): Promise<void>;
+}
+
+/** Closes services in reverse order; a failing close does not stop the others. */
+async function closeAll(services: readonly Service[]): Promise<void> {
+  for (const service of [...services].reverse()) {
+    try {
+      await service.close();
+    } catch {
+      // Teardown goes on: the agent's release matters more than a service's error.
+    }
+  }
 }
 
 /** Why `run` or `attach` cannot start: bad input, reported with exit code 2 (or 126/127). */
@@ -252,6 +281,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     }
   }
   let session: Session;
+  let services: Service[] = [];
   try {
     const stoppedOk = await waitStopped(rootPid, 5000);
     const agent = options.agent ?? basename(program);
@@ -284,6 +314,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
           "could not become a child subreaper: processes that escape by double fork are tracked only if seen before their parent exits",
       });
     }
+    services = await options.services?.({ session, journal, dataDir }) ?? [];
     session.start();
     // The launcher is stopped and the first scan has run: let the agent go.
     if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
@@ -295,6 +326,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       // Gone already.
     }
     await exited;
+    await closeAll(services);
     await watchdog.release();
     if (ownJournal) journal.close();
     throw error;
@@ -347,6 +379,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     Deno.removeSignalListener("SIGTERM", onTerm);
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
+    await closeAll(services);
     await watchdog.release();
     if (ownJournal) journal.close();
   }
@@ -427,6 +460,14 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
       }") as session ${id} (policy ${policy.resolved.name}, ` +
       `mode ${policy.resolved.mode}); Ctrl-C detaches and leaves the agent running`,
   });
+  let services: Service[];
+  try {
+    services = await options.services?.({ session, journal, dataDir }) ?? [];
+  } catch (error) {
+    await watchdog.release();
+    if (ownJournal) journal.close();
+    throw error;
+  }
   let detach: () => void = () => {};
   const detached = new Promise<"detached">((resolve) => detach = () => resolve("detached"));
   const rootGone = new Promise<"ended">((resolve) => {
@@ -463,6 +504,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     Deno.removeSignalListener("SIGTERM", detach);
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
+    await closeAll(services);
     await watchdog.release();
     if (ownJournal) journal.close();
   }
