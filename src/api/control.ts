@@ -79,6 +79,16 @@ export function defaultControls(options: DefaultControlsOptions): SessionControl
       return report(session, "kill", await killSession(session, { journal, dataDir, graceMs }));
     },
     async rollback(session, request) {
+      // The agent must not write while its files are restored: stop it first (it stays stopped).
+      if (!request.dryRun && (session.state === "running" || session.state === "paused")) {
+        const paused = await this.pause(session);
+        if (paused.failed.length > 0) {
+          throw new HttpError(
+            409,
+            `Cannot roll back session "${session.id}": ${paused.failed.length} of its processes could not be stopped`,
+          );
+        }
+      }
       const store = openStore(dataDir);
       let result;
       try {
