@@ -1,12 +1,8 @@
 import { type Command, Option } from "commander";
-import { DEFAULT_API_PORT, PortInUseError, startInstanceApi } from "../api/mod.ts";
-import { loadOrCreateToken } from "../platform/mod.ts";
-import {
-  type ServiceContext,
-  superviseAttach,
-  SuperviseError,
-  superviseRun,
-} from "../session/mod.ts";
+import { DEFAULT_API_PORT } from "../api/mod.ts";
+import { loadConfig } from "../config/mod.ts";
+import { superviseAttach, SuperviseError, superviseRun } from "../session/mod.ts";
+import { sessionServices } from "./_session_services.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { printNotice } from "./notices.ts";
 import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
@@ -69,38 +65,19 @@ function positive(flag: string, text: string, min: number): number {
 }
 
 async function options(flags: WatchFlags) {
+  // Start-up order: the config file, then the policy (then the journal, services, sensors, agent).
+  const { config } = await loadConfig();
   const policy = await loadPolicyFromFlags(flags);
   const json = flags.json === true;
   const port = apiPort(flags.apiPort);
   const killGraceMs = positive("--kill-grace", flags.killGrace, 0);
   const onNotice = (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json });
-  // Started after the session is journaled and before its sensors and the agent.
-  const services = ({ session, journal, dataDir }: ServiceContext) => {
-    if (!flags.api) return Promise.resolve([]);
-    let api;
-    try {
-      api = startInstanceApi({
-        journal,
-        dataDir,
-        session,
-        token: loadOrCreateToken(dataDir),
-        port,
-        killGraceMs,
-      });
-    } catch (error) {
-      if (error instanceof PortInUseError) {
-        throw new SuperviseError(
-          `${error.message}: choose another with --api-port, use --api-port auto, or --no-api`,
-        );
-      }
-      throw error;
-    }
-    onNotice({
-      type: "info",
-      message: `API and dashboard at ${api.url} (token: sentry token)`,
-    });
-    return Promise.resolve([api]);
-  };
+  const services = sessionServices({
+    apiPort: flags.api ? port : null,
+    killGraceMs,
+    config,
+    onNotice,
+  });
   return {
     policy,
     ...(flags.name === undefined ? {} : { agent: flags.name }),

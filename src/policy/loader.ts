@@ -135,7 +135,7 @@ export function parsePolicy(text: string, file: string): PolicyFile {
   }
   const data = doc.toJS() ?? {};
   const fail = (path: PropertyKey[], reason: string, keyOnly = false): never => {
-    const offset = offsetOf(doc.contents, path, keyOnly);
+    const offset = offsetOf(doc.contents, path, { keyOnly });
     const field = formatFieldPath(path);
     throw new PolicyError(`Invalid policy at ${where(offset)}: ${reason}`, {
       file,
@@ -249,7 +249,8 @@ function checkPathGlob(glob: string): void {
   }
 }
 
-function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+/** The value at a path in parsed data, or undefined when the path does not exist. */
+export function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
   let cur: unknown = data;
   for (const key of path) {
     if (cur === null || typeof cur !== "object") return undefined;
@@ -258,11 +259,14 @@ function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-/** The source offset of the node at a path (or its key), or of its nearest existing ancestor. */
-function offsetOf(
+/**
+ * The source offset of the node at a path (or, with `keyOnly`, of its key), or of its nearest
+ * existing ancestor. Shared with the config loader so that both report `file:line:col` alike.
+ */
+export function offsetOf(
   root: unknown,
   path: readonly PropertyKey[],
-  keyOnly: boolean,
+  { keyOnly = false }: { keyOnly?: boolean } = {},
 ): number | undefined {
   let node = root as Node | null | undefined;
   let best = (node as Node | undefined)?.range?.[0];

@@ -4,15 +4,17 @@
  * @module
  */
 export { type CompileContext, type CompiledPolicy, compilePolicy } from "./compile.ts";
-export { PolicyError } from "./errors.ts";
+export { formatFieldPath, PolicyError } from "./errors.ts";
 export { type Action, evaluate } from "./evaluate.ts";
 export {
   isTemplateName,
   type LoadOptions,
   loadPolicy,
+  offsetOf,
   parsePolicy,
   readTemplate,
   TEMPLATES,
+  valueAt,
 } from "./loader.ts";
 export {
   applyPatch,

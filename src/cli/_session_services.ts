@@ -1,0 +1,124 @@
+/**
+ * What `run` and `attach` start beside a session: the local API, the alert outputs and (when
+ * sync is configured) the uploader. Each is a `Service` that `supervise` starts after the
+ * session is journaled, before the sensors and the agent, and closes after the sensors stopped.
+ *
+ * @module
+ */
+
+import { PortInUseError, startInstanceApi } from "../api/mod.ts";
+import type { SentryConfig } from "../config/mod.ts";
+import { createOutputs } from "../outputs/mod.ts";
+import { loadOrCreateToken } from "../platform/mod.ts";
+import { type Notice, type Service, type ServiceContext, SuperviseError } from "../session/mod.ts";
+
+/** What {@link sessionServices} starts. */
+export interface SessionServicesOptions {
+  /** The API's port, `"auto"`, or null for `--no-api`. */
+  apiPort: number | "auto" | null;
+  killGraceMs: number;
+  config: SentryConfig;
+  onNotice: (notice: Notice) => void;
+}
+
+/** Builds the `services` hook of `superviseRun` and `superviseAttach`. */
+export function sessionServices(
+  options: SessionServicesOptions,
+): (context: ServiceContext) => Promise<Service[]> {
+  return async (context) => {
+    const services: Service[] = [];
+    try {
+      const api = startApi(context, options);
+      if (api !== null) services.push(api);
+      const outputs = startOutputs(context, options);
+      if (outputs !== null) services.push(outputs);
+    } catch (error) {
+      for (const s of services.reverse()) await s.close();
+      throw error;
+    }
+    return services;
+  };
+}
+
+function startApi(context: ServiceContext, options: SessionServicesOptions): Service | null {
+  if (options.apiPort === null) return null;
+  const { session, journal, dataDir } = context;
+  let api;
+  try {
+    api = startInstanceApi({
+      journal,
+      dataDir,
+      session,
+      token: loadOrCreateToken(dataDir),
+      port: options.apiPort,
+      killGraceMs: options.killGraceMs,
+    });
+  } catch (error) {
+    if (error instanceof PortInUseError) {
+      throw new SuperviseError(
+        `${error.message}: choose another with --api-port, use --api-port auto, or --no-api`,
+      );
+    }
+    throw error;
+  }
+  options.onNotice({
+    type: "info",
+    message: `API and dashboard at ${api.url} (token: sentry token)`,
+  });
+  return api;
+}
+
+/**
+ * The alert outputs of the config file, fed with every decided event. At the end, what they
+ * could not deliver is saved with the session's sensor counters as blind spots, so a report
+ * shows alerts that never left the host.
+ */
+function startOutputs(context: ServiceContext, options: SessionServicesOptions): Service | null {
+  const outputs = createOutputs(options.config.outputs, {
+    onWarning: (message) => options.onNotice({ type: "warn", message }),
+  });
+  if (!outputs.active) return null;
+  const { session, journal } = context;
+  const unsubscribe = session.onEvent((event) => outputs.publish(event));
+  return {
+    async close() {
+      unsubscribe();
+      await outputs.close({ timeoutMs: 5000 });
+      const stats = outputs.stats().map((s) => ({
+        sensor: `output.${s.name}`,
+        emitted: s.sent,
+        dropped: s.dropped + s.failed,
+        deduplicated: 0,
+        lagMs: 0,
+        polls: s.queued,
+        blindSpots: [
+          { id: "output_failed", reason: "alerts whose delivery failed", count: s.failed },
+          {
+            id: "output_dropped",
+            reason: "alerts dropped: queue full or shutdown",
+            count: s.dropped,
+          },
+          {
+            id: "output_rejected",
+            reason: "records the receiver rejected (OTLP partial success)",
+            count: s.rejected,
+          },
+          {
+            id: "output_rate_limited",
+            reason: "alerts folded into a later message by the rate limit",
+            count: s.rateLimited,
+          },
+        ].filter((b) => b.count > 0),
+      }));
+      journal.putSensorStats(session.config.id, stats);
+      const lost = stats.reduce((n, s) => n + s.dropped, 0);
+      if (lost > 0) {
+        options.onNotice({
+          type: "warn",
+          message:
+            `${lost} alert(s) could not be delivered to the configured outputs (see sentry report)`,
+        });
+      }
+    },
+  };
+}
