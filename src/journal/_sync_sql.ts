@@ -37,8 +37,9 @@ export const MARK_SESSION_SYNCED = `UPDATE sessions SET synced_rev = max(synced_
 
 /**
  * Stores or updates a session received from a host. A final state is never moved back to a live
- * one, and a session belongs to the key that first sent it: another key's update is ignored
- * (the caller then finds the owner differs and rejects the batch).
+ * one, and a session belongs to the host (id) that first sent it, whatever key it used (so keys
+ * can be rotated): another host's update is ignored (the caller then finds the owner differs and
+ * rejects the batch). The key of the latest update is kept.
  */
 export const UPSERT_INGESTED_SESSION = `INSERT INTO sessions
   (id, agent, command, pid, kind, policy, mode, workspace, host, sentry_pid, started_at,
@@ -51,8 +52,9 @@ export const UPSERT_INGESTED_SESSION = `INSERT INTO sessions
     exit_code = coalesce(excluded.exit_code, sessions.exit_code),
     note = coalesce(excluded.note, sessions.note),
     pid = coalesce(excluded.pid, sessions.pid),
+    origin_key = excluded.origin_key,
     rev = sessions.rev + 1
-  WHERE sessions.origin_key IS excluded.origin_key`;
+  WHERE sessions.origin_host IS excluded.origin_host`;
 
-/** Who uploaded a session. */
-export const SELECT_SESSION_ORIGIN = "SELECT origin_key FROM sessions WHERE id = ?";
+/** Which host uploaded a session (null for a session of this journal's own host). */
+export const SELECT_SESSION_ORIGIN = "SELECT origin_host FROM sessions WHERE id = ?";

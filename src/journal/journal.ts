@@ -20,17 +20,28 @@ import type { AgentEvent, Kind } from "../events/mod.ts";
 import type { SensorStats } from "../sensors/mod.ts";
 import { JournalVersionError, migrate, type Migration } from "./migrations.ts";
 import {
+  countUpToCap,
+  DRIVER_CAP,
+  type EventConditions,
+  eventWhere,
+  type IdBound,
   INSERT_EVENT,
   INSERT_OUTBOX,
   INSERT_RESPONSE,
   INSERT_SESSION,
   likePrefix,
   MARK_CRASHED,
+  maxBound,
+  minBound,
   pragmas,
+  SCAN_INDEX,
   SELECT_LIVE,
+  SELECT_SKEW,
   SELECT_SUMMARY,
+  selectEvents,
   SESSION_COLUMNS,
   SESSION_ORDER,
+  timeIdRange,
   toEvent,
   toKindCount,
   toResponse,
@@ -404,6 +415,11 @@ export class Journal {
   listSessions(options: ListSessionsOptions = {}): SessionSummary[] {
     this.#assertOpen();
     const limit = checkCount("limit", options.limit ?? 50, 0);
+    if (options.host !== undefined) {
+      return this.#stmt(
+        `${SELECT_SUMMARY} WHERE s.host = ? OR s.origin_host = ? ${SESSION_ORDER} LIMIT ?`,
+      ).all(options.host, options.host.toUpperCase(), limit).map(toSummary);
+    }
     return this.#stmt(`${SELECT_SUMMARY} ${SESSION_ORDER} LIMIT ?`).all(limit).map(toSummary);
   }
 
@@ -454,47 +470,103 @@ export class Journal {
 
   /**
    * Events matching a filter, by id (time) ascending or, with `order: "desc"`, descending. Page
-   * with `after`: pass the last id of one page to get the next.
+   * with `after`: pass the last id of one page to get the next. With a session, a page takes a
+   * few ms at a million events whatever the filters: the query walks the index that reads the
+   * fewest rows, and a time range also bounds the ids (see the notes in `_sql.ts`).
    */
   queryEvents(filter: EventFilter = {}): AgentEvent[] {
     this.#assertOpen();
-    const where: string[] = [];
-    const params: SQLInputValue[] = [];
+    const limit = checkCount("limit", filter.limit ?? 1000, 0);
     const desc = filter.order === "desc";
+    const kinds: readonly Kind[] | undefined = typeof filter.kind === "string"
+      ? [filter.kind]
+      : filter.kind;
+    if (kinds !== undefined && kinds.length === 0) return [];
+    const cursor: IdBound | undefined = filter.after === undefined
+      ? undefined
+      : { id: filter.after, inclusive: false };
+    const conditions: EventConditions = {
+      session: filter.session,
+      kinds,
+      minRisk: filter.minRisk,
+      verdict: filter.verdict,
+      since: filter.since,
+      until: filter.until,
+      from: desc ? undefined : cursor,
+      to: desc ? cursor : undefined,
+    };
+    let index: string | undefined;
     if (filter.session !== undefined) {
-      where.push("session = ?");
-      params.push(filter.session);
+      if (filter.since !== undefined || filter.until !== undefined) {
+        // The ts conditions stay: the id range only narrows what is walked.
+        const skew = this.#skew(filter.session);
+        const range = skew === undefined ? {} : timeIdRange(filter, skew);
+        conditions.from = maxBound(conditions.from, range.from);
+        conditions.to = minBound(conditions.to, range.to);
+      }
+      index = this.#eventIndex(conditions);
     }
-    if (filter.kind !== undefined) {
-      const kinds: readonly Kind[] = typeof filter.kind === "string" ? [filter.kind] : filter.kind;
-      if (kinds.length === 0) return [];
-      where.push(`kind IN (${kinds.map(() => "?").join(", ")})`);
-      params.push(...kinds);
+    const where = eventWhere(conditions);
+    return this.#stmt(selectEvents(where.sql, { index, desc })).all(...where.params, limit)
+      .map(toEvent);
+  }
+
+  /**
+   * A session's smallest and largest skew between `ts` time and id time, in ms, as the
+   * triggers of migration 3 keep them; undefined when unknown (no events, or one that is not
+   * canonical).
+   */
+  #skew(session: string): { min: number; max: number } | undefined {
+    const row = this.#stmt(SELECT_SKEW).get(session);
+    const min = row?.["min_skew"];
+    const max = row?.["max_skew"];
+    if (typeof min !== "number" || typeof max !== "number") return undefined;
+    return { min, max };
+  }
+
+  /**
+   * The index a session's query walks: for a verdict or a single kind alone, its own index (it
+   * holds the matches in id order); else the kind, verdict or risk index when a bounded count
+   * finds fewer than `DRIVER_CAP` matches of its filter (the fewest wins); else the scan index.
+   */
+  #eventIndex(c: EventConditions): string {
+    const filters = Number(c.kinds !== undefined) + Number(c.verdict !== undefined) +
+      Number(c.minRisk !== undefined);
+    if (filters === 1 && c.verdict !== undefined) return "events_session_verdict";
+    if (filters === 1 && c.kinds?.length === 1) return "events_session_kind";
+    const range = { from: c.from, to: c.to };
+    if (filters === 0) return SCAN_INDEX;
+    const candidates: [string, EventConditions][] = [];
+    if (c.minRisk !== undefined) {
+      candidates.push(["events_session_risk", {
+        session: c.session,
+        minRisk: c.minRisk,
+        ...range,
+      }]);
     }
-    if (filter.minRisk !== undefined) {
-      where.push("risk >= ?");
-      params.push(filter.minRisk);
+    if (c.verdict !== undefined) {
+      candidates.push(["events_session_verdict", {
+        session: c.session,
+        verdict: c.verdict,
+        ...range,
+      }]);
     }
-    if (filter.verdict !== undefined) {
-      where.push("verdict = ?");
-      params.push(filter.verdict);
+    if (c.kinds !== undefined) {
+      candidates.push(["events_session_kind", { session: c.session, kinds: c.kinds, ...range }]);
     }
-    if (filter.since !== undefined) {
-      where.push("ts >= ?");
-      params.push(filter.since);
+    let best = SCAN_INDEX;
+    let fewest = DRIVER_CAP;
+    for (const [index, conditions] of candidates) {
+      const where = eventWhere(conditions);
+      const n = Number(
+        this.#stmt(countUpToCap(index, where.sql)).get(...where.params)?.["n"] ?? DRIVER_CAP,
+      );
+      if (n < fewest) {
+        best = index;
+        fewest = n;
+      }
     }
-    if (filter.until !== undefined) {
-      where.push("ts < ?");
-      params.push(filter.until);
-    }
-    if (filter.after !== undefined) {
-      where.push(desc ? "id < ?" : "id > ?");
-      params.push(filter.after);
-    }
-    params.push(checkCount("limit", filter.limit ?? 1000, 0));
-    const sql = `SELECT event FROM events${where.length ? ` WHERE ${where.join(" AND ")}` : ""}` +
-      ` ORDER BY id ${desc ? "DESC" : "ASC"} LIMIT ?`;
-    return this.#stmt(sql).all(...params).map(toEvent);
+    return best;
   }
 
   /** How many events of each kind a session has, the most frequent first. */
@@ -551,6 +623,24 @@ export class Journal {
     return Number(this.#stmt(DELETE_OUTBOX_THROUGH).run(seq).changes);
   }
 
+  /**
+   * Takes one event out of the outbox without uploading it (the collector refused it on its
+   * own), and counts it as dropped. The event stays in this journal. Returns whether it was
+   * queued.
+   */
+  outboxDiscard(eventId: string): boolean {
+    this.#assertOpen();
+    let removed = false;
+    this.#transaction(() => {
+      removed =
+        Number(this.#stmt("DELETE FROM outbox WHERE event_id = ?").run(eventId).changes) > 0;
+      if (!removed) return;
+      const total = Number(this.#syncStateIn(DROPPED_KEY) ?? 0) + 1;
+      this.#stmt(PUT_SYNC_STATE).run(DROPPED_KEY, String(total));
+    });
+    return removed;
+  }
+
   /** How many events wait in the outbox, the oldest one's time, and how many were dropped. */
   outboxStats(): OutboxStats {
     this.#assertOpen();
@@ -592,6 +682,26 @@ export class Journal {
   setSyncState(key: string, value: string): void {
     this.#assertOpen();
     this.#stmt(PUT_SYNC_STATE).run(key, value);
+  }
+
+  /** Every sync value whose key starts with `prefix`, by key (a collector's host records). */
+  syncStates(prefix: string): [string, string][] {
+    this.#assertOpen();
+    return this.#stmt("SELECT key, value FROM sync_state WHERE key >= ? AND key < ? ORDER BY key")
+      .all(prefix, `${prefix}\uffff`).map((row) => [String(row["key"]), String(row["value"])]);
+  }
+
+  /** On a collector: how many sessions each key and host uploaded. */
+  sessionOrigins(): { key: string; hostId: string; sessions: number }[] {
+    this.#assertOpen();
+    return this.#stmt(
+      `SELECT origin_key, origin_host, count(*) AS n FROM sessions
+       WHERE origin_key IS NOT NULL GROUP BY origin_key, origin_host`,
+    ).all().map((row) => ({
+      key: String(row["origin_key"]),
+      hostId: String(row["origin_host"]),
+      sessions: Number(row["n"]),
+    }));
   }
 
   /**
@@ -662,10 +772,10 @@ export class Journal {
   /**
    * Stores a batch received from a host, in one transaction, on a collector: sessions are
    * upserted (a final state stays final) and events are inserted once by id, so a retried batch
-   * counts its events as duplicates. Validate the batch first; this checks only ownership and
-   * references.
+   * counts its events as duplicates. A session belongs to the host that first sent it, under
+   * any key. Validate the batch first; this checks only ownership and references.
    *
-   * @throws {IngestError} when a session belongs to another key or an event names a session
+   * @throws {IngestError} when a session belongs to another host or an event names a session
    *   that is neither in the batch nor stored; nothing of the batch is stored then.
    */
   ingest(batch: IngestBatch): IngestResult {
@@ -694,9 +804,9 @@ export class Journal {
           batch.key,
           batch.hostId,
         );
-        const owner = origin.get(s.id)?.["origin_key"] ?? null;
-        if (owner !== batch.key) {
-          throw new IngestError(`Session "${s.id}" belongs to another key`, `sessions[${i}].id`);
+        const owner = origin.get(s.id)?.["origin_host"] ?? null;
+        if (owner !== batch.hostId) {
+          throw new IngestError(`Session "${s.id}" belongs to another host`, `sessions[${i}].id`);
         }
         result.sessions++;
       }
@@ -711,9 +821,9 @@ export class Journal {
               `events[${i}].session`,
             );
           }
-          if ((owner["origin_key"] ?? null) !== batch.key) {
+          if ((owner["origin_host"] ?? null) !== batch.hostId) {
             throw new IngestError(
-              `Session "${e.session}" belongs to another key`,
+              `Session "${e.session}" belongs to another host`,
               `events[${i}].session`,
             );
           }
@@ -753,6 +863,19 @@ export class Journal {
       p99BatchMs: percentile(sorted, 0.99),
       maxBatchMs: sorted.at(-1) ?? 0,
     };
+  }
+
+  /**
+   * Runs SQLite's `PRAGMA integrity_check` (reporting at most `maxProblems` findings) and reads
+   * the schema version, for `sentry doctor`. An empty `problems` means the database is sound.
+   */
+  integrityCheck(maxProblems = 10): { problems: string[]; schemaVersion: number } {
+    this.#assertOpen();
+    const limit = checkCount("maxProblems", maxProblems, 1);
+    const rows = this.#db.prepare(`PRAGMA integrity_check(${limit})`).all();
+    const problems = rows.map((row) => String(Object.values(row)[0])).filter((r) => r !== "ok");
+    const version = this.#db.prepare("PRAGMA user_version").get();
+    return { problems, schemaVersion: Number(version?.user_version ?? 0) };
   }
 
   // --- Internals -----------------------------------------------------------------------------

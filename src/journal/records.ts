@@ -164,6 +164,8 @@ export interface SensorStatsRecord {
 export interface ListSessionsOptions {
   /** At most this many sessions, most recently started first; default 50. */
   limit?: number;
+  /** Only sessions of this host: its name, or on a collector its host id. */
+  host?: string;
 }
 
 /**

@@ -43,9 +43,9 @@ export interface SyncSession {
 
 /** A validated batch for {@link Journal.ingest}. */
 export interface IngestBatch {
-  /** The id of the API key that sent it: sessions belong to it. */
+  /** The id of the API key that sent it (recorded with the sessions). */
   key: string;
-  /** The sending host's id. */
+  /** The sending host's id: sessions belong to the host that first sent them. */
   hostId: string;
   sessions: readonly SessionRecord[];
   events: readonly AgentEvent[];

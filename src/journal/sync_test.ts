@@ -194,7 +194,7 @@ Deno.test("ingest() stores a batch once, counts duplicates and keeps final state
   });
 });
 
-Deno.test("ingest() rejects a whole batch that touches another key's session or an unknown one", async () => {
+Deno.test("ingest() rejects a whole batch that touches another host's session or an unknown one, and follows key rotation", async () => {
   await withJournal(async (source) => {
     source.createSession(session("S1"));
     source.createSession(session("S2"));
@@ -225,8 +225,15 @@ Deno.test("ingest() rejects a whole batch that touches another key's session or 
           }),
         (e: unknown) => e instanceof IngestError && e.field === "events[1].session",
       );
+      // The owning host may rotate its key: its sessions follow it.
+      assert.deepEqual(
+        collector.ingest({ key: "k9", hostId: "H", sessions: [], events: [event("S1", 5)] }),
+        { accepted: 1, duplicates: 0, sessions: 0 },
+      );
+      collector.ingest({ key: "k9", hostId: "H", sessions: [], events: [] });
+      assert.equal(collector.queryEvents({}).length, 1);
       // Nothing of the rejected batches was stored.
-      assert.equal(collector.queryEvents({}).length, 0);
+      assert.equal(collector.queryEvents({}).length, 1);
       assert.throws(() => collector.getSession("S2"));
       assert.equal(collector.getSession("S1").state, "running");
     });
