@@ -14,6 +14,7 @@ import { isTemplateName, loadPolicy, readTemplate, TEMPLATES } from "../policy/m
 import { VERSION } from "../version.ts";
 import { bearerAuth, hostGuard } from "./auth.ts";
 import { defaultControls, type SessionControls } from "./control.ts";
+import { dashboardRoutes } from "./dashboard.ts";
 import { HttpError, parseInput } from "./errors.ts";
 import type { LiveSource } from "./live.ts";
 import { countEvents, renderMetrics, type SessionSensor } from "./metrics.ts";
@@ -23,6 +24,7 @@ import {
   EventsQuery,
   RollbackBody,
   type SensorStatus,
+  SessionsQuery,
   StreamQuery,
 } from "./schemas.ts";
 import { streamEvents } from "./stream.ts";
@@ -51,7 +53,7 @@ export interface AppDeps {
 
 /** The app, and `close()` to stop its background subscription. */
 export type SentryApp = Hono & {
-  /** Stops counting live events; call at teardown. */
+  /** Stops counting live events and ends open event streams; call at teardown. */
   close(): void;
 };
 
@@ -79,6 +81,8 @@ export function createApp(deps: AppDeps): SentryApp {
   const started = clock();
   const controls = deps.controls ?? defaultControls({ journal, dataDir: deps.dataDir });
   const events = countEvents(live);
+  /** Aborted by `close()`: open event streams end, so a graceful shutdown can finish. */
+  const closing = new AbortController();
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -98,6 +102,8 @@ export function createApp(deps: AppDeps): SentryApp {
   app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
 
   app.use("*", hostGuard(deps.allowedHosts));
+  // The dashboard's page and assets hold no data: served after the Host check, before the token.
+  app.route("/", dashboardRoutes());
   const auth = bearerAuth(deps.token);
   app.use("*", async (c, next) => {
     if (c.req.path === "/health") return await next();
@@ -113,12 +119,13 @@ export function createApp(deps: AppDeps): SentryApp {
     }));
 
   app.get("/v1/sessions", (c) => {
-    const { limit } = parseInput(
-      EventsQuery.pick({ limit: true }).strict(),
-      c.req.query(),
-      "query",
-    );
-    return c.json({ sessions: journal.listSessions({ limit: limit ?? 50 }) });
+    const { limit, host } = parseInput(SessionsQuery, c.req.query(), "query");
+    return c.json({
+      sessions: journal.listSessions({
+        limit: limit ?? 50,
+        ...(host === undefined ? {} : { host }),
+      }),
+    });
   });
 
   app.get("/v1/sessions/:id", (c) => {
@@ -165,6 +172,7 @@ export function createApp(deps: AppDeps): SentryApp {
       ...(session === undefined ? {} : { session }),
       ...(lastEventId ? { lastEventId: lastEventId.toUpperCase() } : {}),
       ...(deps.heartbeatMs === undefined ? {} : { heartbeatMs: deps.heartbeatMs }),
+      closing: closing.signal,
     });
   });
 
@@ -216,7 +224,12 @@ export function createApp(deps: AppDeps): SentryApp {
     app.all(`/v1/sessions/:id/${action}`, (c) => methodNotAllowed(c, "POST"));
   }
 
-  return Object.assign(app, { close: () => events.close() });
+  return Object.assign(app, {
+    close: () => {
+      closing.abort();
+      events.close();
+    },
+  });
 }
 
 /** The query string; a repeated `kind` counts as a comma-separated list, any other key as its last value. */

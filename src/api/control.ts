@@ -73,10 +73,14 @@ export function defaultControls(options: DefaultControlsOptions): SessionControl
       return report(session, "pause", result);
     },
     async resume(session) {
-      return report(session, "resume", await resumeSession(session, { journal, dataDir }));
+      return report(session, "resume", await resumeSession(session, { journal, dataDir, by: BY }));
     },
     async kill(session) {
-      return report(session, "kill", await killSession(session, { journal, dataDir, graceMs }));
+      return report(
+        session,
+        "kill",
+        await killSession(session, { journal, dataDir, graceMs, by: BY }),
+      );
     },
     async rollback(session, request) {
       // The agent must not write while its files are restored: stop it first (it stays stopped).

@@ -23,6 +23,9 @@ import { defaultControls, type SessionControls } from "./control.ts";
 import { HttpError } from "./errors.ts";
 import { createLiveHub, journalPoller, type LiveSource } from "./live.ts";
 
+/** How long closing waits for requests in flight, in ms. */
+const CLOSE_GRACE_MS = 1000;
+
 /** The port `run`, `attach` and `serve` try first. */
 export const DEFAULT_API_PORT = 7979;
 
@@ -85,7 +88,8 @@ export interface ListenOptions {
   hostname: string;
   /** Ports to try in order; 0 means any free port. */
   ports: readonly number[];
-  signal: AbortSignal;
+  /** Stops the server at once when aborted; without it, stop it with `server.shutdown()`. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -102,7 +106,12 @@ export function listen(options: ListenOptions): Listener {
     last = port;
     try {
       const server = Deno.serve(
-        { hostname: options.hostname, port, signal: options.signal, onListen: () => {} },
+        {
+          hostname: options.hostname,
+          port,
+          onListen: () => {},
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+        },
         fetch,
       );
       return { server, port: server.addr.port, serve: (h) => handler = h };
@@ -126,11 +135,9 @@ export function autoPorts(): number[] {
  */
 export function startInstanceApi(options: InstanceApiOptions): InstanceApi {
   const { journal, dataDir, session } = options;
-  const ac = new AbortController();
   const listener = listen({
     hostname: "127.0.0.1",
     ports: options.port === "auto" ? autoPorts() : [options.port],
-    signal: ac.signal,
   });
   const own = session.config.id;
   const hub = createLiveHub();
@@ -167,8 +174,15 @@ export function startInstanceApi(options: InstanceApiOptions): InstanceApi {
       } catch {
         // Already gone.
       }
-      ac.abort();
-      await listener.server.finished;
+      // Let requests in flight finish (a kill through this API ends this process: its answer
+      // must still go out); `app.close()` above ended the event streams. A request still
+      // running after a second is left to the process's exit.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        listener.server.shutdown(),
+        new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
+      ]);
+      clearTimeout(timer);
     },
   };
 }

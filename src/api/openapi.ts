@@ -112,6 +112,12 @@ export function openApiDocument(): Json {
             in: "query",
             required: false,
             schema: { type: "string", pattern: "^\\d+$" },
+          }, {
+            name: "host",
+            in: "query",
+            required: false,
+            description: "Only sessions of this host: its name, or on a collector its host id",
+            schema: { type: "string" },
           }],
           responses: { "200": json(SessionList, "The sessions"), ...ERRORS },
         },

@@ -93,6 +93,13 @@ export const EventsQuery = z.object({
   cursor: ULID.optional().describe("The next_cursor of the previous page"),
 }).strict();
 
+/** The page and filter of `GET /v1/sessions`, as query strings. */
+export const SessionsQuery = EventsQuery.pick({ limit: true }).extend({
+  host: z.string().min(1).max(255).optional().describe(
+    "Only sessions of this host: its name, or on a collector its host id",
+  ),
+}).strict();
+
 /** `GET /v1/sessions/:id/events`. */
 export const EventPage = z.object({
   events: z.array(AgentEvent),

@@ -51,10 +51,10 @@ export interface ControlReport {
   forced?: number[];
 }
 
-/** Resumes a session's tree from outside its Sentry, and journals it. */
+/** Resumes a session's tree from outside its Sentry, and journals it (with `by`, who asked). */
 export async function resumeSession(
   session: SessionRecord,
-  deps: { journal: Journal; dataDir: string },
+  deps: { journal: Journal; dataDir: string; by?: string },
 ): Promise<ControlReport> {
   const pids = sessionTree(session, deps.dataDir);
   const result = await linuxControl().resume(pids);
@@ -62,17 +62,17 @@ export async function resumeSession(
     session: session.id,
     action: "resume",
     outcome: result.failed.length === 0 ? "ok" : "partial",
-    detail: { resumed: result.done, failed: result.failed, by: "sentry resume" },
+    detail: { resumed: result.done, failed: result.failed, by: deps.by ?? "sentry resume" },
   });
   if (session.state === "paused") deps.journal.updateSession(session.id, { state: "running" });
   deps.journal.flush();
   return result;
 }
 
-/** Kills a session's tree from outside its Sentry, and journals it. */
+/** Kills a session's tree from outside its Sentry, and journals it (with `by`, who asked). */
 export async function killSession(
   session: SessionRecord,
-  deps: { journal: Journal; dataDir: string; graceMs: number },
+  deps: { journal: Journal; dataDir: string; graceMs: number; by?: string },
 ): Promise<ControlReport> {
   const pids = sessionTree(session, deps.dataDir);
   const result = await linuxControl().kill(pids, deps.graceMs);
@@ -84,7 +84,7 @@ export async function killSession(
       killed: result.done,
       forced: result.forced,
       failed: result.failed,
-      by: "sentry kill",
+      by: deps.by ?? "sentry kill",
     },
   });
   deps.journal.updateSession(session.id, { state: "killed" });

@@ -1,0 +1,161 @@
+/**
+ * Small helpers of the dashboard's views: building elements (always through `textContent`, never
+ * HTML, because paths and command lines come from the agent) and formatting values.
+ *
+ * @module
+ */
+
+/** The action kinds, as in `src/events/kinds.ts` (a test checks that they agree). */
+export const KINDS = [
+  "file.read",
+  "file.write",
+  "file.create",
+  "file.delete",
+  "file.rename",
+  "proc.exec",
+  "proc.exit",
+  "net.connect",
+  "net.listen",
+  "db.connect",
+  "resource.cpu",
+  "resource.memory",
+];
+
+/** Kind groups offered by the filter, besides each kind alone. */
+export const KIND_GROUPS = [
+  { label: "files (file.*)", kinds: KINDS.filter((k) => k.startsWith("file.")) },
+  { label: "processes (proc.*)", kinds: KINDS.filter((k) => k.startsWith("proc.")) },
+  { label: "network (net.*, db.*)", kinds: KINDS.filter((k) => /^(net|db)\./.test(k)) },
+  { label: "resources (resource.*)", kinds: KINDS.filter((k) => k.startsWith("resource.")) },
+];
+
+/**
+ * The risk band of a score, for colours: 0 none, 1-29 low, 30-59 medium, 60-79 high, 80+
+ * critical.
+ * @param {number} risk
+ * @returns {"none" | "low" | "medium" | "high" | "critical"}
+ */
+export function riskBand(risk) {
+  if (risk >= 80) return "critical";
+  if (risk >= 60) return "high";
+  if (risk >= 30) return "medium";
+  if (risk > 0) return "low";
+  return "none";
+}
+
+/**
+ * @typedef {Record<string, string | number | boolean | null | undefined | EventListener>} Attrs
+ * @typedef {Node | string | number | null | undefined | false} Child
+ */
+
+/**
+ * Builds an element. Keys of `attrs` starting with "on" add listeners; `class` sets the class;
+ * `false`, null and undefined leave an attribute out; children are nodes or text.
+ * @param {string} tag
+ * @param {Attrs} [attrs]
+ * @param {...(Child | Child[])} children
+ * @returns {HTMLElement}
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = String(value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+/**
+ * @param {Element} el
+ * @param {(Child | Child[])[]} children
+ */
+function append(el, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(typeof child === "object" ? child : String(child));
+  }
+}
+
+/**
+ * Replaces an element's children.
+ * @param {Element} el
+ * @param {...(Child | Child[])} children
+ */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/**
+ * A time of day, `HH:MM:SS.mmm` in local time.
+ * @param {string} iso
+ */
+export function clock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const pad = (/** @type {number} */ n, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${
+    pad(d.getMilliseconds(), 3)
+  }`;
+}
+
+/**
+ * A date and time, short and local: `2026-01-02 03:04:05`.
+ * @param {string | null} iso
+ */
+export function dateTime(iso) {
+  if (iso === null) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const pad = (/** @type {number} */ n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${
+    pad(d.getMinutes())
+  }:${pad(d.getSeconds())}`;
+}
+
+/**
+ * A duration in words: `850 ms`, `12 s`, `4 min 5 s`, `2 h 3 min`.
+ * @param {number} ms
+ */
+export function duration(ms) {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/**
+ * A number with thousands separators.
+ * @param {number} n
+ */
+export function count(n) {
+  return n.toLocaleString("en-US");
+}
+
+/**
+ * Whether an event matches a free-text search: every word must appear in its kind, target,
+ * rule, verdict, response, executable, command line or pid.
+ * @param {{ kind: string, target: string, rule: string, verdict: string, response: string,
+ *   exe: string | null, cmdline: string[], pid: number | null }} event
+ * @param {string} query
+ */
+export function matchesSearch(event, query) {
+  const words = query.toLowerCase().split(/\s+/).filter((w) => w !== "");
+  if (words.length === 0) return true;
+  const text = [
+    event.kind,
+    event.target,
+    event.rule,
+    event.verdict,
+    event.response,
+    event.exe ?? "",
+    event.cmdline.join(" "),
+    event.pid === null ? "" : String(event.pid),
+  ].join("\n").toLowerCase();
+  return words.every((w) => text.includes(w));
+}
