@@ -1,0 +1,314 @@
+/**
+ * The collector as a Hono app: the sync protocol's routes (docs/sync-protocol.md), authorised by
+ * the collector's API keys, and optionally the local API and dashboard over the collector's
+ * journal, which then shows every host's sessions. {@link createCollectorApp} never listens:
+ * `sentry server` passes it to `Deno.serve`, and tests call `app.request()`.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import {
+  bearerAuth,
+  createApp,
+  hostGuard,
+  HttpError,
+  type LiveSource,
+  type SentryApp,
+  type SessionControls,
+} from "../api/mod.ts";
+import type { IngestResult, Journal, SessionRecord } from "../journal/mod.ts";
+import { IngestError } from "../journal/mod.ts";
+import { VERSION } from "../version.ts";
+import {
+  BATCH_PROTOCOL,
+  BatchError,
+  type BatchLimits,
+  DEFAULT_LIMITS,
+  gunzipLimited,
+  parseBatch,
+  parseJson,
+  readLimited,
+} from "./batch.ts";
+import { HOST_STATE_PREFIX, type HostRecord, parseHost, recordHostVisit } from "./hosts.ts";
+import type { KeyInfo, KeyStore } from "./keys.ts";
+
+/** The `server` field of the hello answer. */
+export const SERVER_NAME = "sentry-collector";
+
+/** What the collector's dashboard and API need besides the journal. */
+export interface CollectorApiDeps {
+  /** The collector's data directory. */
+  dataDir: string;
+  /** The bearer token of the API and dashboard (not an upload key). */
+  token: string;
+  /** The `Host` values the API and dashboard accept; the sync routes accept any. */
+  allowedHosts: readonly string[];
+  /** Live events for the stream: a `journalPoller` over the collector's journal. */
+  live: LiveSource;
+  /** Keep-alive interval of the event stream; default 15 s. */
+  heartbeatMs?: number;
+}
+
+/** What {@link createCollectorApp} is built from. */
+export interface CollectorDeps {
+  /** The collector's own journal, where batches are stored. */
+  journal: Journal;
+  /** The upload keys. */
+  keys: KeyStore;
+  /** The wall clock; defaults to `Date.now`. */
+  now?: () => number;
+  /** Batch limits; each defaults to {@link DEFAULT_LIMITS}. */
+  limits?: Partial<BatchLimits>;
+  /**
+   * Batches read and stored at once; more get `503` with `Retry-After`, which bounds memory
+   * (each may hold up to `maxJsonBytes`). Default 16.
+   */
+  maxConcurrent?: number;
+  /** When given, the local API and dashboard are served too, over the collector's journal. */
+  api?: CollectorApiDeps;
+  /**
+   * Hears unexpected errors (a bug, an unreadable key store). Clients get a bare 500 without
+   * the detail, which may name server paths; the operator gets it here.
+   */
+  onError?: (error: unknown) => void;
+}
+
+/** The app, and `close()` to stop the API's background subscription. */
+export type CollectorApp = Hono & {
+  /** Stops the API's live counters; call at teardown. */
+  close(): void;
+};
+
+/** A host as `GET /v1/hosts` lists it. */
+export interface HostSummary extends HostRecord {
+  /** Sessions stored from this host under this key. */
+  sessions: number;
+}
+
+/** How long a busy collector asks clients to wait, in seconds. */
+const RETRY_AFTER_S = 1;
+
+/**
+ * Builds the collector. `GET /v1/sync/hello` and `POST /v1/sync/batches` need an upload key
+ * (`Authorization: Bearer sk_...`); with `api`, every other route is the local API (and
+ * dashboard) over the collector's journal, behind its own token and `Host` check, plus
+ * `GET /v1/hosts`. Session controls are refused: the collector cannot signal a remote host's
+ * processes.
+ */
+export function createCollectorApp(deps: CollectorDeps): CollectorApp {
+  const { journal, keys } = deps;
+  const now = deps.now ?? Date.now;
+  const limits: BatchLimits = { ...DEFAULT_LIMITS, ...deps.limits };
+  const maxConcurrent = deps.maxConcurrent ?? 16;
+  let inFlight = 0;
+  const app = new Hono();
+
+  app.onError((error, c) => {
+    if (error instanceof HttpError) {
+      return c.json(
+        { error: error.message, ...(error.field === undefined ? {} : { field: error.field }) },
+        error.status,
+      );
+    }
+    deps.onError?.(error);
+    return c.json({ error: "Internal error: see the collector's log" }, 500);
+  });
+
+  /** The key of the request, or a 401 response. */
+  function authorise(c: Context): KeyInfo | Response {
+    const header = c.req.header("authorization") ?? "";
+    const match = /^Bearer\s+([\x21-\x7e]{1,512})\s*$/i.exec(header);
+    const key = match === null ? null : keys.verify(match[1] ?? "");
+    if (key !== null) return key;
+    c.header("WWW-Authenticate", 'Bearer realm="sentry-collector"');
+    return c.json({
+      error: match === null
+        ? "Missing API key: send Authorization: Bearer <key>"
+        : "Invalid API key: unknown or revoked",
+      field: "authorization",
+    }, 401);
+  }
+
+  app.get("/v1/sync/hello", (c) => {
+    const key = authorise(c);
+    if (key instanceof Response) return key;
+    return c.json({
+      protocol: BATCH_PROTOCOL,
+      server: SERVER_NAME,
+      version: VERSION,
+      key: { id: key.id, name: key.name },
+      time: new Date(now()).toISOString(),
+      limits: {
+        max_events: limits.maxEvents,
+        max_body_bytes: limits.maxBodyBytes,
+        max_json_bytes: limits.maxJsonBytes,
+      },
+    });
+  });
+
+  app.post("/v1/sync/batches", async (c) => {
+    const key = authorise(c);
+    if (key instanceof Response) return key;
+    if (inFlight >= maxConcurrent) {
+      await c.req.raw.body?.cancel().catch(() => {});
+      c.header("Retry-After", String(RETRY_AFTER_S));
+      return c.json({ error: `Busy: ${inFlight} batches are being stored` }, 503);
+    }
+    inFlight++;
+    try {
+      const result = await receive(c, key);
+      return c.json(result);
+    } catch (error) {
+      if (error instanceof BatchError) {
+        await c.req.raw.body?.cancel().catch(() => {});
+        return c.json({ error: error.message, field: error.field }, error.status);
+      }
+      if (error instanceof IngestError) {
+        return c.json({ error: error.message, field: error.field }, 400);
+      }
+      if (isDatabaseError(error)) {
+        c.header("Retry-After", String(RETRY_AFTER_S));
+        return c.json({ error: `Cannot store the batch now: ${(error as Error).message}` }, 503);
+      }
+      throw error;
+    } finally {
+      inFlight--;
+    }
+  });
+
+  /** Reads, checks and stores one batch. */
+  async function receive(c: Context, key: KeyInfo): Promise<IngestResult> {
+    const protocol = c.req.header("sentry-protocol");
+    if (protocol !== undefined && protocol.trim() !== String(BATCH_PROTOCOL)) {
+      throw new BatchError(
+        400,
+        `Invalid Sentry-Protocol "${protocol}": this collector speaks sync protocol ${BATCH_PROTOCOL}`,
+        "protocol",
+      );
+    }
+    const type = c.req.header("content-type") ?? "";
+    if (!/^application\/json\s*(;|$)/i.test(type)) {
+      throw new BatchError(
+        415,
+        `Unsupported Content-Type "${type}": send application/json`,
+        "content-type",
+      );
+    }
+    const encoding = (c.req.header("content-encoding") ?? "identity").trim().toLowerCase();
+    if (encoding !== "gzip" && encoding !== "x-gzip" && encoding !== "identity") {
+      throw new BatchError(
+        415,
+        `Unsupported Content-Encoding "${encoding}": send gzip or identity`,
+        "content-encoding",
+      );
+    }
+    const declared = Number(c.req.header("content-length") ?? NaN);
+    if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
+      throw new BatchError(
+        413,
+        `Body too large: ${declared} bytes as received, at most ${limits.maxBodyBytes}`,
+        "body",
+      );
+    }
+    const raw = await readLimited(c.req.raw.body, limits.maxBodyBytes);
+    const json = encoding === "identity" ? raw : await gunzipLimited(raw, limits.maxJsonBytes);
+    const batch = parseBatch(parseJson(json), limits);
+    // Synchronous from here to the end: no other batch interleaves with this one's writes.
+    const result = journal.ingest({
+      key: key.id,
+      hostId: batch.host.id.toUpperCase(),
+      sessions: batch.sessions,
+      events: batch.events,
+    });
+    recordHostVisit(journal, {
+      hostId: batch.host.id.toUpperCase(),
+      name: batch.host.name,
+      keyId: key.id,
+      keyName: key.name,
+      at: new Date(now()).toISOString(),
+      accepted: result.accepted,
+      duplicates: result.duplicates,
+      dropped: batch.dropped,
+    });
+    return result;
+  }
+
+  app.all("/v1/sync/hello", (c) => methodNotAllowed(c, "GET"));
+  app.all("/v1/sync/batches", (c) => methodNotAllowed(c, "POST"));
+  app.all(
+    "/v1/sync/*",
+    (c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404),
+  );
+
+  let api: SentryApp | null = null;
+  if (deps.api !== undefined) {
+    const a = deps.api;
+    api = createApp({
+      journal,
+      dataDir: a.dataDir,
+      token: a.token,
+      allowedHosts: a.allowedHosts,
+      live: a.live,
+      controls: remoteControls(),
+      ...(a.heartbeatMs === undefined ? {} : { heartbeatMs: a.heartbeatMs }),
+    });
+    const guard = hostGuard(a.allowedHosts);
+    const auth = bearerAuth(a.token);
+    app.get("/v1/hosts", guard, auth, (c) => c.json({ hosts: listHosts(journal) }));
+    app.all("/v1/hosts", guard, auth, (c) => methodNotAllowed(c, "GET"));
+    const inner = api;
+    app.all("*", (c) => inner.fetch(c.req.raw));
+  } else {
+    app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
+  }
+
+  return Object.assign(app, { close: () => api?.close() });
+}
+
+/**
+ * The hosts that uploaded to this collector, the most recently seen first, with their session
+ * counts.
+ */
+export function listHosts(journal: Journal): HostSummary[] {
+  const counts = new Map<string, number>();
+  for (const o of journal.sessionOrigins()) counts.set(`${o.key}:${o.hostId}`, o.sessions);
+  const hosts: HostSummary[] = [];
+  for (const [, value] of journal.syncStates(HOST_STATE_PREFIX)) {
+    const host = parseHost(value);
+    if (host === null) continue;
+    hosts.push({ ...host, sessions: counts.get(`${host.key_id}:${host.host_id}`) ?? 0 });
+  }
+  return hosts.sort((a, b) => b.last_seen.localeCompare(a.last_seen));
+}
+
+/**
+ * Session controls for the collector: it holds other hosts' sessions and cannot signal their
+ * processes or restore their files, so every control answers 409.
+ */
+export function remoteControls(): SessionControls {
+  const refuse = (session: SessionRecord): Promise<never> =>
+    Promise.reject(
+      new HttpError(
+        409,
+        `Cannot control session "${session.id}" on host "${session.host}": sessions on remote ` +
+          "hosts cannot be controlled from the collector; use sentry on that host",
+        { field: "id" },
+      ),
+    );
+  return { pause: refuse, resume: refuse, kill: refuse, rollback: refuse };
+}
+
+function methodNotAllowed(c: Context, allow: string): Response {
+  c.header("Allow", allow);
+  return c.json(
+    { error: `Method ${c.req.method} not allowed: use ${allow}`, field: "method" },
+    405,
+  );
+}
+
+/** An error of SQLite itself (busy, full disk), as opposed to a bug: worth a retry. */
+function isDatabaseError(error: unknown): boolean {
+  return error instanceof Error && (error as { code?: unknown }).code === "ERR_SQLITE_ERROR";
+}
