@@ -10,6 +10,7 @@ import { PortInUseError, startInstanceApi } from "../api/mod.ts";
 import type { SentryConfig } from "../config/mod.ts";
 import { createOutputs } from "../outputs/mod.ts";
 import { loadOrCreateToken } from "../platform/mod.ts";
+import { createUploader, loadOrCreateHostId, type SyncSettings } from "../sync/mod.ts";
 import { type Notice, type Service, type ServiceContext, SuperviseError } from "../session/mod.ts";
 
 /** What {@link sessionServices} starts. */
@@ -18,7 +19,14 @@ export interface SessionServicesOptions {
   apiPort: number | "auto" | null;
   killGraceMs: number;
   config: SentryConfig;
+  /** Sync's settings; the uploader runs when they hold a key and sync is enabled. */
+  sync: SyncSettings;
   onNotice: (notice: Notice) => void;
+}
+
+/** Whether these settings turn sync on: a key, and `sync.enabled` not false. */
+export function syncOn(sync: SyncSettings): boolean {
+  return sync.enabled && sync.credentials !== null;
 }
 
 /** Builds the `services` hook of `superviseRun` and `superviseAttach`. */
@@ -32,6 +40,8 @@ export function sessionServices(
       if (api !== null) services.push(api);
       const outputs = startOutputs(context, options);
       if (outputs !== null) services.push(outputs);
+      const uploader = startUploader(context, options);
+      if (uploader !== null) services.push(uploader);
     } catch (error) {
       for (const s of services.reverse()) await s.close();
       throw error;
@@ -119,6 +129,36 @@ function startOutputs(context: ServiceContext, options: SessionServicesOptions):
             `${lost} alert(s) could not be delivered to the configured outputs (see sentry report)`,
         });
       }
+    },
+  };
+}
+
+/**
+ * The uploader, draining the outbox to the collector in the background while the session runs
+ * (sharing the upload with other Sentry processes through the journal's lease). At the end it
+ * gets two seconds to send the session's last events when the collector was answering; what is
+ * left waits in the outbox for the next Sentry or `sentry sync now`.
+ */
+function startUploader(context: ServiceContext, options: SessionServicesOptions): Service | null {
+  const { sync } = options;
+  if (!syncOn(sync) || sync.credentials === null) return null;
+  const { journal, dataDir } = context;
+  const uploader = createUploader(journal, {
+    endpoint: sync.endpoint,
+    apiKey: sync.credentials.apiKey,
+    host: { id: loadOrCreateHostId(dataDir), name: Deno.hostname() },
+    batchEvents: sync.batchEvents,
+    outboxMaxEvents: sync.outboxMaxEvents,
+    onNotice: (n) => options.onNotice({ type: "warn", message: `sync: ${n.message}` }),
+  });
+  const running = uploader.start();
+  options.onNotice({ type: "info", message: `syncing events to ${sync.endpoint}` });
+  return {
+    async close() {
+      journal.flush();
+      if (uploader.status().lastError === null) await uploader.drainNow({ timeoutMs: 2000 });
+      await uploader.close();
+      await running;
     },
   };
 }

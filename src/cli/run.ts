@@ -2,7 +2,9 @@ import { type Command, Option } from "commander";
 import { DEFAULT_API_PORT } from "../api/mod.ts";
 import { loadConfig } from "../config/mod.ts";
 import { superviseAttach, SuperviseError, superviseRun } from "../session/mod.ts";
-import { sessionServices } from "./_session_services.ts";
+import { configDir } from "../platform/mod.ts";
+import { resolveSyncSettings } from "../sync/mod.ts";
+import { sessionServices, syncOn } from "./_session_services.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { printNotice } from "./notices.ts";
 import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
@@ -72,10 +74,13 @@ async function options(flags: WatchFlags) {
   const port = apiPort(flags.apiPort);
   const killGraceMs = positive("--kill-grace", flags.killGrace, 0);
   const onNotice = (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json });
+  const env = Deno.env.toObject();
+  const sync = resolveSyncSettings({ env, configDir: configDir(env), section: config.sync });
   const services = sessionServices({
     apiPort: flags.api ? port : null,
     killGraceMs,
     config,
+    sync,
     onNotice,
   });
   return {
@@ -86,8 +91,9 @@ async function options(flags: WatchFlags) {
     onExit: flags.onExit,
     rollback: flags.rollback !== false,
     onNotice,
-    env: Deno.env.toObject(),
+    env,
     services,
+    outbox: syncOn(sync),
   };
 }
 

@@ -33,6 +33,8 @@ export interface SuperviseOptions {
   journal?: Journal;
   /** Snapshot the protected trees at start so that rollback can restore them; default true. */
   rollback?: boolean;
+  /** Queue every journaled event in the sync outbox (sync is configured); default false. */
+  outbox?: boolean;
   /**
    * Starts what serves the session (the local API, alert outputs, the uploader) once it is
    * journaled and before its sensors and the agent start; the returned services are closed,
@@ -123,7 +125,8 @@ function openData(options: SuperviseOptions): Opened {
   if (options.journal !== undefined) {
     return { journal: options.journal, dataDir, ownJournal: false };
   }
-  return { journal: openJournal(join(dataDir, JOURNAL_FILE)), dataDir, ownJournal: true };
+  const journal = openJournal(join(dataDir, JOURNAL_FILE), { outbox: options.outbox === true });
+  return { journal, dataDir, ownJournal: true };
 }
 
 /** What differs between the sessions `run` and `attach` open. */
