@@ -91,4 +91,28 @@ export {
   setForegroundProcessGroup,
   type WaitResult,
 } from "./prctl_linux.ts";
+export {
+  describePtraceScope,
+  type DirectoryProbe,
+  errnoName,
+  type FanotifyProbe,
+  hidesOtherUsers,
+  type InotifyLimits,
+  type LandlockProbe,
+  parseProcMount,
+  parseStraceVersion,
+  parseSysctlInt,
+  probeDirectory,
+  probeFanotify,
+  probeInotify,
+  probeLandlock,
+  probeProc,
+  probeStrace,
+  type ProcAccess,
+  type ProcMount,
+  type ProcPathAccess,
+  readInotifyLimits,
+  readPtraceScope,
+  type StraceProbe,
+} from "./probes_linux.ts";
 export { loadOrCreateToken, TOKEN_FILE } from "./token.ts";
