@@ -5,12 +5,17 @@
  * short versions (about 2 minutes). Each file also runs alone: `deno run -A bench/<name>.ts`.
  * @module
  */
+import { runApiLoadBench } from "./api_load_bench.ts";
+import { runApiQueryBench } from "./api_query_bench.ts";
+import { runApiStreamBench } from "./api_stream_bench.ts";
+import { runCollectorBench } from "./collector_bench.ts";
 import { runEvaluateBench } from "./evaluate_bench.ts";
 import { runJournalBench } from "./journal_bench.ts";
 import { runLatencyBench } from "./latency_bench.ts";
 import { runOverheadBench } from "./overhead_bench.ts";
 import { runRecallBench } from "./recall_bench.ts";
 import { runRollbackBench } from "./rollback_bench.ts";
+import { runSyncBench } from "./sync_bench.ts";
 
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
@@ -27,4 +32,14 @@ if (import.meta.main) {
   await runOverheadBench({ quick });
   section("rollback: snapshot and restore against cp -a");
   await runRollbackBench({ quick });
+  section("sync: outbox to collector throughput, and lag at 1,000 events/s");
+  await runSyncBench({ quick });
+  section("collector: ingest rate with 10 concurrent hosts");
+  await runCollectorBench({ quick });
+  section("local API: event queries at 1,000,000 events (200,000 with --quick)");
+  await runApiQueryBench({ quick });
+  section("local API: SSE fan-out to 50 clients at 2,000 events/s");
+  await runApiStreamBench({ quick });
+  section("local API: load with autocannon");
+  await runApiLoadBench({ quick });
 }

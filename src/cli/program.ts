@@ -1,16 +1,23 @@
 import { Command, CommanderError } from "commander";
+import { ConfigError } from "../config/mod.ts";
 import { PolicyError } from "../policy/mod.ts";
 import { VERSION } from "../version.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { eprint, eprintln, paint, print } from "./output.ts";
+import { registerAccountCommands } from "./account.ts";
+import { registerBundleCommands } from "./bundle.ts";
+import { registerConfigCommands } from "./config.ts";
 import { registerControlCommands } from "./control.ts";
+import { registerDoctorCommand } from "./doctor.ts";
 import { registerEventsCommand } from "./events.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerRollbackCommands } from "./rollback.ts";
 import { registerRunCommands } from "./run.ts";
 import { registerServeCommands } from "./serve.ts";
+import { registerServerCommands } from "./server.ts";
 import { registerSessionsCommand } from "./sessions.ts";
+import { registerSyncCommands } from "./sync.ts";
 
 /**
  * Builds the `sentry` command tree. Commander never exits the process or prints errors itself:
@@ -38,7 +45,13 @@ export function buildProgram(): Command {
   registerControlCommands(program);
   registerRollbackCommands(program);
   registerServeCommands(program);
+  registerServerCommands(program);
+  registerBundleCommands(program);
   registerPolicyCommands(program);
+  registerConfigCommands(program);
+  registerAccountCommands(program);
+  registerDoctorCommand(program);
+  registerSyncCommands(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;
 }
@@ -91,7 +104,7 @@ export function reportError(error: unknown): number {
     eprintln(`hint: run "sentry --help" for usage`);
     return 2;
   }
-  if (error instanceof PolicyError) {
+  if (error instanceof PolicyError || error instanceof ConfigError) {
     eprintln(`${paint("sentry:", "red")} ${error.message}`);
     return 2;
   }
