@@ -43,6 +43,24 @@ export const INSERT_EVENT = `INSERT OR IGNORE INTO events
   (id, session, ts, kind, pid, target, verdict, risk, rule, response, sensor, event)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
+/** The parameters of {@link INSERT_EVENT} for an event, in order. */
+export function eventRow(e: AgentEvent): SQLInputValue[] {
+  return [
+    e.id,
+    e.session,
+    e.ts,
+    e.kind,
+    e.pid,
+    e.target,
+    e.verdict,
+    e.risk,
+    e.rule,
+    e.response,
+    e.sensor,
+    JSON.stringify(e),
+  ];
+}
+
 /** Queues an event for upload, in the transaction that writes it. */
 export const INSERT_OUTBOX = "INSERT INTO outbox (event_id) VALUES (?)";
 

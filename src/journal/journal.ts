@@ -23,6 +23,7 @@ import {
   countUpToCap,
   DRIVER_CAP,
   type EventConditions,
+  eventRow,
   eventWhere,
   type IdBound,
   INSERT_EVENT,
@@ -830,20 +831,7 @@ export class Journal {
           known.add(e.session);
         }
         const changes = Number(
-          insert.run(
-            e.id,
-            e.session,
-            e.ts,
-            e.kind,
-            e.pid,
-            e.target,
-            e.verdict,
-            e.risk,
-            e.rule,
-            e.response,
-            e.sensor,
-            JSON.stringify(e),
-          ).changes,
+          insert.run(...eventRow(e)).changes,
         );
         if (changes > 0) result.accepted++;
         else result.duplicates++;
@@ -969,20 +957,7 @@ export class Journal {
         const insertOutbox = this.#outbox ? this.#stmt(INSERT_OUTBOX) : undefined;
         for (const e of events) {
           try {
-            const result = insertEvent.run(
-              e.id,
-              e.session,
-              e.ts,
-              e.kind,
-              e.pid,
-              e.target,
-              e.verdict,
-              e.risk,
-              e.rule,
-              e.response,
-              e.sensor,
-              JSON.stringify(e),
-            );
+            const result = insertEvent.run(...eventRow(e));
             const written = Number(result.changes);
             // Same transaction as the event: an event is journaled and queued, or neither.
             if (written > 0) insertOutbox?.run(e.id);
