@@ -2,7 +2,7 @@ import { join } from "node:path";
 import YAML, { LineCounter } from "yaml";
 import type { z } from "zod";
 import { configDir, type Env } from "../platform/mod.ts";
-import { formatFieldPath, offsetOf, valueAt } from "../policy/mod.ts";
+import { formatFieldPath, offsetOf, readFailure, valueAt } from "../policy/mod.ts";
 import { ConfigError } from "./errors.ts";
 import { SentryConfig } from "./schema.ts";
 
@@ -67,16 +67,10 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Loade
     if (error instanceof Deno.errors.NotFound && !explicit) {
       return { path, exists: false, config: parseConfig("", { file: path, env }) };
     }
-    const reason = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : error instanceof Deno.errors.IsADirectory
-      ? "it is a directory"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new ConfigError(`Cannot read config "${path}": ${reason}`, { file: path, cause: error });
+    throw new ConfigError(`Cannot read config "${path}": ${readFailure(error)}`, {
+      file: path,
+      cause: error,
+    });
   }
   const parseOptions: ParseConfigOptions = { file: path, env };
   if (options.expandEnv !== undefined) parseOptions.expandEnv = options.expandEnv;

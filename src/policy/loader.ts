@@ -92,16 +92,10 @@ async function readPolicyText(
     const text = await read(path);
     return { source: ref, key: path, text, dir: path.slice(0, path.lastIndexOf("/")) || "/" };
   } catch (error) {
-    const reason = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : error instanceof Deno.errors.IsADirectory
-      ? "it is a directory"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new PolicyError(`Cannot read policy "${ref}": ${reason}`, { file: ref, cause: error });
+    throw new PolicyError(`Cannot read policy "${ref}": ${readFailure(error)}`, {
+      file: ref,
+      cause: error,
+    });
   }
 }
 
@@ -293,4 +287,17 @@ export function offsetOf(
     }
   }
   return best;
+}
+
+/** Why a file could not be read, in a few words: "no such file", "permission denied"... */
+export function readFailure(error: unknown): string {
+  return error instanceof Deno.errors.NotFound
+    ? "no such file"
+    : error instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : error instanceof Deno.errors.IsADirectory
+    ? "it is a directory"
+    : error instanceof Error
+    ? error.message
+    : String(error);
 }

@@ -12,6 +12,7 @@ export {
   loadPolicy,
   offsetOf,
   parsePolicy,
+  readFailure,
   readTemplate,
   TEMPLATES,
   valueAt,
