@@ -9,12 +9,15 @@
 
 import { openStream } from "./sse.js";
 import {
+  ago,
   clock,
+  collectorHosts,
   count,
   dateTime,
   duration,
   fill,
   h,
+  hostsFromSessions,
   KIND_GROUPS,
   KINDS,
   matchesSearch,
@@ -30,6 +33,10 @@ const MAX_EVENTS = 2000;
 const MAX_ROWS = 300;
 /** How often the session list (states, counts) is refreshed. */
 const POLL_MS = 2000;
+/** How often the host list is refreshed (and also whenever a session appears). */
+const HOSTS_MS = 10_000;
+/** Sessions read to find the hosts when the server has no `/v1/hosts` (the API's maximum). */
+const HOST_SCAN = 1000;
 /** Bars of the timeline strip. */
 const BINS = 60;
 /** Timeline items shown at most (the newest). */
@@ -40,8 +47,22 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const state = {
   token: "",
-  /** @type {any[]} the sessions, newest first */
+  /** @type {any[]} the sessions (of the selected host), newest first */
   sessions: [],
+  /** The host filter: "" for every host, else what `/v1/sessions?host=` gets. */
+  host: "",
+  /** @type {import("./view.js").HostEntry[]} */
+  hosts: [],
+  /** @type {boolean | null} whether the server is a collector (has `/v1/hosts`); null until known */
+  collector: null,
+  /** Sessions the stream named that the list lacks: another host's, or older than the list. */
+  elsewhere: new Set(),
+  /** Sessions the stream named that the list lacks, not looked up yet. */
+  unknown: new Set(),
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  hostsPoll: undefined,
+  /** Scroll the chosen host into view at the next render (the list scrolls sideways on phones). */
+  revealHost: false,
   selected: "",
   /** @type {any | null} the selected session's detail: session, responses, sensors */
   detail: null,
@@ -114,6 +135,10 @@ function boot() {
   $("btn-resume").addEventListener("click", () => control("resume"));
   $("btn-kill").addEventListener("click", () => control("kill"));
   $("btn-rollback").addEventListener("click", rollback);
+  // A hash edited by hand (or a bookmark opened in this tab) may name another host.
+  addEventListener("hashchange", () => {
+    if (state.token) selectHost(hashParams().get("host") ?? "");
+  });
   fetch("/health", { cache: "no-store" }).then((r) => r.json()).then((health) => {
     $("version").textContent = `v${health.version}`;
   }).catch(() => {});
@@ -158,6 +183,8 @@ function start(token) {
   $("dash").hidden = false;
   $("logout").hidden = false;
   state.streamOpened = false;
+  state.host = hashParams().get("host") ?? "";
+  state.revealHost = state.host !== "";
   state.stream = openStream({
     url: "/v1/events/stream",
     token,
@@ -166,6 +193,8 @@ function start(token) {
   });
   refreshSessions();
   state.poll = setInterval(refreshSessions, POLL_MS);
+  refreshHosts();
+  state.hostsPoll = setInterval(refreshHosts, HOSTS_MS);
 }
 
 /** @param {string} message */
@@ -173,10 +202,15 @@ function logout(message) {
   state.stream?.close();
   state.stream = null;
   clearInterval(state.poll);
+  clearInterval(state.hostsPoll);
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = "";
   state.selected = "";
   state.sessions = [];
+  state.hosts = [];
+  state.collector = null;
+  state.elsewhere = new Set();
+  state.unknown = new Set();
   state.generation++;
   setConn("closed", "offline");
   showLogin(message);
@@ -210,23 +244,38 @@ function onStreamState(streamState, detail) {
 // Sessions and agents
 
 async function refreshSessions() {
+  const host = state.host;
+  // The sessions the stream named since the last look: either they are in this list, or they
+  // are another host's (or too old for the list), and their events stop asking for a refresh.
+  const asked = [...state.unknown];
+  state.unknown.clear();
+  const query = new URLSearchParams({ limit: "100" });
+  if (host !== "") query.set("host", host);
   /** @type {any[]} */
   let sessions;
   try {
-    sessions = (await api("/v1/sessions?limit=100")).sessions;
+    sessions = (await api(`/v1/sessions?${query}`)).sessions;
   } catch (error) {
+    for (const id of asked) state.unknown.add(id);
     if (!(error instanceof ApiError && error.status === 401)) {
       setConn("retrying", "API unreachable");
     }
     return;
   }
-  if (!state.token) return;
+  // Logged out, or another host was chosen while this answer was on its way.
+  if (!state.token || host !== state.host) return;
+  const listed = new Set(sessions.map((s) => s.id));
+  for (const id of listed) state.elsewhere.delete(id);
+  for (const id of asked) if (!listed.has(id)) state.elsewhere.add(id);
+  const known = new Set(state.sessions.map((s) => s.id));
+  // A new session anywhere may be a new host's, and changes the hosts' counts.
+  if (asked.length > 0 || sessions.some((s) => !known.has(s.id))) refreshHosts();
   const before = state.sessions.find((s) => s.id === state.selected);
   state.sessions = sessions;
   renderSessions();
   renderAgents();
-  if (!state.selected || !sessions.some((s) => s.id === state.selected)) {
-    const wanted = new URLSearchParams(location.hash.slice(1)).get("session");
+  if (!state.selected || !listed.has(state.selected)) {
+    const wanted = hashParams().get("session");
     const pick = sessions.find((s) => s.id === wanted) ??
       sessions.find((s) => s.state === "running" || s.state === "paused") ?? sessions[0];
     if (pick) select(pick.id);
@@ -244,8 +293,201 @@ async function refreshSessions() {
 }
 
 function renderEmpty() {
+  if (state.selected !== "") {
+    state.selected = "";
+    state.generation++;
+    closeDetail();
+    writeHash();
+  }
+  fill(
+    $("no-session"),
+    state.host === ""
+      ? ["No session yet. Start one with ", h("code", {}, "sentry run"), "."]
+      : `No session of host ${hostLabel(state.host)} yet.`,
+  );
   $("no-session").hidden = false;
   $("session-body").hidden = true;
+}
+
+/** The hash's parameters: `host` (the host filter) and `session` (the selected session). */
+function hashParams() {
+  return new URLSearchParams(location.hash.slice(1));
+}
+
+/** Puts the host filter and the selected session in the hash, so that a reload keeps them. */
+function writeHash() {
+  const params = new URLSearchParams();
+  if (state.host !== "") params.set("host", state.host);
+  if (state.selected !== "") params.set("session", state.selected);
+  const text = params.toString();
+  history.replaceState(
+    null,
+    "",
+    text === "" ? `${location.pathname}${location.search}` : `#${text}`,
+  );
+}
+
+// ------------------------------------------------------------------------------------------
+// Hosts
+
+let hostsLoading = false;
+
+/**
+ * Reloads the hosts: a collector's `/v1/hosts`, or, where there is none (`sentry run`, `serve`:
+ * 404), the hosts named by the newest sessions.
+ */
+async function refreshHosts() {
+  if (hostsLoading || !state.token) return;
+  hostsLoading = true;
+  try {
+    /** @type {import("./view.js").HostEntry[] | null} */
+    let hosts = null;
+    if (state.collector !== false) {
+      try {
+        hosts = collectorHosts((await api("/v1/hosts")).hosts);
+        state.collector = true;
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 404)) throw error;
+        state.collector = false;
+      }
+    }
+    if (hosts === null) {
+      hosts = hostsFromSessions((await api(`/v1/sessions?limit=${HOST_SCAN}`)).sessions);
+    }
+    if (!state.token) return;
+    state.hosts = hosts;
+    renderHosts();
+    const selected = state.sessions.find((s) => s.id === state.selected);
+    if (selected) renderHead(selected);
+  } catch {
+    // The sessions' poll reports an unreachable API; the next round tries again.
+  } finally {
+    hostsLoading = false;
+  }
+}
+
+/** The name shown for a host filter's value. */
+function hostLabel(/** @type {string} */ value) {
+  return state.hosts.find((x) => x.value === value)?.label ?? value;
+}
+
+/**
+ * The host filter: every host, then each host with its sessions and, on a collector, when it was
+ * last seen, its key and the events its outbox dropped (a blind spot, shown as a warning). It is
+ * hidden while there is one host and no filter.
+ */
+function renderHosts() {
+  const hosts = state.hosts;
+  const box = $("hosts-box");
+  box.hidden = hosts.length <= 1 && state.host === "";
+  if (box.hidden) return;
+  const now = Date.now();
+  const total = hosts.reduce((n, x) => n + x.sessions, 0);
+  const dropped = hosts.reduce((n, x) => n + (x.dropped ?? 0), 0);
+  const droppers = hosts.filter((x) => (x.dropped ?? 0) > 0).length;
+  /** @type {import("./view.js").HostEntry[]} */
+  const shown = [...hosts];
+  // A filter on a host that is not listed (gone, or typed in the URL) stays visible, to clear it.
+  if (state.host !== "" && !hosts.some((x) => x.value === state.host)) {
+    shown.push({
+      value: state.host,
+      name: state.host,
+      label: state.host,
+      sessions: state.sessions.length,
+      lastSeen: null,
+      dropped: null,
+      keys: [],
+    });
+  }
+  $("host-count").textContent = `(${hosts.length})`;
+  fill(
+    $("hosts"),
+    hostButton({
+      value: "",
+      title: "All hosts",
+      count: `${count(total)} session${total === 1 ? "" : "s"}`,
+      lines: [],
+      warning: dropped > 0
+        ? `⚠ ${count(dropped)} events dropped on ${droppers} host${droppers === 1 ? "" : "s"}`
+        : "",
+    }),
+    shown.map((x) =>
+      hostButton({
+        value: x.value,
+        title: x.label,
+        count: `${count(x.sessions)} session${x.sessions === 1 ? "" : "s"}`,
+        lines: [
+          x.lastSeen === null ? "" : `seen ${ago(x.lastSeen, now)}`,
+          x.keys.length === 0 ? "" : `key ${x.keys.join(", ")}`,
+        ].filter((t) => t !== ""),
+        lastSeen: x.lastSeen,
+        warning: (x.dropped ?? 0) > 0 ? `⚠ ${count(x.dropped ?? 0)} events dropped` : "",
+      })
+    ),
+  );
+  if (state.revealHost) {
+    state.revealHost = false;
+    $("hosts").querySelector(".host.selected")?.scrollIntoView({
+      block: "nearest",
+      inline: "nearest",
+    });
+  }
+}
+
+/**
+ * One button of the host filter.
+ * @param {{ value: string, title: string, count: string, lines: string[], warning: string,
+ *   lastSeen?: string | null }} o
+ */
+function hostButton(o) {
+  const on = o.value === state.host;
+  return h(
+    "li",
+    {},
+    h(
+      "button",
+      {
+        type: "button",
+        class: `host${on ? " selected" : ""}${o.warning ? " dropping" : ""}`,
+        "data-host": o.value,
+        "aria-current": on ? "true" : null,
+        title: o.lastSeen ? `Last batch: ${dateTime(o.lastSeen)}` : null,
+        onclick: () => selectHost(o.value),
+      },
+      h(
+        "span",
+        { class: "host-top" },
+        h("b", {}, o.title),
+        h("span", { class: "small muted" }, o.count),
+      ),
+      o.lines.length > 0 && h("span", { class: "small muted host-meta" }, o.lines.join(" · ")),
+      o.warning && h(
+        "span",
+        {
+          class: "small warn",
+          title:
+            "Events the host's outbox dropped at its cap: the collector never received them. " +
+            "Raise sync.outbox_max_events on that host, or check why it cannot upload.",
+        },
+        o.warning,
+      ),
+    ),
+  );
+}
+
+/** Shows one host's sessions (or every host's, for ""), and keeps the choice in the hash. */
+function selectHost(/** @type {string} */ value) {
+  if (value === state.host) return;
+  state.host = value;
+  state.elsewhere = new Set();
+  state.unknown = new Set();
+  // The list is another host's until the new one arrives.
+  state.sessions = [];
+  writeHash();
+  renderHosts();
+  fill($("sessions"), h("li", { class: "empty" }, "Loading…"));
+  fill($("agents"));
+  refreshSessions();
 }
 
 function renderSessions() {
@@ -329,7 +571,7 @@ function select(id) {
     state.marks = new Map();
     state.detail = null;
     closeDetail();
-    history.replaceState(null, "", `#session=${encodeURIComponent(id)}`);
+    writeHash();
   }
   for (const el of document.querySelectorAll("#sessions .sess")) {
     const on = /** @type {HTMLElement} */ (el).dataset.session === id;
@@ -375,10 +617,17 @@ function renderHead(s) {
     counter("responses", count(s.responses)),
   );
   const live = s.state === "running" || s.state === "paused";
-  /** @type {HTMLButtonElement} */ ($("btn-pause")).disabled = state.busy || s.state !== "running";
-  /** @type {HTMLButtonElement} */ ($("btn-resume")).disabled = state.busy || s.state !== "paused";
-  /** @type {HTMLButtonElement} */ ($("btn-kill")).disabled = state.busy || !live;
-  /** @type {HTMLButtonElement} */ ($("btn-rollback")).disabled = state.busy;
+  // A collector holds other hosts' sessions: it cannot signal their processes (its API says 409).
+  const off = state.busy || state.collector === true;
+  /** @type {HTMLButtonElement} */ ($("btn-pause")).disabled = off || s.state !== "running";
+  /** @type {HTMLButtonElement} */ ($("btn-resume")).disabled = off || s.state !== "paused";
+  /** @type {HTMLButtonElement} */ ($("btn-kill")).disabled = off || !live;
+  /** @type {HTMLButtonElement} */ ($("btn-rollback")).disabled = off;
+  const controls = /** @type {HTMLElement} */ ($("btn-pause").parentElement);
+  if (state.collector === true) {
+    controls.title =
+      `This collector cannot control sessions of other hosts: run sentry on ${s.host}`;
+  } else controls.removeAttribute("title");
 }
 
 /** @param {string} label @param {any} value @param {string} [cls] */
@@ -588,7 +837,11 @@ function onMessage(/** @type {{ event: string, data: string }} */ message) {
   }
   const summary = state.sessions.find((s) => s.id === e.session);
   if (!summary) {
-    scheduleSessionsRefresh();
+    // A new session, or one of another host (or older than the list): look it up once.
+    if (!state.elsewhere.has(e.session)) {
+      state.unknown.add(e.session);
+      scheduleSessionsRefresh();
+    }
   } else {
     summary.events++;
     if (e.verdict === "deny") summary.denied++;

@@ -159,3 +159,105 @@ export function matchesSearch(event, query) {
   ].join("\n").toLowerCase();
   return words.every((w) => text.includes(w));
 }
+
+/**
+ * One entry of the dashboard's host filter.
+ * @typedef {object} HostEntry
+ * @property {string} value What `GET /v1/sessions?host=` gets: the host id on a collector, else
+ *   the host name.
+ * @property {string} name The host's name.
+ * @property {string} label The name, with the end of the host id when two hosts share the name.
+ * @property {number} sessions
+ * @property {string | null} lastSeen When the collector last received a batch from it (ISO).
+ * @property {number | null} dropped Events its outbox dropped at its cap, as it last reported:
+ *   events the collector never saw.
+ * @property {string[]} keys The names of the upload keys it used.
+ */
+
+/**
+ * The hosts of a collector's `GET /v1/hosts`, the most recently seen first. The collector lists a
+ * host once per upload key, so a host that rotated its key is merged here into one entry: its
+ * sessions add up, and its dropped count is the highest reported (the outbox's total, whatever
+ * the key).
+ * @param {{ host_id: string, name: string, key_name: string, last_seen: string,
+ *   sessions: number, dropped: number }[]} records
+ * @returns {HostEntry[]}
+ */
+export function collectorHosts(records) {
+  /** @type {Map<string, HostEntry>} */
+  const byId = new Map();
+  for (const r of records) {
+    const known = byId.get(r.host_id);
+    if (known === undefined) {
+      byId.set(r.host_id, {
+        value: r.host_id,
+        name: r.name,
+        label: r.name,
+        sessions: r.sessions,
+        lastSeen: r.last_seen,
+        dropped: r.dropped,
+        keys: [r.key_name],
+      });
+      continue;
+    }
+    known.sessions += r.sessions;
+    known.dropped = Math.max(known.dropped ?? 0, r.dropped);
+    if (known.lastSeen === null || r.last_seen > known.lastSeen) {
+      known.lastSeen = r.last_seen;
+      known.name = r.name;
+    }
+    if (!known.keys.includes(r.key_name)) known.keys.push(r.key_name);
+  }
+  const hosts = [...byId.values()].sort((a, b) =>
+    (b.lastSeen ?? "").localeCompare(a.lastSeen ?? "")
+  );
+  return labelled(hosts);
+}
+
+/**
+ * The hosts named by sessions (`sentry run` or `serve`, which have no `/v1/hosts`), the host
+ * with the most sessions first.
+ * @param {{ host: string }[]} sessions
+ * @returns {HostEntry[]}
+ */
+export function hostsFromSessions(sessions) {
+  /** @type {Map<string, number>} */
+  const counts = new Map();
+  for (const s of sessions) counts.set(s.host, (counts.get(s.host) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map((
+    [name, sessions],
+  ) => ({ value: name, name, label: name, sessions, lastSeen: null, dropped: null, keys: [] }));
+}
+
+/**
+ * Gives hosts that share a name a label with the end of their id (the random part of the ULID).
+ * @param {HostEntry[]} hosts
+ */
+function labelled(hosts) {
+  /** @type {Map<string, number>} */
+  const names = new Map();
+  for (const x of hosts) names.set(x.name, (names.get(x.name) ?? 0) + 1);
+  for (const x of hosts) {
+    x.label = (names.get(x.name) ?? 0) > 1 ? `${x.name} (…${x.value.slice(-6)})` : x.name;
+  }
+  return hosts;
+}
+
+/**
+ * How long ago a time was, coarsely: `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
+ * A time ahead of `now` (clocks disagree) is `just now`.
+ * @param {string} iso
+ * @param {number} now ms since the epoch
+ */
+export function ago(iso, now) {
+  const ms = now - Date.parse(iso);
+  if (Number.isNaN(ms)) return iso;
+  const s = Math.floor(ms / 1000);
+  if (s < 10) return "just now";
+  if (s < 60) return `${s} s ago`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const hours = Math.floor(m / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return `${Math.floor(hours / 24)} d ago`;
+}
