@@ -337,7 +337,7 @@ export async function runApiQueryBench(
     ]);
     console.log(table(sessionRows));
     console.log(
-      "(the counts are kept by triggers since migration 3; before, every summary counted)",
+      "(the counts are kept in session_counts by the writers; before, every summary counted)",
     );
 
     // Over a real socket.

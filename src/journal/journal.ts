@@ -19,7 +19,10 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlit
 import type { AgentEvent, Kind } from "../events/mod.ts";
 import type { SensorStats } from "../sensors/mod.ts";
 import { JournalVersionError, migrate, type Migration } from "./migrations.ts";
+import { CountBatch } from "./_counts.ts";
 import {
+  COUNT_EVENTS_AFTER,
+  COUNTS_STATE,
   countUpToCap,
   DRIVER_CAP,
   type EventConditions,
@@ -34,6 +37,7 @@ import {
   MARK_CRASHED,
   maxBound,
   minBound,
+  MOVE_COUNTS_MARK,
   pragmas,
   SCAN_INDEX,
   SELECT_LIVE,
@@ -49,6 +53,7 @@ import {
   toSensorStats,
   toSession,
   toSummary,
+  UPSERT_COUNTS,
   UPSERT_SENSOR_STATS,
 } from "./_sql.ts";
 import {
@@ -194,6 +199,11 @@ export class Journal {
   readonly #hostname: string;
   readonly #pid: number;
   readonly #outbox: boolean;
+  /**
+   * Whether this code keeps `session_counts` (schema 4 on); false only for a journal held at
+   * an older schema by `migrations`, whose triggers (3) count or which has no counts (1, 2).
+   */
+  readonly #counting: boolean;
   #events: AgentEvent[] = [];
   #responses: NewResponse[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -243,6 +253,9 @@ export class Journal {
       throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
     }
     this.#db = db;
+    this.#counting = db.prepare(
+      "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'session_counts_mark'",
+    ).get() !== undefined;
   }
 
   /** Whether {@link close} has been called. */
@@ -415,6 +428,7 @@ export class Journal {
   /** The most recently started sessions first, with their counts. */
   listSessions(options: ListSessionsOptions = {}): SessionSummary[] {
     this.#assertOpen();
+    this.#catchUpCounts();
     const limit = checkCount("limit", options.limit ?? 50, 0);
     if (options.host !== undefined) {
       return this.#stmt(
@@ -432,6 +446,7 @@ export class Journal {
    */
   getSession(ref: string): SessionSummary {
     this.#assertOpen();
+    this.#catchUpCounts();
     if (ref === "last") {
       const row = this.#stmt(`${SELECT_SUMMARY} ${SESSION_ORDER} LIMIT 1`).get();
       if (row === undefined) {
@@ -513,11 +528,12 @@ export class Journal {
   }
 
   /**
-   * A session's smallest and largest skew between `ts` time and id time, in ms, as the
-   * triggers of migration 3 keep them; undefined when unknown (no events, or one that is not
-   * canonical).
+   * A session's smallest and largest skew between `ts` time and id time, in ms, as
+   * `session_counts` keeps them; undefined when unknown (no events, one that is not canonical,
+   * or events not yet counted).
    */
   #skew(session: string): { min: number; max: number } | undefined {
+    if (!this.#catchUpCounts()) return undefined;
     const row = this.#stmt(SELECT_SKEW).get(session);
     const min = row?.["min_skew"];
     const max = row?.["max_skew"];
@@ -783,6 +799,8 @@ export class Journal {
     this.#assertOpen();
     const result = { accepted: 0, duplicates: 0, sessions: 0 };
     this.#transaction(() => {
+      const moveMark = this.#counting && this.#countUncounted();
+      const counts = new CountBatch();
       const upsert = this.#stmt(UPSERT_INGESTED_SESSION);
       const origin = this.#stmt(SELECT_SESSION_ORIGIN);
       for (const [i, s] of batch.sessions.entries()) {
@@ -833,9 +851,14 @@ export class Journal {
         const changes = Number(
           insert.run(...eventRow(e)).changes,
         );
-        if (changes > 0) result.accepted++;
-        else result.duplicates++;
+        if (changes > 0) {
+          result.accepted++;
+          counts.add(e);
+        } else {
+          result.duplicates++;
+        }
       }
+      if (this.#counting) this.#saveCounts(counts, moveMark);
     });
     return result;
   }
@@ -909,6 +932,48 @@ export class Journal {
     }
   }
 
+  /**
+   * Counts, inside a write transaction, the events past the mark of `session_counts`: rows a
+   * writer that does not count inserted (a Sentry from before migration 4 still running on
+   * this journal). Returns whether the mark must move.
+   */
+  #countUncounted(): boolean {
+    const state = this.#stmt(COUNTS_STATE).get();
+    const top = Number(state?.["top"] ?? 0);
+    const mark = Number(state?.["mark"] ?? 0);
+    if (top > mark) this.#stmt(COUNT_EVENTS_AFTER).run(mark);
+    // Below the mark only after a delete of the newest events: nothing to count.
+    return top !== mark;
+  }
+
+  /** Writes a batch's counts, one upsert per session, and moves the mark past its events. */
+  #saveCounts(counts: CountBatch, moveMark: boolean): void {
+    const upsert = this.#stmt(UPSERT_COUNTS);
+    const rows = counts.rows();
+    for (const row of rows) upsert.run(...row);
+    if (rows.length > 0 || moveMark) this.#stmt(MOVE_COUNTS_MARK).run();
+  }
+
+  /**
+   * Before a read of counts: counts the events a writer left uncounted, which only happens
+   * while a Sentry from before migration 4 writes to this journal. Returns whether the counts
+   * are complete; when the catch-up fails (the lock stays busy) they stay behind until the
+   * next write, and a time filter does without its id range.
+   */
+  #catchUpCounts(): boolean {
+    if (!this.#counting) return true;
+    const state = this.#stmt(COUNTS_STATE).get();
+    if (Number(state?.["top"] ?? 0) <= Number(state?.["mark"] ?? 0)) return true;
+    try {
+      this.#transaction(() => {
+        if (this.#countUncounted()) this.#stmt(MOVE_COUNTS_MARK).run();
+      });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   #afterPush(): void {
     if (this.#pending() >= this.#batchMax && !this.#failing) {
       this.#write(false);
@@ -953,19 +1018,27 @@ export class Journal {
     };
     try {
       this.#transaction(() => {
+        // Counted here, in the events' transaction: one upsert per session, not per event.
+        const counting = this.#counting && events.length > 0;
+        const moveMark = counting && this.#countUncounted();
+        const counts = new CountBatch();
         const insertEvent = this.#stmt(INSERT_EVENT);
         const insertOutbox = this.#outbox ? this.#stmt(INSERT_OUTBOX) : undefined;
         for (const e of events) {
           try {
             const result = insertEvent.run(...eventRow(e));
-            const written = Number(result.changes);
-            // Same transaction as the event: an event is journaled and queued, or neither.
-            if (written > 0) insertOutbox?.run(e.id);
-            eventsWritten += written;
+            // Same transaction as the event: an event is journaled, queued and counted, or
+            // none of these. An ignored duplicate changes nothing.
+            if (Number(result.changes) > 0) {
+              counts.add(e);
+              eventsWritten++;
+              insertOutbox?.run(e.id);
+            }
           } catch (error) {
             reject(error);
           }
         }
+        if (counting) this.#saveCounts(counts, moveMark);
         const insertResponse = this.#stmt(INSERT_RESPONSE);
         for (const r of responses) {
           try {

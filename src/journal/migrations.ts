@@ -49,6 +49,21 @@ const COUNT_NEW =
             denied = denied + excluded.denied, max_risk = max(max_risk, excluded.max_risk),
             min_skew = min(min_skew, excluded.min_skew), max_skew = max(max_skew, excluded.max_skew)`;
 
+/**
+ * A `SELECT` of `session_counts` rows (session, events, denied, max_risk, min_skew, max_skew)
+ * for the events `where` selects, by session; a session's skews are NULL when one of its events'
+ * skew is NULL, as the trigger of migration 3 leaves them. Part of migration 4, which
+ * recounts every journal with it, and used by the journal to count events that a writer left
+ * uncounted: once migration 4 ships, never change it.
+ */
+export function countEventsSql(where: string): string {
+  return `SELECT session, count(*), sum(verdict = 'deny'), max(risk),
+      CASE WHEN count(skew) = count(*) THEN min(skew) END,
+      CASE WHEN count(skew) = count(*) THEN max(skew) END
+    FROM (SELECT session, verdict, risk, ${skewSql("")} AS skew FROM events WHERE ${where})
+    GROUP BY session`;
+}
+
 /** Every migration, in order. The last one's version is the schema this code reads and writes. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -185,6 +200,32 @@ export const MIGRATIONS: readonly Migration[] = [
           WHERE session = OLD.session;
         ${COUNT_NEW};
       END;
+    `,
+  },
+  {
+    version: 4,
+    name: "session counts added up by the writers, one upsert per session and batch",
+    sql: `
+      -- The insert trigger counted each event in its own statement (and made every insert keep a
+      -- statement journal): batched writes fell from about 77,000 to 45,000 events/s. The
+      -- journal now adds up a batch's inserted events per session and upserts each session's
+      -- counts once, in the batch's transaction. The delete and update triggers stay: they
+      -- never fire on an insert, and keep the counts right if events are ever changed.
+      DROP TRIGGER events_count_insert;
+
+      -- The largest events rowid whose event session_counts includes. A writer counts its own
+      -- events and moves the mark past them in the same transaction; rows beyond the mark were
+      -- inserted by a writer that does not count (a Sentry from before this migration that is
+      -- still running, a hand-written INSERT), and the next writer or reader counts them.
+      CREATE TABLE session_counts_mark (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        through  INTEGER NOT NULL
+      );
+
+      -- The counts are exact here: migration 3 computed them and its triggers kept them. No
+      -- recount, so the upgrade holds the write lock for milliseconds, not seconds at 1M events.
+      INSERT INTO session_counts_mark (id, through)
+        SELECT 1, coalesce(max(rowid), 0) FROM events;
     `,
   },
 ];
