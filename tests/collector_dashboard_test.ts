@@ -11,28 +11,18 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { createUlid } from "../src/events/mod.ts";
 import { ago, collectorHosts, hostsFromSessions } from "../src/api/assets/view.js";
-import { type Sandbox, waitFor, withSandbox } from "./_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const ARTIFACTS = fileURLToPath(new URL("./artifacts/", import.meta.url));
-/** The whole test, browser and processes included, fails after this long. */
-const DEADLINE_MS = 120_000;
-/** Each browser action or wait. */
-const STEP_MS = 15_000;
-
-if (!HAVE_CHROMIUM) {
-  Deno.stderr.writeSync(
-    new TextEncoder().encode(
-      `collector_dashboard_test: skipped: ${CHROMIUM} is missing (apt-get install chromium)\n`,
-    ),
-  );
-}
+import {
+  ARTIFACTS,
+  browserTest,
+  type Held,
+  launchChromium,
+  openDashboard,
+  STEP_MS,
+} from "./_browser.ts";
+import { type Sandbox, waitFor } from "./_helpers.ts";
 
 const ulid = createUlid();
 
@@ -128,39 +118,6 @@ async function upload(base: string, host: Host, body: string): Promise<void> {
   assert.equal(answer.duplicates, 0);
 }
 
-/** Opens the dashboard in a new context and connects with the token. */
-async function openDashboard(
-  browser: Browser,
-  options: { base: string; token: string; viewport: { width: number; height: number } },
-  problems: string[],
-): Promise<Page> {
-  const context = await browser.newContext({
-    viewport: options.viewport,
-    ...(options.viewport.width < 600 ? { isMobile: true, hasTouch: true } : {}),
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP_MS);
-  const origin = new URL(options.base).origin;
-  page.on("request", (request) => {
-    const url = request.url();
-    if (new URL(url).origin !== origin) problems.push(`request to another origin: ${url}`);
-    if (url.includes(options.token)) problems.push(`the token is in a URL: ${url}`);
-  });
-  page.on("console", (message) => {
-    if (message.type() !== "error") return;
-    // `sentry serve` has no /v1/hosts: the page asks once, and Chromium logs the 404.
-    const expected = message.location().url === `${origin}/v1/hosts` &&
-      message.text().includes("404");
-    if (!expected) problems.push(`console error: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  await page.goto(`${options.base}/`);
-  await page.locator("#token").fill(options.token);
-  await page.getByRole("button", { name: "Connect" }).click();
-  await page.locator("#conn[data-state=open]").waitFor();
-  return page;
-}
-
 /** The ids of the sessions the page lists, sorted. */
 async function listed(page: Page): Promise<string[]> {
   const ids = await page.locator("#sessions .sess").evaluateAll((els) =>
@@ -188,12 +145,6 @@ function hostButton(page: Page, value: string) {
   return page.locator(`#hosts .host[data-host="${value}"]`);
 }
 
-/** What the scenario holds, for the clean-up and a screenshot on failure. */
-interface Held {
-  browser?: Browser;
-  page?: Page;
-}
-
 async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const data = sb.path("collector");
   const key = async (name: string) =>
@@ -211,11 +162,7 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const b1: Upload = { id: ulid(), agent: "aider", events: 30 };
   await upload(base, a, batch(a, [a1, a2], 0));
 
-  const browser = held.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-    timeout: STEP_MS,
-  });
+  const browser = held.browser = await launchChromium();
   const problems: string[] = [];
 
   // `sentry serve` over the collector's journal: no /v1/hosts, so the hosts come from the
@@ -223,11 +170,12 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const serve = sb.spawn(["serve", "--port", "0"], { env: { SENTRY_HOME: data } });
   const serving = /serving the API at (http:\/\/127\.0\.0\.1:\d+)/;
   await serve.waitForStderr(serving);
-  const local = held.page = await openDashboard(
-    browser,
-    { base: serving.exec(serve.stderr)?.[1] ?? "", token, viewport: { width: 1366, height: 900 } },
+  const local = held.page = await openDashboard(browser, {
+    base: serving.exec(serve.stderr)?.[1] ?? "",
+    token,
+    viewport: { width: 1366, height: 900 },
     problems,
-  );
+  });
   await waitListed(local, [a1.id, a2.id], "build-7's sessions on sentry serve");
   await local.waitForTimeout(300);
   assert.equal(await local.locator("#hosts-box").isHidden(), true, "one host: no host filter");
@@ -244,11 +192,12 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   assert.equal(await serve.exit(), 0, serve.stderr);
 
   // The collector: hosts with their key, last-seen time and dropped events.
-  const page = held.page = await openDashboard(
-    browser,
-    { base, token, viewport: { width: 1366, height: 900 } },
+  const page = held.page = await openDashboard(browser, {
+    base,
+    token,
+    viewport: { width: 1366, height: 900 },
     problems,
-  );
+  });
   await waitListed(page, [a1.id, a2.id, b1.id], "every host's sessions on the collector");
   await hostButton(page, b.id).waitFor();
   assert.equal(await page.locator("#hosts .host").count(), 3);
@@ -304,11 +253,12 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   await page.screenshot({ path: `${ARTIFACTS}collector-dashboard.png` });
 
   // A phone: the filter scrolls sideways like the lists, and the page does not.
-  const phone = held.page = await openDashboard(
-    browser,
-    { base, token, viewport: { width: 390, height: 844 } },
+  const phone = held.page = await openDashboard(browser, {
+    base,
+    token,
+    viewport: { width: 390, height: 844 },
     problems,
-  );
+  });
   await hostButton(phone, b.id).click();
   await waitListed(phone, [b1.id, b2.id], "laptop-3's sessions on a phone");
   await phone.locator("#feed .ev").first().waitFor();
@@ -329,36 +279,12 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   assert.equal(await server.exit(), 0, server.stderr);
 }
 
-Deno.test({
+browserTest({
   name:
     "the dashboard filters a collector's sessions by host in Chromium, and shows each host's dropped events",
-  ignore: !HAVE_CHROMIUM,
-  // playwright-core keeps a pipe and timers of its own until the browser is gone.
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    await Deno.mkdir(ARTIFACTS, { recursive: true });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`The test took more than ${DEADLINE_MS} ms`)),
-        DEADLINE_MS,
-      );
-    });
-    await withSandbox(async (sb) => {
-      const held: Held = {};
-      try {
-        await Promise.race([deadline, scenario(sb, held)]);
-      } catch (error) {
-        await held.page?.screenshot({ path: `${ARTIFACTS}collector-dashboard-failure.png` })
-          .catch(() => {});
-        throw error;
-      } finally {
-        clearTimeout(timer);
-        await held.browser?.close().catch(() => {});
-      }
-    });
-  },
+  file: "collector_dashboard_test",
+  failureShot: "collector-dashboard-failure.png",
+  scenario,
 });
 
 Deno.test("collectorHosts() merges a host's keys, and hostsFromSessions() counts sessions by host name", () => {

@@ -10,25 +10,17 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
-import { isGone, PYTHON, type Sandbox, waitFor, withSandbox } from "./_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const ARTIFACTS = fileURLToPath(new URL("./artifacts/", import.meta.url));
-/** The whole test, browser and processes included, fails after this long. */
-const DEADLINE_MS = 120_000;
-/** Each browser action or wait. */
-const STEP_MS = 15_000;
-
-if (!HAVE_CHROMIUM) {
-  Deno.stderr.writeSync(
-    new TextEncoder().encode(
-      `dashboard_browser_test: skipped: ${CHROMIUM} is missing (apt-get install chromium)\n`,
-    ),
-  );
-}
+import type { Browser, Page } from "playwright-core";
+import {
+  ARTIFACTS,
+  browserTest,
+  type Held,
+  launchChromium,
+  openDashboard,
+  type OpenDashboardOptions,
+  STEP_MS,
+} from "./_browser.ts";
+import { isGone, PYTHON, type Sandbox, waitFor } from "./_helpers.ts";
 
 /**
  * An agent that keeps working until it is killed: it writes and reads files in
@@ -102,34 +94,10 @@ async function feedIds(page: Page): Promise<Set<string>> {
   return new Set(ids);
 }
 
-/** Opens the dashboard in a new context and connects with the token. */
-async function openDashboard(
-  browser: Browser,
-  options: { base: string; token: string; viewport: { width: number; height: number } },
-  problems: string[],
-): Promise<Page> {
-  const context = await browser.newContext({
-    viewport: options.viewport,
-    ...(options.viewport.width < 600 ? { isMobile: true, hasTouch: true } : {}),
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP_MS);
-  const origin = new URL(options.base).origin;
-  page.on("request", (request) => {
-    const url = request.url();
-    if (new URL(url).origin !== origin) problems.push(`request to another origin: ${url}`);
-    if (url.includes(options.token)) problems.push(`the token is in a URL: ${url}`);
-  });
-  page.on("console", (message) => {
-    // `sentry serve` has no /v1/hosts (a collector's): the page asks once, and Chromium logs the 404.
-    if (message.location().url === `${origin}/v1/hosts` && message.text().includes("404")) return;
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  await page.goto(`${options.base}/`);
-  await page.locator("#token").fill(options.token);
-  await page.getByRole("button", { name: "Connect" }).click();
-  await page.locator("#conn[data-state=open]").waitFor();
+/** The scenario: a real agent and `sentry serve`, driven through the dashboard. */
+/** Opens the dashboard, connects, and checks the token is kept in session storage. */
+async function connect(browser: Browser, options: OpenDashboardOptions): Promise<Page> {
+  const page = await openDashboard(browser, options);
   assert.equal(
     await page.evaluate(() => sessionStorage.getItem("sentry.token")),
     options.token,
@@ -138,13 +106,6 @@ async function openDashboard(
   return page;
 }
 
-/** What the scenario holds, for the clean-up and a screenshot on failure. */
-interface Held {
-  browser?: Browser;
-  page?: Page;
-}
-
-/** The scenario: a real agent and `sentry serve`, driven through the dashboard. */
 async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const run = sb.spawn([
     "run",
@@ -168,17 +129,14 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   await serve.waitForStderr(line);
   const base = line.exec(serve.stderr)?.[1] ?? "";
 
-  const browser = held.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-    timeout: STEP_MS,
-  });
+  const browser = held.browser = await launchChromium();
   const problems: string[] = [];
-  const page = await openDashboard(
-    browser,
-    { base, token, viewport: { width: 1366, height: 900 } },
+  const page = await connect(browser, {
+    base,
+    token,
+    viewport: { width: 1366, height: 900 },
     problems,
-  );
+  });
   held.page = page;
 
   // The session is listed and selected, with its agent and state.
@@ -274,11 +232,12 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   assert.ok(pids.every((p) => !threadStates(p).includes("T")), describeThreads(pids));
 
   // The same page on a phone.
-  const phone = await openDashboard(
-    browser,
-    { base, token, viewport: { width: 390, height: 844 } },
+  const phone = await connect(browser, {
+    base,
+    token,
+    viewport: { width: 390, height: 844 },
     problems,
-  );
+  });
   held.page = phone;
   await phone.locator("#feed .ev").first().waitFor();
   await phone.locator("#timeline li").nth(1).waitFor();
@@ -316,34 +275,10 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   assert.deepEqual(problems, []);
 }
 
-Deno.test({
+browserTest({
   name:
     "the dashboard shows live events in Chromium, and its Pause, Resume, Kill and Roll back buttons act on the agent",
-  ignore: !HAVE_CHROMIUM,
-  // playwright-core keeps a pipe and timers of its own until the browser is gone.
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    await Deno.mkdir(ARTIFACTS, { recursive: true });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`The test took more than ${DEADLINE_MS} ms`)),
-        DEADLINE_MS,
-      );
-    });
-    await withSandbox(async (sb) => {
-      const held: Held = {};
-      try {
-        await Promise.race([deadline, scenario(sb, held)]);
-      } catch (error) {
-        // While the agent and the server still run, so that the page shows what went wrong.
-        await held.page?.screenshot({ path: `${ARTIFACTS}dashboard-failure.png` }).catch(() => {});
-        throw error;
-      } finally {
-        clearTimeout(timer);
-        await held.browser?.close().catch(() => {});
-      }
-    });
-  },
+  file: "dashboard_browser_test",
+  failureShot: "dashboard-failure.png",
+  scenario,
 });

@@ -133,28 +133,33 @@ export async function readLimited(
   maxBytes: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (body === null) return new Uint8Array(0);
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
   const reader = body.getReader();
   try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        throw new BatchError(
-          413,
-          `Body too large: more than ${maxBytes} bytes as received`,
-          "body",
-        );
-      }
-      chunks.push(value);
-    }
+    return await readCapped(reader, maxBytes, "as received");
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
   } finally {
     reader.releaseLock();
+  }
+}
+
+/** Reads a stream to its end, refusing it with 413 once it passes `maxBytes` (`when`: at which stage). */
+async function readCapped(
+  reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>>,
+  maxBytes: number,
+  when: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
+  let size = 0;
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      throw new BatchError(413, `Body too large: more than ${maxBytes} bytes ${when}`, "body");
+    }
+    chunks.push(value);
   }
   return concat(chunks, size);
 }
@@ -178,9 +183,8 @@ export async function gunzipLimited(
   const stream = new DecompressionStream("gzip");
   const writer = stream.writable.getWriter();
   const reader = stream.readable.getReader();
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
   let failure: unknown = null;
+  let output: Uint8Array<ArrayBuffer> | null = null;
   const feeding = (async () => {
     for (let i = 0; i < data.length; i += GUNZIP_SLICE) {
       await writer.write(data.subarray(i, i + GUNZIP_SLICE));
@@ -190,19 +194,7 @@ export async function gunzipLimited(
     failure ??= error;
   });
   try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        throw new BatchError(
-          413,
-          `Body too large: more than ${maxBytes} bytes after decompression`,
-          "body",
-        );
-      }
-      chunks.push(value);
-    }
+    output = await readCapped(reader, maxBytes, "after decompression");
   } catch (error) {
     if (error instanceof BatchError) {
       await reader.cancel().catch(() => {});
@@ -213,10 +205,10 @@ export async function gunzipLimited(
     failure ??= error;
   }
   await feeding;
-  if (failure !== null) {
+  if (failure !== null || output === null) {
     throw new BatchError(400, "Invalid body: not valid gzip data", "body");
   }
-  return concat(chunks, size);
+  return output;
 }
 
 function concat(
