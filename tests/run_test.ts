@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Listener, ofKind, PYTHON, pyWrite, withSandbox } from "./_helpers.ts";
 
-Deno.test("`sentry run` records processes, files, renames, connections and listens with their pids", async () => {
+Deno.test("`sentry run --sensor poll` records processes, files, renames, connections and listens with their pids", async () => {
   await withSandbox(async (sb) => {
     const web = new Listener();
     const db = new Listener();
@@ -46,7 +46,18 @@ sys.exit(3)
 `,
       );
       const run = await sb.sentry(
-        ["run", "--policy", policy, "--workspace", sb.workspace, "--", PYTHON, agent],
+        [
+          "run",
+          "--sensor",
+          "poll",
+          "--policy",
+          policy,
+          "--workspace",
+          sb.workspace,
+          "--",
+          PYTHON,
+          agent,
+        ],
         { timeoutMs: 30_000 },
       );
       assert.equal(run.code, 3, run.stderr);
@@ -136,7 +147,7 @@ Deno.test("`sentry run --json` prints alerts as JSON lines on stderr", async () 
       const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
       const alert = parsed.find((j) => j.type === "alert");
       assert.ok(alert, run.stderr);
-      assert.equal(alert.kind, "db.connect");
+      assert.equal(alert.kind, "db.connect", run.stderr);
       assert.equal(alert.target, `127.0.0.1:${db.port}`);
       assert.equal(alert.verdict, "deny");
       assert.equal(alert.response, "alert");
@@ -179,7 +190,7 @@ time.sleep(1.5)
     assert.equal(cpu[0]?.pid, session?.pid);
     assert.equal(cpu[0]?.verdict, "deny");
     assert.ok((cpu[0]?.detail.percent as number) > 50, JSON.stringify(cpu[0]?.detail));
-    assert.ok((cpu[0]?.detail.sustained_seconds as number) >= 1);
+    assert.ok((cpu[0]?.detail.duration_seconds as number) >= 1);
     const memory = ofKind(events, "resource.memory");
     assert.equal(memory.length, 1, JSON.stringify(memory));
     assert.equal(memory[0]?.verdict, "deny");

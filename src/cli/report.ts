@@ -30,7 +30,7 @@ export function buildReport(journal: Journal, session: SessionSummary): Report {
   const violations = journal.queryEvents({ session: session.id, verdict: "deny", limit: 10_000 });
   const notable = journal.queryEvents({
     session: session.id,
-    kind: ["proc.exec", "proc.exit"],
+    kind: ["proc.exec", "proc.exit", "resource.cpu", "resource.memory"],
     limit: 10_000,
   });
   const responses = journal.responses(session.id);
@@ -39,13 +39,14 @@ export function buildReport(journal: Journal, session: SessionSummary): Report {
   const timeline: { ts: string; text: string }[] = [];
   for (const e of [...byId.values()]) {
     const who = e.pid === null ? "unattributed" : `pid ${e.pid}`;
+    const measured = e.kind.startsWith("resource.") ? resourceText(e.detail) : "";
     const text = e.verdict === "deny"
-      ? `${e.kind} ${e.target} (${who}): deny, risk ${e.risk}, ${e.rule} -> ${e.response}`
+      ? `${e.kind} ${e.target}${measured} (${who}): deny, risk ${e.risk}, ${e.rule} -> ${e.response}`
       : e.kind === "proc.exit"
       ? `${e.kind} ${e.target} (${who})${
         typeof e.detail.code === "number" ? ` code ${e.detail.code}` : ""
       }`
-      : `${e.kind} ${e.target} (${who})`;
+      : `${e.kind} ${e.target}${measured} (${who})`;
     timeline.push({ ts: e.ts, text });
   }
   for (const r of responses) {
@@ -67,6 +68,26 @@ export function buildReport(journal: Journal, session: SessionSummary): Report {
       blindSpots: r.stats.blindSpots,
     })),
   };
+}
+
+/**
+ * What a CPU spike or memory excursion measured, for the timeline: `: 99.2% CPU (peak 100%) for
+ * 3.9 s` (percent of one core) or `: 2600 MB (peak 3500 MB) for 2.5 s`, with `, ongoing` when it
+ * was journaled before its end.
+ */
+function resourceText(d: Record<string, unknown>): string {
+  const n = (key: string) => typeof d[key] === "number" ? d[key] as number : null;
+  const [value, peak, seconds] = [
+    n("percent") ?? n("mb"),
+    n("peak_percent") ?? n("peak_mb"),
+    n("duration_seconds"),
+  ];
+  if (value === null) return "";
+  const unit = n("percent") !== null ? "% CPU" : " MB";
+  const peakUnit = n("percent") !== null ? "%" : " MB";
+  return `: ${value}${unit}${peak === null ? "" : ` (peak ${peak}${peakUnit})`}${
+    seconds === null ? "" : ` for ${seconds} s`
+  }${d.ongoing === true ? ", ongoing" : ""}`;
 }
 
 function describe(r: ResponseRecord): string {

@@ -42,8 +42,8 @@ const ALLOW_RANK = responseRank("alert");
  * response (from the thresholds, or a matching rule, capped by the mode). Precedence: a monitor
  * switched off allows; then custom rules; then the section's deny list; then its allow list;
  * then the section's default. A denied action scores at least the alert threshold; an allowed
- * one, or one with `pid: null` (no evidence names the acting process), never gets more than an
- * alert.
+ * one, one with `pid: null` (no evidence names the acting process), or one that failed in the
+ * kernel (`detail.result: "failed"`: it did nothing) never gets more than an alert.
  */
 export function evaluate(input: Action, policy: CompiledPolicy): Decision {
   const action = input.kind.startsWith("file.") ? normalizeFileAction(input) : input;
@@ -66,7 +66,18 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
     }
   }
   if (verdict.violation !== null) factors.push(verdict.violation);
-  return decide(verdict, factors, { policy, unattributed: action.pid === null });
+  const failed = action.detail?.result === "failed";
+  if (failed && verdict.deny) {
+    const errno = action.detail?.errno;
+    factors.push({
+      id: "failed",
+      points: 0,
+      reason: `the kernel refused the action${
+        typeof errno === "string" ? ` (${errno})` : ""
+      }: nothing happened, so it gets at most an alert`,
+    });
+  }
+  return decide(verdict, factors, { policy, unattributed: action.pid === null, failed });
 }
 
 /** The action with its paths (target, and a rename's source) free of `.`, `..` and `//`. */
@@ -85,7 +96,7 @@ function normalizeFileAction(action: Action): Action {
 function decide(
   verdict: Verdict,
   drafts: FactorDraft[],
-  how: { policy: CompiledPolicy; unattributed: boolean },
+  how: { policy: CompiledPolicy; unattributed: boolean; failed: boolean },
 ): Decision {
   const { policy } = how;
   const { thresholds } = policy;
@@ -111,8 +122,9 @@ function decide(
   else if (sum >= thresholds.alert) response = "alert";
   else response = "none";
   let rank = responseRank(response);
-  // An allowed action never stops the agent; nor does one no evidence ties to the agent.
-  if ((!verdict.deny || how.unattributed) && rank > ALLOW_RANK) rank = ALLOW_RANK;
+  // An allowed action never stops the agent; nor does one no evidence ties to the agent, nor
+  // one the kernel refused (it did nothing).
+  if ((!verdict.deny || how.unattributed || how.failed) && rank > ALLOW_RANK) rank = ALLOW_RANK;
   if (rank > policy.modeCap) rank = policy.modeCap;
   return {
     verdict: verdict.deny ? "deny" : "allow",
@@ -250,17 +262,8 @@ function sectionVerdict(
     case "net.listen":
     case "db.connect":
       return networkVerdict(action, policy, factors);
-    case "resource.cpu": {
-      const percent = numberDetail(action, "percent");
-      const limit = policy.limits.cpu_percent;
-      return percent !== null && percent > limit
-        ? denied(
-          "limits.cpu_percent",
-          `CPU at ${percent}% is above the limit of ${limit}%`,
-          POINTS.limit_exceeded,
-        )
-        : ALLOWED("limits.cpu_percent");
-    }
+    case "resource.cpu":
+      return cpuVerdict(action, policy);
     case "resource.memory": {
       const mb = numberDetail(action, "mb");
       const limit = policy.limits.memory_mb;
@@ -273,6 +276,26 @@ function sectionVerdict(
         : ALLOWED("limits.memory_mb");
     }
   }
+}
+
+/**
+ * A CPU spike is denied when its percent is above `limits.cpu_percent` and it lasted at least
+ * `limits.cpu_seconds`. A reading without a duration (a `policy test` line) is judged on its
+ * percent alone.
+ */
+function cpuVerdict(action: Action, policy: CompiledPolicy): Verdict {
+  const percent = numberDetail(action, "percent");
+  const duration = numberDetail(action, "duration_seconds");
+  const { cpu_percent: limit, cpu_seconds: seconds } = policy.limits;
+  if (percent === null || percent <= limit) return ALLOWED("limits.cpu_percent");
+  if (duration !== null && duration < seconds) return ALLOWED("limits.cpu_seconds");
+  return denied(
+    "limits.cpu_percent",
+    duration === null
+      ? `CPU at ${percent}% is above the limit of ${limit}%`
+      : `CPU at ${percent}% for ${duration} s is above the limit of ${limit}% for ${seconds} s`,
+    POINTS.limit_exceeded,
+  );
 }
 
 function numberDetail(action: Action, key: string): number | null {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Decision, KINDS } from "../events/mod.ts";
 import { type CompiledPolicy, compilePolicy } from "./compile.ts";
 import { type Action, evaluate } from "./evaluate.ts";
-import { parsePolicy } from "./loader.ts";
+import { loadPolicy, parsePolicy } from "./loader.ts";
 import { resolveLayers } from "./resolve.ts";
 import { POINTS } from "./risk.ts";
 import type { PolicyFile } from "./schema.ts";
@@ -480,6 +480,57 @@ Deno.test("`evaluate()` denies CPU above the limit and allows it at or under the
   assert.equal(decide(policy, { kind: "resource.cpu", target: "tree" }).verdict, "allow");
 });
 
+Deno.test("`evaluate()` denies a CPU spike only above `cpu_percent` for at least `cpu_seconds`", () => {
+  const policy = compileYaml("limits: { cpu_percent: 90, cpu_seconds: 10 }");
+  const spike = (percent: number, duration_seconds: number): Action => ({
+    kind: "resource.cpu",
+    target: "tree",
+    detail: { percent, duration_seconds },
+  });
+  const long = decide(policy, spike(99.5, 12.3));
+  assert.equal(long.verdict, "deny");
+  assert.equal(long.rule, "limits.cpu_percent");
+  assert.equal(points(long, "violation"), POINTS.limit_exceeded);
+  assert.match(
+    long.factors.at(-1)?.reason ?? "",
+    /CPU at 99.5% for 12.3 s is above the limit of 90% for 10 s/,
+  );
+  assert.equal(decide(policy, spike(99.5, 10)).verdict, "deny");
+  // Too short: journaled as an observation, allowed, and the rule says why.
+  const short = decide(policy, spike(99.5, 9.9));
+  assert.equal(short.verdict, "allow");
+  assert.equal(short.rule, "limits.cpu_seconds");
+  assert.equal(short.response, "none");
+  // Long enough but not above the limit.
+  const low = decide(policy, spike(90, 60));
+  assert.equal(low.verdict, "allow");
+  assert.equal(low.rule, "limits.cpu_percent");
+  // A non-numeric duration is no duration: judged on the percent alone.
+  const odd = decide(policy, {
+    kind: "resource.cpu",
+    target: "tree",
+    detail: { percent: 99.5, duration_seconds: "long" },
+  });
+  assert.equal(odd.verdict, "deny");
+});
+
+Deno.test("`evaluate()` allows the seed's 4 s spike of one core under coding-agent and denies it under a 90 % for 3 s limit", async () => {
+  const coding = compilePolicy(await loadPolicy("coding-agent"), CTX);
+  assert.deepEqual(coding.limits, { cpu_percent: 800, cpu_seconds: 300, memory_mb: 8192 });
+  const tight = compileYaml("limits: { cpu_percent: 90, cpu_seconds: 3 }");
+  const spike: Action = {
+    kind: "resource.cpu",
+    target: "tree",
+    detail: { percent: 98.7, peak_percent: 100, duration_seconds: 3.8, ongoing: false },
+  };
+  const allowed = decide(coding, spike);
+  assert.equal(allowed.verdict, "allow");
+  assert.equal(allowed.rule, "limits.cpu_percent");
+  assert.equal(decide(tight, spike).verdict, "deny");
+  // The built-in defaults (90 % for 10 s) allow it too: it is too short.
+  assert.equal(decide(OPEN, spike).rule, "limits.cpu_seconds");
+});
+
 Deno.test("`evaluate()` denies memory above the limit and allows it under the limit", () => {
   const policy = compileYaml("limits: { memory_mb: 2048 }");
   const mem = (mb: number): Action => ({ kind: "resource.memory", target: "tree", detail: { mb } });
@@ -490,6 +541,19 @@ Deno.test("`evaluate()` denies memory above the limit and allows it under the li
   const under = decide(policy, mem(2000));
   assert.equal(under.verdict, "allow");
   assert.equal(under.rule, "limits.memory_mb");
+});
+
+Deno.test("`evaluate()` judges a memory excursion on its `mb` reading, not on its duration", () => {
+  const policy = compileYaml("limits: { memory_mb: 8192 }");
+  const excursion = (mb: number): Action => ({
+    kind: "resource.memory",
+    target: "tree",
+    detail: { mb, peak_mb: mb + 100, duration_seconds: 0.2, ongoing: false },
+  });
+  assert.equal(decide(policy, excursion(3000)).verdict, "allow");
+  const over = decide(policy, excursion(9000));
+  assert.equal(over.verdict, "deny");
+  assert.match(over.factors.at(-1)?.reason ?? "", /9000 MB is above the limit of 8192 MB/);
 });
 
 // --- risk and response --------------------------------------------------------------------
@@ -1023,4 +1087,27 @@ Deno.test("`evaluate()` gives an unattributed action (pid null) at most an alert
     "pause",
     "a replayed action without pid is attributed",
   );
+});
+
+Deno.test("`evaluate()` keeps the verdict and risk of a denied action the kernel refused, but only alerts", () => {
+  const policy = compileYaml("mode: kill\nfiles: { read: { deny: [~/.ssh/**] } }");
+  const done = decide(policy, {
+    kind: "file.read",
+    target: "/home/agent/.ssh/id_rsa",
+    pid: 7,
+    detail: { result: "ok" },
+  });
+  const refused = decide(policy, {
+    kind: "file.read",
+    target: "/home/agent/.ssh/id_rsa",
+    pid: 7,
+    detail: { result: "failed", errno: "EACCES" },
+  });
+  assert.equal(refused.verdict, "deny");
+  assert.equal(refused.risk, done.risk);
+  assert.notEqual(done.response, "alert");
+  assert.equal(refused.response, "alert");
+  const why = refused.factors.find((f) => f.id === "failed");
+  assert.equal(why?.points, 0);
+  assert.match(why?.reason ?? "", /EACCES/);
 });
