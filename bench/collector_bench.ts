@@ -78,6 +78,7 @@ function session(id: string, host: string): SessionRecord {
     state: "running",
     exitCode: null,
     note: null,
+    tier: null,
   };
 }
 

@@ -149,6 +149,7 @@ function ingestRate(path: string, events: AgentEvent[]): number {
     ...testSession(events[0]?.session ?? "S"),
     host: "bench-host",
     sentryPid: 1,
+    tier: null,
     startedAt: new Date().toISOString(),
     endedAt: null,
     state: "running" as const,

@@ -1,7 +1,13 @@
 import { type Command, Option } from "commander";
 import { DEFAULT_API_PORT } from "../api/mod.ts";
 import { loadConfig } from "../config/mod.ts";
-import { superviseAttach, SuperviseError, superviseRun } from "../session/mod.ts";
+import {
+  superviseAttach,
+  SuperviseError,
+  superviseRun,
+  type TierRequest,
+  TIERS,
+} from "../session/mod.ts";
 import { configDir } from "../platform/mod.ts";
 import { resolveSyncSettings } from "../sync/mod.ts";
 import { sessionServices, syncOn } from "./_session_services.ts";
@@ -22,6 +28,7 @@ interface WatchFlags extends PolicyFlags {
   rollback: boolean;
   api: boolean;
   apiPort: string;
+  sensor: TierRequest;
 }
 
 function addWatchFlags(cmd: Command): Command {
@@ -44,7 +51,13 @@ function addWatchFlags(cmd: Command): Command {
       `serve the local API and dashboard on this port of 127.0.0.1 (default: auto, the first free from ${DEFAULT_API_PORT})`,
       "auto",
     )
-    .option("--no-api", "serve no API while watching");
+    .option("--no-api", "serve no API while watching")
+    .addOption(
+      new Option(
+        "--sensor <tier>",
+        "how to see the agent's actions: auto picks the most exact tier this host allows",
+      ).choices(["auto", ...TIERS]).default("auto"),
+    );
 }
 
 function apiPort(text: string): number | "auto" {
@@ -94,6 +107,7 @@ async function options(flags: WatchFlags) {
     env,
     services,
     outbox: syncOn(sync),
+    sensor: flags.sensor,
   };
 }
 

@@ -78,6 +78,7 @@ export function makeSession(id: string, host = "build-7"): SessionRecord {
     state: "running",
     exitCode: null,
     note: null,
+    tier: null,
   };
 }
 

@@ -107,6 +107,12 @@ export const INSERT_SESSION = `INSERT INTO sessions
    ended_at, state, exit_code, note)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
+/**
+ * Sets a session's sensing tier (migration 5). A statement of its own, so that a session without
+ * one can still be written to a journal of an older schema (the migration tests do).
+ */
+export const UPDATE_SESSION_TIER = "UPDATE sessions SET tier = ? WHERE id = ?";
+
 /** Creates or replaces a sensor's counters in a session. */
 export const UPSERT_SENSOR_STATS = `INSERT INTO sensor_stats (session, sensor, stats, updated_at)
   VALUES (?, ?, ?, ?)
@@ -351,6 +357,7 @@ export function toSession(row: Row): SessionRecord {
     policy: text(row, "policy"),
     mode: text(row, "mode"),
     workspace: text(row, "workspace"),
+    tier: textOrNull(row, "tier") as SessionRecord["tier"],
     host: text(row, "host"),
     sentryPid: int(row, "sentry_pid"),
     startedAt: text(row, "started_at"),

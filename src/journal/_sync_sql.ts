@@ -43,8 +43,8 @@ export const MARK_SESSION_SYNCED = `UPDATE sessions SET synced_rev = max(synced_
  */
 export const UPSERT_INGESTED_SESSION = `INSERT INTO sessions
   (id, agent, command, pid, kind, policy, mode, workspace, host, sentry_pid, started_at,
-   ended_at, state, exit_code, note, origin_key, origin_host)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+   ended_at, state, exit_code, note, origin_key, origin_host, tier)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (id) DO UPDATE SET
     state = CASE WHEN sessions.state IN ('running', 'paused') THEN excluded.state
                  ELSE sessions.state END,

@@ -55,6 +55,7 @@ function record(id: string): SessionRecord {
     state: "running",
     exitCode: null,
     note: null,
+    tier: null,
   };
 }
 

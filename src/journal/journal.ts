@@ -53,6 +53,7 @@ import {
   toSensorStats,
   toSession,
   toSummary,
+  UPDATE_SESSION_TIER,
   UPSERT_COUNTS,
   UPSERT_SENSOR_STATS,
 } from "./_sql.ts";
@@ -302,6 +303,7 @@ export class Journal {
         record.exitCode,
         record.note,
       );
+      if (record.tier !== null) this.#stmt(UPDATE_SESSION_TIER).run(record.tier, record.id);
     } catch (cause) {
       throw new Error(`Cannot create session "${record.id}": ${message(cause)}`, { cause });
     }
@@ -822,6 +824,7 @@ export class Journal {
           s.note,
           batch.key,
           batch.hostId,
+          s.tier,
         );
         const owner = origin.get(s.id)?.["origin_host"] ?? null;
         if (owner !== batch.hostId) {

@@ -228,6 +228,13 @@ export const MIGRATIONS: readonly Migration[] = [
         SELECT 1, coalesce(max(rowid), 0) FROM events;
     `,
   },
+  {
+    version: 5,
+    name: "the sensing tier of each session",
+    sql: `
+      ALTER TABLE sessions ADD COLUMN tier TEXT;
+    `,
+  },
 ];
 
 /** The schema version this code reads and writes. */

@@ -48,6 +48,11 @@ export const SessionRecord = z.object({
   /** The policy mode, such as `monitor` or `kill`. */
   mode: z.string().min(1),
   workspace: z.string(),
+  /**
+   * The sensing tier that watched the session (`ebpf`, `seccomp`, `fanotify` or `poll`), or null
+   * for a session journaled before tiers existed.
+   */
+  tier: z.enum(["ebpf", "seccomp", "fanotify", "poll"]).nullable().default(null),
   /** The host name, so that {@link Journal.reconcile} only judges this host's processes. */
   host: z.string(),
   /** The `sentry` process watching the session. */
@@ -71,12 +76,12 @@ export type SessionRecord = z.infer<typeof SessionRecord>;
 export type NewSession =
   & Omit<
     SessionRecord,
-    "startedAt" | "host" | "sentryPid" | "endedAt" | "state" | "exitCode" | "note"
+    "startedAt" | "host" | "sentryPid" | "endedAt" | "state" | "exitCode" | "note" | "tier"
   >
   & Partial<
     Pick<
       SessionRecord,
-      "startedAt" | "host" | "sentryPid" | "endedAt" | "state" | "exitCode" | "note"
+      "startedAt" | "host" | "sentryPid" | "endedAt" | "state" | "exitCode" | "note" | "tier"
     >
   >;
 

@@ -94,7 +94,6 @@ export {
 export {
   describePtraceScope,
   type DirectoryProbe,
-  errnoName,
   type FanotifyProbe,
   hidesOtherUsers,
   type InotifyLimits,
@@ -116,3 +115,70 @@ export {
   type StraceProbe,
 } from "./probes_linux.ts";
 export { loadOrCreateToken, TOKEN_FILE } from "./token.ts";
+export {
+  decodeSockaddr,
+  EINPROGRESS,
+  errnoName,
+  formatIpv6,
+  isPathOnly,
+  type OpenAccess,
+  openAccess,
+  signalName,
+  type Sockaddr,
+} from "./kernel_abi.ts";
+export {
+  COUNTER,
+  COUNTER_SLOTS,
+  decodeRecord,
+  type EbpfAction,
+  type EbpfRecord,
+  EV,
+  F,
+  HEADER_SIZE,
+  procSelf,
+  recordAction,
+  RecordError,
+  splitArgv,
+  sumPerCpu,
+  SYSCALL_NAMES,
+} from "./ebpf_record.ts";
+export {
+  BPF_OBJECT_URL,
+  type EbpfCounters,
+  EbpfError,
+  EbpfTracer,
+  type EbpfTracerOptions,
+  openLibbpf,
+} from "./ebpf_linux.ts";
+export {
+  DEFAULT_EVENTS as FANOTIFY_DEFAULT_EVENTS,
+  FanotifyError,
+  type FanotifyFeatures,
+  FanotifyGroup,
+  type FanotifyGroupOptions,
+  type MarkedFilesystem,
+  type UnmarkedFilesystem,
+} from "./fanotify_linux.ts";
+export {
+  decodeFanotifyEvents,
+  describeMask,
+  FAN,
+  type FanotifyEvent,
+  type FileId,
+  type MountEntry,
+  parseMountInfo,
+  planFilesystemMarks,
+} from "./fanotify_record.ts";
+export {
+  PROC_EVENTS_ALL,
+  PROC_EVENTS_TREE,
+  ProcConnector,
+  ProcConnectorError,
+  type ProcConnectorOptions,
+} from "./proc_connector_linux.ts";
+export {
+  decodeProcConnector,
+  PROC_EVENT,
+  type ProcConnectorRecord,
+  SequenceGaps,
+} from "./proc_connector_record.ts";

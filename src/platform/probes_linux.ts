@@ -12,6 +12,8 @@
  * @module
  */
 
+import { errnoName } from "./kernel_abi.ts";
+
 import { dirname, join } from "node:path";
 
 // --- Pure parsers ------------------------------------------------------------------------------
@@ -84,23 +86,6 @@ export function parseStraceVersion(text: string): string | null {
 }
 
 /** Names of the errno values the probes meet, for messages (the same on x86_64 and aarch64). */
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM",
-  2: "ENOENT",
-  12: "ENOMEM",
-  13: "EACCES",
-  22: "EINVAL",
-  23: "ENFILE",
-  24: "EMFILE",
-  38: "ENOSYS",
-  95: "EOPNOTSUPP",
-};
-
-/** The symbolic name of an errno value, such as `EPERM`, or `errno N`. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
-}
-
 // --- Readers -----------------------------------------------------------------------------------
 
 function readText(path: string): string | null {

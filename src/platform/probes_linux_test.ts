@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { errnoName } from "./kernel_abi.ts";
 import {
   describePtraceScope,
-  errnoName,
   hidesOtherUsers,
   parseProcMount,
   parseStraceVersion,

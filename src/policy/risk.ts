@@ -161,6 +161,14 @@ export interface Sensitivity {
 /** Example and template env files hold no secrets by convention: not credential paths. */
 const ENV_EXAMPLE = /\/\.env\.(?:example|sample|template|dist|defaults?)$/;
 
+/**
+ * Trust stores: the public CA certificates every TLS client reads (a `.pem` there is no
+ * secret). Seen by the kernel tiers on every HTTPS request, so they must not score as
+ * credentials.
+ */
+const PUBLIC_CERTS =
+  /^(?:\/etc\/ssl\/certs\/|\/usr\/share\/ca-certificates\/|\/etc\/ca-certificates\/|\/etc\/pki\/(?:ca-trust|tls\/certs)\/|\/usr\/local\/share\/ca-certificates\/)|\/(?:cacert|ca-bundle|ca-certificates)[^/]*\.(?:pem|crt)$/;
+
 /** Builds the sensitivity classifiers for a home directory. */
 export function compileSensitivity(home: string): Sensitivity {
   const expand = (globs: string[]) =>
@@ -188,7 +196,9 @@ export function pathFactors(
   const { sensitivity } = options;
   const { path } = key;
   const modifies = options.kind !== "file.read";
-  if (sensitivity.credential.testKey(key) && !ENV_EXAMPLE.test(path)) {
+  if (
+    sensitivity.credential.testKey(key) && !ENV_EXAMPLE.test(path) && !PUBLIC_CERTS.test(path)
+  ) {
     out.push({
       id: "credential_path",
       points: POINTS.credential_path,

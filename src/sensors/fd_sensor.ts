@@ -11,6 +11,11 @@ export interface FdSensorOptions {
   platform: ProcPlatform;
   /** Paths (prefixes) that are Sentry's own files, never reported. */
   ignore?: string[];
+  /**
+   * Whether to report file descriptors (default true). A kernel tier that sees every open sets
+   * it false: the sensor then only collects the sockets the network sensor joins.
+   */
+  files?: boolean;
 }
 
 /** What the fd sensor knows of one open descriptor. */
@@ -84,7 +89,7 @@ export class FdSensor implements Sensor {
           sockets.add(Number(target.slice(8, -1)));
           continue;
         }
-        if (!target.startsWith("/")) continue;
+        if (!target.startsWith("/") || this.#options.files === false) continue;
         const before = known.get(fd);
         if (before !== undefined && before.target === target) {
           this.#touch(target, member.pid, now);

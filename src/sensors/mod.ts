@@ -25,3 +25,19 @@ export {
   StatsCounter,
 } from "./sensor.ts";
 export { type WatchRoot, WatchSensor, type WatchSensorOptions } from "./watch_sensor.ts";
+export {
+  type InspectProcess,
+  type KernelAction,
+  type KernelEventContext,
+  type ProcessInfo,
+  ProcessTable,
+  toSensorEvent,
+} from "./kernel_action.ts";
+export { EbpfSensor, type EbpfSensorOptions, type KernelTracer } from "./ebpf_sensor.ts";
+export {
+  FanotifySensor,
+  type FanotifySensorOptions,
+  FileActions,
+  programOf,
+  TreeTracker,
+} from "./fanotify_sensor.ts";

@@ -43,6 +43,13 @@ export interface ProcSensorOptions {
    * once it has, and leave its reaping to the caller, which passes its status to `setRootExit()`.
    */
   rootIsLauncher?: boolean;
+  /**
+   * Whether to report exec and exit events and the blind spots of polling (default true). A
+   * kernel sensing tier sees every process exactly: the tree then only keeps the members that
+   * pause, resume, kill and the resource monitor act on, and reports only the processes already
+   * running when it attached (`existing`), which no kernel tier saw start.
+   */
+  report?: boolean;
 }
 
 /**
@@ -224,10 +231,12 @@ export class ProcSensor implements Sensor {
       if (this.members.has(s.ppid) || (this.#adopters.has(s.ppid) && s.pid !== this.rootPid)) {
         if (s.state === "Z") {
           // Started and ended between two scans: too late to see what it ran.
-          this.#counter.blind(
-            "exited_before_seen",
-            "processes of the tree that exited before a scan could read them",
-          );
+          if (this.#options.report !== false) {
+            this.#counter.blind(
+              "exited_before_seen",
+              "processes of the tree that exited before a scan could read them",
+            );
+          }
           continue;
         }
         this.#add(s, { existing: false });
@@ -306,6 +315,7 @@ export class ProcSensor implements Sensor {
   }
 
   #countUnseen(seen: number): void {
+    if (this.#options.report === false) return;
     // The host's pid counter tells how many processes started since the last scan; those not
     // seen lived less than one interval. Host-wide, so an upper bound for the agent's tree.
     const last = this.#options.platform.lastPid();
@@ -323,6 +333,8 @@ export class ProcSensor implements Sensor {
   }
 
   #send(event: SensorEvent): void {
+    // A kernel tier cannot see processes that started before it: the tree reports those.
+    if (this.#options.report === false && event.detail.existing !== true) return;
     this.#counter.counters.emitted++;
     this.#emit?.(event);
   }

@@ -27,3 +27,20 @@ export {
 } from "./supervise.ts";
 export { runWatchdog, type WatchdogOptions } from "./watchdog.ts";
 export { type WatchRootOptions, watchRoots } from "./watch_roots.ts";
+export {
+  inspectProcess,
+  type KernelTier,
+  openEbpfTier,
+  openFanotifyTier,
+  openTier,
+  type Tier,
+  TIER_SUMMARY,
+  type TierContext,
+  type TierCoverage,
+  TierError,
+  tierOrder,
+  type TierRequest,
+  TIERS,
+  type TierSkip,
+  trackTree,
+} from "./tiers.ts";

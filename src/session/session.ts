@@ -6,7 +6,9 @@ import {
   Dedup,
   FdSensor,
   HostResolver,
+  type InspectProcess,
   NetSensor,
+  ProcessTable,
   type ProcPlatform,
   ProcSensor,
   ResourceSensor,
@@ -17,6 +19,7 @@ import {
 } from "../sensors/mod.ts";
 import { rollback, type RollbackResult } from "../rollback/mod.ts";
 import { journalRestore, type Protection } from "./protect.ts";
+import { inspectProcess, type KernelTier, type Tier } from "./tiers.ts";
 import { watchRoots } from "./watch_roots.ts";
 
 /** Something the operator should see: the CLI prints these (an alert, a pause, a warning). */
@@ -66,6 +69,11 @@ export interface SessionConfig {
   protection: Protection | null;
   /** What an automatic rollback leaves: the agent paused, or killed (`rollback.after`). */
   afterRollback: "pause" | "kill";
+  /**
+   * The kernel sensing tier, loaded and tracking the tree, or null for the poll tier. The
+   * session builds the tier's sensors and leaves to the poll sensors only what it does not see.
+   */
+  kernel?: KernelTier | null;
   onNotice: (notice: Notice) => void;
 }
 
@@ -74,6 +82,8 @@ export interface SessionDeps {
   journal: Journal;
   platform: ProcPlatform;
   control: TreeControl;
+  /** Reads a process the kernel tier's table did not see start; default: /proc. */
+  inspect?: InspectProcess;
   now?: () => number;
   ulid?: () => string;
 }
@@ -90,6 +100,10 @@ export class Session {
   readonly config: SessionConfig;
   readonly tree: ProcSensor;
   readonly sensors: Sensor[];
+  /** The sensing tier in use. */
+  readonly tier: Tier;
+  /** The kernel tiers' table of the tree's processes (pid, parent, program, command line). */
+  readonly table: ProcessTable | null = null;
   readonly #deps: SessionDeps;
   readonly #abort = new AbortController();
   readonly #dedup = new Dedup(DEDUP_WINDOW_MS);
@@ -125,18 +139,32 @@ export class Session {
       platform: deps.platform,
       reportExisting: config.kind === "attach",
       rootIsLauncher: config.rootIsLauncher,
+      report: !(config.kernel?.covers.processes ?? false),
       ...(deps.now === undefined ? {} : { now: deps.now }),
     });
     this.#resolver = new HostResolver({ names: compiled.namedHosts });
+    const covers = config.kernel?.covers ?? { files: false, network: false, processes: false };
     const fd = new FdSensor({
       tree: this.tree,
       platform: deps.platform,
       ignore: config.ignorePaths,
+      files: !covers.files,
     });
     this.sensors = [this.tree];
+    this.tier = config.kernel?.tier ?? "poll";
+    if (config.kernel !== undefined && config.kernel !== null) {
+      this.table = new ProcessTable(deps.inspect ?? inspectProcess);
+      this.sensors.push(...config.kernel.sensors({
+        table: this.table,
+        databasePorts: monitors.database ? compiled.database.ports : new Set(),
+        tree: this.tree,
+        excluded: config.excluded,
+        ignorePaths: config.ignorePaths,
+      }));
+    }
     // The fd sensor runs even when the files monitor is off: the network sensor needs its sockets.
-    this.sensors.push(fd);
-    if (monitors.network || monitors.database) {
+    if (!covers.files || !covers.network) this.sensors.push(fd);
+    if (!covers.network && (monitors.network || monitors.database)) {
       this.sensors.push(
         new NetSensor({
           tree: this.tree,
@@ -157,7 +185,7 @@ export class Session {
         }),
       );
     }
-    if (monitors.files) {
+    if (monitors.files && !covers.files) {
       this.sensors.push(
         new WatchSensor({
           roots: watchRoots(compiled, { ignore: config.ignorePaths }),

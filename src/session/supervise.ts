@@ -15,6 +15,14 @@ import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
 import { protect } from "./protect.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
+import {
+  type KernelTier,
+  openTier,
+  type Tier,
+  TIER_SUMMARY,
+  TierError,
+  type TierRequest,
+} from "./tiers.ts";
 
 /** The policy a supervised session runs under (see the CLI's policy flags). */
 export type SupervisedPolicy = SessionConfig["policy"];
@@ -35,6 +43,10 @@ export interface SuperviseOptions {
   rollback?: boolean;
   /** Queue every journaled event in the sync outbox (sync is configured); default false. */
   outbox?: boolean;
+  /** The sensing tier (`--sensor`); default `auto`, the most exact the host allows. */
+  sensor?: TierRequest;
+  /** Opens a tier by name instead of the built-in openers (tests). */
+  tierOpeners?: Partial<Record<Tier, () => KernelTier>>;
   /**
    * Starts what serves the session (the local API, alert outputs, the uploader) once it is
    * journaled and before its sensors and the agent start; the returned services are closed,
@@ -142,6 +154,7 @@ interface OpenSession {
   onExit: "resume" | "kill";
   pidsFile: string;
   opened: Opened;
+  kernel: KernelTier | null;
 }
 
 /**
@@ -160,6 +173,7 @@ async function openSession(spec: OpenSession, options: SuperviseOptions): Promis
     policy: policy.resolved.name,
     mode: policy.resolved.mode,
     workspace: policy.workspace,
+    tier: spec.kernel?.tier ?? "poll",
   });
   const protection = options.rollback === false ? null : await protect({
     dataDir,
@@ -185,9 +199,41 @@ async function openSession(spec: OpenSession, options: SuperviseOptions): Promis
     killGraceMs: options.killGraceMs,
     pidsFile: spec.pidsFile,
     onNotice: options.onNotice,
+    kernel: spec.kernel,
   }, { journal, platform: linuxPlatform(), control: linuxControl() });
   session.tree.onScan(() => session.noticeExternalResume());
   return session;
+}
+
+/**
+ * Opens the sensing tier before anything starts: a tier asked for by name that the host does
+ * not allow is a usage error (exit 2), and `auto` says which tiers it passed over and why.
+ */
+function startTier(
+  kind: "run" | "attach",
+  options: SuperviseOptions,
+): { kernel: KernelTier | null; name: Tier } {
+  let opened;
+  try {
+    opened = openTier(options.sensor ?? "auto", {
+      kind,
+      ...(options.tierOpeners === undefined ? {} : { openers: options.tierOpeners }),
+    });
+  } catch (error) {
+    if (error instanceof TierError) throw new SuperviseError(error.message);
+    throw error;
+  }
+  for (const skip of opened.skipped) {
+    options.onNotice({
+      type: "info",
+      message: `sensor tier ${skip.tier} is not available: ${skip.reason}`,
+    });
+  }
+  options.onNotice({
+    type: opened.name === "poll" ? "warn" : "info",
+    message: `sensing with the ${opened.name} tier: ${TIER_SUMMARY[opened.name]}`,
+  });
+  return { kernel: opened.tier, name: opened.name };
 }
 
 /** Starts the watchdog that resumes (or kills) the tree if this Sentry process dies. */
@@ -252,7 +298,15 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     const code = (error as { code?: number }).code;
     throw new SuperviseError((error as Error).message, code ?? 127);
   }
-  const { journal, dataDir, ownJournal } = openData(options);
+  const { kernel } = startTier("run", options);
+  let opened: Opened;
+  try {
+    opened = openData(options);
+  } catch (error) {
+    kernel?.close();
+    throw error;
+  }
+  const { journal, dataDir, ownJournal } = opened;
   const id = createUlid()();
   const pidsFile = join(dataDir, "run", `${id}.pids`);
   const subreaper = setChildSubreaper();
@@ -287,6 +341,8 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   let services: Service[] = [];
   try {
     const stoppedOk = await waitStopped(rootPid, 5000);
+    // The launcher is tracked while it is stopped: the kernel sees the agent's exec and all after.
+    if (stoppedOk) kernel?.track(rootPid, { existing: false });
     const agent = options.agent ?? basename(program);
     // The launcher is stopped: the snapshot sees the tree before the agent's first instruction.
     session = await openSession({
@@ -301,6 +357,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       onExit: options.onExit,
       pidsFile,
       opened: { journal, dataDir, ownJournal },
+      kernel,
     }, options);
     options.onNotice({
       type: "info",
@@ -308,7 +365,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
         `watching "${
           command.join(" ")
         }" as session ${id} (agent ${agent}, policy ${policy.resolved.name}, ` +
-        `mode ${policy.resolved.mode}, workspace ${policy.workspace}, every ${options.intervalMs} ms)`,
+        `mode ${policy.resolved.mode}, workspace ${policy.workspace}, sensor ${session.tier})`,
     });
     if (!subreaper) {
       options.onNotice({
@@ -319,6 +376,8 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     }
     services = await options.services?.({ session, journal, dataDir }) ?? [];
     session.start();
+    // The tier sees the whole tree before the agent runs a single instruction.
+    await kernel?.ready();
     // The launcher is stopped and the first scan has run: let the agent go.
     if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
   } catch (error) {
@@ -331,6 +390,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await exited;
     await closeAll(services);
     await watchdog.release();
+    kernel?.close();
     if (ownJournal) journal.close();
     throw error;
   }
@@ -384,6 +444,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     session.releaseNow();
     await closeAll(services);
     await watchdog.release();
+    kernel?.close();
     if (ownJournal) journal.close();
   }
 }
@@ -432,7 +493,17 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     );
   }
   const command = readCmdline(pid) ?? [];
-  const { journal, dataDir, ownJournal } = openData(options);
+  const { kernel } = startTier("attach", options);
+  let opened: Opened;
+  try {
+    opened = openData(options);
+    // Tracked before the first scan: from here on no child of the tree runs unseen.
+    kernel?.track(pid, { existing: true });
+  } catch (error) {
+    kernel?.close();
+    throw error;
+  }
+  const { journal, dataDir, ownJournal } = opened;
   const id = createUlid()();
   const pidsFile = join(dataDir, "run", `${id}.pids`);
   const watchdog = startWatchdog({
@@ -454,6 +525,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     onExit: "resume",
     pidsFile,
     opened: { journal, dataDir, ownJournal },
+    kernel,
   }, options);
   options.onNotice({
     type: "info",
@@ -461,13 +533,14 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
       `attached to pid ${pid} ("${
         command.join(" ")
       }") as session ${id} (policy ${policy.resolved.name}, ` +
-      `mode ${policy.resolved.mode}); Ctrl-C detaches and leaves the agent running`,
+      `mode ${policy.resolved.mode}, sensor ${session.tier}); Ctrl-C detaches and leaves the agent running`,
   });
   let services: Service[];
   try {
     services = await options.services?.({ session, journal, dataDir }) ?? [];
   } catch (error) {
     await watchdog.release();
+    kernel?.close();
     if (ownJournal) journal.close();
     throw error;
   }
@@ -486,6 +559,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   for (const e of events) globalThis.addEventListener(e, emergency);
   session.start();
   try {
+    await kernel?.ready();
     const how = await Promise.race([detached, rootGone]);
     await session.release();
     await session.stop();
@@ -509,6 +583,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     session.releaseNow();
     await closeAll(services);
     await watchdog.release();
+    kernel?.close();
     if (ownJournal) journal.close();
   }
 }

@@ -13,6 +13,7 @@ Deno.test("encodeBatch() splices the stored event JSON into the protocol's body"
     state: "running" as const,
     exitCode: null,
     note: null,
+    tier: null,
   };
   const text = encodeBatch({
     batch: "01JBATCH",

@@ -1,0 +1,224 @@
+import {
+  EbpfTracer,
+  listChildren,
+  probeFanotify,
+  readCmdline,
+  readExe,
+  readStat,
+} from "../platform/mod.ts";
+import {
+  EbpfSensor,
+  FanotifySensor,
+  type ProcessInfo,
+  ProcessTable,
+  type ProcSensor,
+  type Sensor,
+} from "../sensors/mod.ts";
+
+/** The sensing tiers, most exact first. */
+export const TIERS = ["ebpf", "seccomp", "fanotify", "poll"] as const;
+
+/** One sensing tier. */
+export type Tier = typeof TIERS[number];
+
+/** What `--sensor` asks for: one tier, or the most exact the host allows. */
+export type TierRequest = Tier | "auto";
+
+/** What each tier sees, in words, for `sentry doctor`, the session header and the README. */
+export const TIER_SUMMARY: Readonly<Record<Tier, string>> = {
+  ebpf:
+    "kernel tracepoints, tree filtered in the kernel: every open, delete, rename, link, connect, exec and exit, with pid and result",
+  seccomp:
+    "seccomp user notification (no root, run only): every chosen syscall of the tree, stopped until the supervisor answers",
+  fanotify:
+    "fanotify and the proc connector (root): exact exec, fork and exit, file events with pids; connections polled",
+  poll: "polling /proc and inotify: sees what lasts longer than one interval",
+};
+
+/** Which kinds of action a kernel tier reports itself (the poll sensors cover the rest). */
+export interface TierCoverage {
+  files: boolean;
+  network: boolean;
+  processes: boolean;
+}
+
+/** What a session needs to build a tier's sensors. */
+export interface TierContext {
+  table: ProcessTable;
+  databasePorts: ReadonlySet<number>;
+  tree: ProcSensor;
+  /** Sentry's own processes, never part of the tree. */
+  excluded: readonly number[];
+  /** Sentry's own files, never reported. */
+  ignorePaths: readonly string[];
+}
+
+/** A kernel sensing tier that is loaded and ready: its sensors, and the kernel resources it owns. */
+export interface KernelTier {
+  readonly tier: Exclude<Tier, "poll">;
+  readonly covers: TierCoverage;
+  /** Builds the tier's sensors for a session. */
+  sensors(context: TierContext): Sensor[];
+  /**
+   * Tracks the agent's tree from its root. For `attach`, the existing descendants are tracked
+   * top down, each before its children are listed, so that no child escapes between the two.
+   */
+  track(rootPid: number, options: { existing: boolean }): void;
+  /**
+   * Resolves once the tier sees the whole tree (its sensors started and seeded): `run` lets the
+   * agent go only then.
+   */
+  ready(): Promise<void>;
+  /** Releases every kernel resource; safe to call twice. */
+  close(): void;
+}
+
+/** Why a tier was not used, for the notice at start and `sentry doctor`. */
+export interface TierSkip {
+  tier: Tier;
+  reason: string;
+}
+
+/** The tiers `auto` tries for a command, in order. */
+export function tierOrder(kind: "run" | "attach"): Tier[] {
+  return kind === "run" ? [...TIERS] : ["ebpf", "fanotify", "poll"];
+}
+
+/** Reads what the process table needs of a live process from /proc. */
+export function inspectProcess(pid: number): ProcessInfo | null {
+  const stat = readStat(pid);
+  if (stat === null) return null;
+  return {
+    ppid: stat.ppid,
+    exe: readExe(pid)?.path ?? null,
+    cmdline: readCmdline(pid) ?? [],
+  };
+}
+
+/** Tracks `root` and every descendant it has now, parents before children. */
+export function trackTree(root: number, track: (pid: number) => void): number {
+  let count = 0;
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift() as number;
+    track(pid);
+    count++;
+    // Listed after the parent is tracked: a child forked from now on is tracked by the kernel.
+    queue.push(...(listChildren(pid) ?? []));
+  }
+  return count;
+}
+
+/** The eBPF tier: the program is loaded and attached when this returns. */
+export function openEbpfTier(): KernelTier {
+  const tracer = EbpfTracer.open();
+  let tree: ProcSensor | null = null;
+  return {
+    tier: "ebpf",
+    covers: { files: true, network: true, processes: true },
+    sensors(context) {
+      tree = context.tree;
+      return [
+        new EbpfSensor({
+          tracer,
+          table: context.table,
+          databasePorts: context.databasePorts,
+          // A new process joins the poll tree (pause and kill act on it) at the next scan.
+          onFork: () => tree?.wake(),
+        }),
+      ];
+    },
+    track(rootPid, options) {
+      if (options.existing) trackTree(rootPid, (pid) => tracer.track(pid));
+      else tracer.track(rootPid);
+    },
+    ready: () => Promise.resolve(),
+    close() {
+      tracer.close();
+    },
+  };
+}
+
+/**
+ * The fanotify + proc connector tier (root, no eBPF). Its sensor opens the fanotify group and
+ * the proc connector when the session starts and seeds the tree from the root; this checks
+ * first that the host allows both, so that `auto` can fall back.
+ */
+export function openFanotifyTier(): KernelTier {
+  if (Deno.uid() !== 0) {
+    throw new Error("it needs root (fanotify marks on filesystems and the proc connector)");
+  }
+  const probe = probeFanotify();
+  if (!probe.permission) {
+    throw new Error(`fanotify is not available: ${probe.permissionError ?? "unknown reason"}`);
+  }
+  let sensor: FanotifySensor | null = null;
+  return {
+    tier: "fanotify",
+    // Connections stay with the poll tier's network sensor: fanotify does not see them.
+    covers: { files: true, network: false, processes: true },
+    sensors(context) {
+      sensor = new FanotifySensor({
+        rootPid: context.tree.rootPid,
+        table: context.table,
+        excluded: [...context.excluded],
+        ignorePaths: context.ignorePaths,
+        onFork: () => context.tree.wake(),
+      });
+      return [sensor];
+    },
+    // The sensor seeds the tree itself from the root, top down.
+    track() {},
+    ready: () => sensor?.ready ?? Promise.resolve(),
+    // The sensor releases the group and the socket when the session stops it.
+    close() {},
+  };
+}
+
+/** Why a tier cannot run, thrown when `--sensor` names one the host does not allow. */
+export class TierError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "TierError";
+  }
+}
+
+/**
+ * Opens the tier `--sensor` asks for, or with `auto` the most exact one the host allows,
+ * trying each in order and keeping why the others could not run. A tier asked for by name that
+ * cannot run throws a {@link TierError} naming the reason; `poll` always works.
+ */
+export function openTier(
+  request: TierRequest,
+  options: { kind: "run" | "attach"; openers?: Partial<Record<Tier, () => KernelTier>> },
+): { tier: KernelTier | null; name: Tier; skipped: TierSkip[] } {
+  const openers: Partial<Record<Tier, () => KernelTier>> = {
+    ebpf: openEbpfTier,
+    fanotify: openFanotifyTier,
+    ...options.openers,
+  };
+  const order = request === "auto" ? tierOrder(options.kind) : [request];
+  const skipped: TierSkip[] = [];
+  for (const name of order) {
+    if (name === "poll") return { tier: null, name, skipped };
+    if (!tierOrder(options.kind).includes(name)) {
+      skipped.push({ tier: name, reason: `it works only for sentry run, not ${options.kind}` });
+      continue;
+    }
+    const open = openers[name];
+    if (open === undefined) {
+      skipped.push({ tier: name, reason: "this build has no such tier" });
+      continue;
+    }
+    try {
+      return { tier: open(), name, skipped };
+    } catch (error) {
+      skipped.push({ tier: name, reason: (error as Error).message });
+    }
+  }
+  const last = skipped.at(-1);
+  throw new TierError(
+    `Cannot use --sensor ${request}: ${last?.reason ?? "not available here"}`,
+  );
+}
