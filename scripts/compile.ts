@@ -40,6 +40,19 @@ export const POLICIES_DIR = "policies";
 /** Dashboard assets, embedded only when the directory exists. */
 export const ASSETS_DIR = "src/api/assets";
 
+/**
+ * Files of the kernel sensing tiers read at run time: the eBPF object (and, in an x86_64 Linux
+ * build, the libbpf, libelf and libz it needs, staged into `bpf/lib/`), and the seccomp
+ * supervisor's worker, which runs as a Worker from its own module.
+ */
+export const KERNEL_INCLUDES = ["src/platform/bpf", "src/sensors/seccomp_worker.ts"] as const;
+
+/** Where the native libraries are staged for embedding, relative to the project root. */
+export const NATIVE_LIB_DIR = "src/platform/bpf/lib";
+
+/** The libraries the eBPF tier loads, in dependency order, and the target they are built for. */
+export const NATIVE_LIBS = ["libz.so.1", "libelf.so.1", "libbpf.so.1"] as const;
+
 /** The entry point that is compiled. */
 export const ENTRY = "main.ts";
 
@@ -153,7 +166,41 @@ export interface CompileArgsOptions {
 export function compileArgs(target: Target, options: CompileArgsOptions): string[] {
   const includes = ["--include", POLICIES_DIR];
   if (options.includeAssets) includes.push("--include", ASSETS_DIR);
+  for (const path of KERNEL_INCLUDES) includes.push("--include", path);
   return ["compile", "-A", ...includes, "--target", target, "-o", outputPath(target), ENTRY];
+}
+
+/**
+ * Copies the host's libbpf, libelf and libz into {@link NATIVE_LIB_DIR}, so that an x86_64
+ * Linux binary carries them and its eBPF tier runs on a host that has nothing but libc.
+ * Returns the libraries it could not find (the binary then needs them on the host).
+ */
+export function stageNativeLibs(root: string, dirs: readonly string[] = LIB_DIRS): string[] {
+  const into = join(root, NATIVE_LIB_DIR);
+  Deno.mkdirSync(into, { recursive: true });
+  const missing: string[] = [];
+  for (const name of NATIVE_LIBS) {
+    const from = dirs.map((d) => join(d, name)).find((p) => existsSync(p));
+    if (from === undefined) {
+      missing.push(name);
+      continue;
+    }
+    // The real file, not the symlink: Deno.copyFileSync follows it.
+    Deno.copyFileSync(from, join(into, name));
+  }
+  return missing;
+}
+
+/** Where Debian keeps x86_64 libraries. */
+const LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"] as const;
+
+/** Removes the staged libraries, so that no other target's binary carries them. */
+export function unstageNativeLibs(root: string): void {
+  try {
+    Deno.removeSync(join(root, NATIVE_LIB_DIR), { recursive: true });
+  } catch {
+    // Never staged.
+  }
 }
 
 /** Why a `deno compile` run failed. */
@@ -498,6 +545,18 @@ export async function main(args: readonly string[]): Promise<number> {
     for (const [index, target] of plan.targets.entries()) {
       const command = compileArgs(target, { includeAssets });
       writeLine(Deno.stdout, `Building ${outputPath(target)}`);
+      unstageNativeLibs(root);
+      if (target === "x86_64-unknown-linux-gnu") {
+        const missing = stageNativeLibs(root);
+        if (missing.length > 0) {
+          writeLine(
+            Deno.stderr,
+            `warning: ${
+              missing.join(", ")
+            } not found on this host: the binary's eBPF tier will need them on its host`,
+          );
+        }
+      }
       if (debugEnabled()) writeLine(Deno.stderr, `$ ${Deno.execPath()} ${command.join(" ")}`);
       const output = await new Deno.Command(Deno.execPath(), {
         args: command,
@@ -528,6 +587,7 @@ export async function main(args: readonly string[]): Promise<number> {
       built.push(target);
     }
   } finally {
+    unstageNativeLibs(root);
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
   }
   writeLine(Deno.stdout, summaryLine({ built, notBuilt: [] }));

@@ -37,6 +37,11 @@ const IDS = [
   "ptrace",
   "fanotify",
   "landlock",
+  "tier_ebpf",
+  "tier_seccomp",
+  "tier_fanotify",
+  "tier_poll",
+  "sensor",
   "strace",
   "journal",
 ];

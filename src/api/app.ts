@@ -210,6 +210,9 @@ export function createApp(deps: AppDeps): SentryApp {
       journal,
       events,
       sensors: liveSensors(journal),
+      live: journal.listSessions({ limit: 200 })
+        .filter((s) => s.state === "running" || s.state === "paused")
+        .map((s) => ({ session: s.id, tier: s.tier })),
       uptimeMs: clock() - started,
     });
     return c.text(text, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });

@@ -43,6 +43,8 @@ export interface MetricsInput {
   events: EventCounter;
   /** The sensors of live sessions. */
   sensors: readonly SessionSensor[];
+  /** Live sessions and the sensing tier that watches each (null: journaled before tiers). */
+  live?: readonly { session: string; tier: string | null }[];
   uptimeMs: number;
 }
 
@@ -75,6 +77,17 @@ export function renderMetrics(input: MetricsInput): string {
       `sentry_events_total{kind="${label(kind)}",verdict="${label(verdict)}",response="${
         label(response)
       }"} ${count}`,
+    );
+  }
+
+  family(
+    "sentry_session_tier",
+    "gauge",
+    "1 for each live session, labelled with the sensing tier that watches it.",
+  );
+  for (const s of input.live ?? []) {
+    lines.push(
+      `sentry_session_tier{session="${label(s.session)}",tier="${label(s.tier ?? "unknown")}"} 1`,
     );
   }
 

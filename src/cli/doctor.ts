@@ -51,6 +51,7 @@ import {
   SyncRequestError,
   type SyncSettings,
 } from "../sync/mod.ts";
+import { probeTiers } from "../session/mod.ts";
 import { VERSION } from "../version.ts";
 import { describeSkew, maskKey } from "./account.ts";
 import { ExitCode } from "./errors.ts";
@@ -553,6 +554,39 @@ async function straceCheck(): Promise<DoctorCheck> {
   );
 }
 
+/**
+ * One line per sensing tier (can it run here, and what it sees), then which tier `auto` picks
+ * for `run` and for `attach`. Only poll left is a warning: Sentry then misses short actions.
+ */
+async function tierChecks(): Promise<DoctorCheck[]> {
+  if (Deno.build.os !== "linux") {
+    return [check("sensor", "sensing tier", "warn", `poll only: not Linux (${Deno.build.os})`)];
+  }
+  const probes = await probeTiers();
+  const checks = probes.map((p) =>
+    check(
+      `tier_${p.tier}`,
+      `tier ${p.tier} (${p.serves.join(", ")})`,
+      p.ok ? "ok" : "skip",
+      p.ok ? p.detail : `not available: ${p.detail}`,
+    )
+  );
+  const pick = (kind: "run" | "attach") =>
+    probes.find((p) => p.ok && p.serves.includes(kind))?.tier ?? "poll";
+  const run = pick("run");
+  const attach = pick("attach");
+  checks.push(check(
+    "sensor",
+    "sensing tier (auto)",
+    run === "poll" || attach === "poll" ? "warn" : "ok",
+    `run: ${run}, attach: ${attach}`,
+    run === "poll" || attach === "poll"
+      ? "run Sentry as root for the ebpf tier (or CAP_BPF and CAP_PERFMON); the poll tier misses actions shorter than its interval"
+      : null,
+  ));
+  return checks;
+}
+
 function platformChecks(): DoctorCheck[] {
   if (Deno.build.os !== "linux") {
     const why = `not Linux (${Deno.build.os})`;
@@ -725,6 +759,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const journal = data === null ? null : journalCheck(data);
   checks.push(...syncChecks(found, await helloPromise));
   checks.push(...platform);
+  checks.push(...await tierChecks());
   checks.push(
     stracePromise === null
       ? check("strace", "strace", "skip", `not Linux (${Deno.build.os})`)

@@ -10,6 +10,7 @@ import { registerConfigCommands } from "./config.ts";
 import { registerControlCommands } from "./control.ts";
 import { registerDoctorCommand } from "./doctor.ts";
 import { registerEventsCommand } from "./events.ts";
+import { registerLauncherCommand } from "./launcher.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerRollbackCommands } from "./rollback.ts";
@@ -52,6 +53,7 @@ export function buildProgram(): Command {
   registerAccountCommands(program);
   registerDoctorCommand(program);
   registerSyncCommands(program);
+  registerLauncherCommand(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;
 }

@@ -124,6 +124,7 @@ export function printReport(report: Report): void {
   println(paint(`Session ${s.id}`, "bold"));
   println(`  agent ${s.agent}: ${s.command.join(" ") || "(unknown command)"}`);
   println(`  ${s.kind} under policy ${s.policy} (mode ${s.mode}), workspace ${s.workspace}`);
+  println(`  sensing tier: ${s.tier ?? "unknown (journaled before tiers)"}`);
   println(
     `  started ${shortTime(s.startedAt)}, ${
       s.endedAt === null ? "" : `ended ${shortTime(s.endedAt)}, `

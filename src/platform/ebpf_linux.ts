@@ -162,12 +162,22 @@ export function openLibbpf(): Libbpf {
   throw new EbpfError("Cannot open libbpf");
 }
 
+/**
+ * The default ring buffer: 4 MiB holds about 25,000 records, a burst of more than a second at
+ * the journal's sustained rate, and costs at most 8 MiB of Sentry's memory (its data pages are
+ * mapped twice).
+ */
+export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
+
 /** The program object committed beside its source. */
 export const BPF_OBJECT_URL = new URL("./bpf/sentry.bpf.o", import.meta.url);
 
 /** Options for {@link EbpfTracer.open}. */
 export interface EbpfTracerOptions {
-  /** The ring buffer's size in bytes, a power of two of at least 4096; default 16 MiB. */
+  /**
+   * The ring buffer's size in bytes, a power of two of at least 4096; default
+   * {@link DEFAULT_RING_BYTES}. Its pages are mapped into Sentry: the size is memory.
+   */
   ringBytes?: number;
   /** The object's bytes; default the committed `sentry.bpf.o`. */
   object?: Uint8Array;
@@ -281,9 +291,7 @@ export class EbpfTracer {
       return m;
     };
     const events = map("events");
-    if (options.ringBytes !== undefined) {
-      lib.symbols.bpf_map__set_max_entries(events, options.ringBytes);
-    }
+    lib.symbols.bpf_map__set_max_entries(events, options.ringBytes ?? DEFAULT_RING_BYTES);
     if (lib.symbols.bpf_object__load(obj) !== 0) fail("Cannot load the eBPF program");
     let prog = lib.symbols.bpf_object__next_program(obj, null);
     while (prog !== null) {

@@ -144,6 +144,7 @@ export {
 } from "./ebpf_record.ts";
 export {
   BPF_OBJECT_URL,
+  DEFAULT_RING_BYTES,
   type EbpfCounters,
   EbpfError,
   EbpfTracer,
@@ -182,3 +183,4 @@ export {
   type ProcConnectorRecord,
   SequenceGaps,
 } from "./proc_connector_record.ts";
+export { seccompAvailability } from "./seccomp_linux.ts";

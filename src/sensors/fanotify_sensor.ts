@@ -242,6 +242,7 @@ export class FileActions {
         pid,
         path,
         flags: O_CREAT | (directory ? dirFlag : O_WRONLY),
+        created: true,
         result: 0,
         syscall: "FAN_CREATE",
       });
@@ -306,6 +307,7 @@ export class FileActions {
           pid,
           path,
           flags: O_CREAT | (directory ? dirFlag : O_WRONLY),
+          created: true,
           result: 0,
           syscall: "FAN_MOVED_TO",
         });

@@ -344,6 +344,12 @@ Deno.test({
       stdin: "piped",
       stderr: "piped",
     }).spawn();
+    // The redirect is made before Sentry watches, as a user's shell makes it before Sentry runs:
+    // the descriptor is inherited, not opened by the watched tree.
+    for (let i = 0; i < 500; i++) {
+      if ((await Deno.stat(log).catch(() => null)) !== null) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const table = procTable();
     const sensor = new FanotifySensor({ rootPid: agent.pid, table });
     const events: SensorEvent[] = [];

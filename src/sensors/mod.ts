@@ -41,3 +41,11 @@ export {
   programOf,
   TreeTracker,
 } from "./fanotify_sensor.ts";
+export {
+  LAUNCH_COMMAND,
+  type SeccompCounters,
+  SeccompLaunchError,
+  SeccompSensor,
+  type SeccompSensorOptions,
+  SeccompSupervisor,
+} from "./seccomp_sensor.ts";

@@ -50,6 +50,11 @@ export interface ProcSensorOptions {
    * running when it attached (`existing`), which no kernel tier saw start.
    */
   report?: boolean;
+  /**
+   * Whether to report exits even when `report` is false (default false): a tier that sees
+   * execs but not exits (seccomp) leaves them to the tree, which knows the root's status.
+   */
+  reportExits?: boolean;
 }
 
 /**
@@ -334,7 +339,10 @@ export class ProcSensor implements Sensor {
 
   #send(event: SensorEvent): void {
     // A kernel tier cannot see processes that started before it: the tree reports those.
-    if (this.#options.report === false && event.detail.existing !== true) return;
+    if (
+      this.#options.report === false && event.detail.existing !== true &&
+      !(event.kind === "proc.exit" && this.#options.reportExits === true)
+    ) return;
     this.#counter.counters.emitted++;
     this.#emit?.(event);
   }

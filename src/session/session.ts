@@ -140,10 +140,12 @@ export class Session {
       reportExisting: config.kind === "attach",
       rootIsLauncher: config.rootIsLauncher,
       report: !(config.kernel?.covers.processes ?? false),
+      reportExits: !(config.kernel?.covers.exits ?? false),
       ...(deps.now === undefined ? {} : { now: deps.now }),
     });
     this.#resolver = new HostResolver({ names: compiled.namedHosts });
-    const covers = config.kernel?.covers ?? { files: false, network: false, processes: false };
+    const covers = config.kernel?.covers ??
+      { files: false, network: false, processes: false, exits: false };
     const fd = new FdSensor({
       tree: this.tree,
       platform: deps.platform,

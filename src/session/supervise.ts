@@ -21,6 +21,8 @@ import {
   type Tier,
   TIER_SUMMARY,
   TierError,
+  TierLaunchError,
+  type TierOpener,
   type TierRequest,
 } from "./tiers.ts";
 
@@ -46,7 +48,7 @@ export interface SuperviseOptions {
   /** The sensing tier (`--sensor`); default `auto`, the most exact the host allows. */
   sensor?: TierRequest;
   /** Opens a tier by name instead of the built-in openers (tests). */
-  tierOpeners?: Partial<Record<Tier, () => KernelTier>>;
+  tierOpeners?: Partial<Record<Tier, TierOpener>>;
   /**
    * Starts what serves the session (the local API, alert outputs, the uploader) once it is
    * journaled and before its sensors and the agent start; the returned services are closed,
@@ -209,13 +211,13 @@ async function openSession(spec: OpenSession, options: SuperviseOptions): Promis
  * Opens the sensing tier before anything starts: a tier asked for by name that the host does
  * not allow is a usage error (exit 2), and `auto` says which tiers it passed over and why.
  */
-function startTier(
+async function startTier(
   kind: "run" | "attach",
   options: SuperviseOptions,
-): { kernel: KernelTier | null; name: Tier } {
+): Promise<{ kernel: KernelTier | null; name: Tier }> {
   let opened;
   try {
-    opened = openTier(options.sensor ?? "auto", {
+    opened = await openTier(options.sensor ?? "auto", {
       kind,
       ...(options.tierOpeners === undefined ? {} : { openers: options.tierOpeners }),
     });
@@ -240,10 +242,15 @@ function startTier(
 function startWatchdog(
   args: { session: string; pidsFile: string; onExit: string; journal: string },
 ) {
-  const [cmd, ...rest] = selfCommand();
-  const child = new Deno.Command(cmd as string, {
+  // Two stages, so that a watchdog costs about 1 MB while Sentry lives: a shell waits for the
+  // final "ok" on its stdin, and only if the pipe ends without it (Sentry died) does it exec
+  // Sentry's full watchdog, which finds the pipe at its end and rescues the tree.
+  const child = new Deno.Command("/bin/sh", {
     args: [
-      ...rest,
+      "-c",
+      'IFS= read -r line; [ "$line" = ok ] && exit 0; exec "$@"',
+      "sentry-watchdog",
+      ...selfCommand(),
       "__watchdog",
       "--session",
       args.session,
@@ -298,12 +305,12 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     const code = (error as { code?: number }).code;
     throw new SuperviseError((error as Error).message, code ?? 127);
   }
-  const { kernel } = startTier("run", options);
+  const { kernel } = await startTier("run", options);
   let opened: Opened;
   try {
     opened = openData(options);
   } catch (error) {
-    kernel?.close();
+    await kernel?.close();
     throw error;
   }
   const { journal, dataDir, ownJournal } = opened;
@@ -316,7 +323,9 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     onExit: options.onExit,
     journal: join(dataDir, JOURNAL_FILE),
   });
-  const [launcher, ...launcherRest] = launcherArgs(command);
+  // A tier with its own launcher (seccomp) installs itself there; otherwise a shell stops itself.
+  const tierLauncher = kernel?.launcher;
+  const [launcher, ...launcherRest] = tierLauncher?.args(command) ?? launcherArgs(command);
   const child = new Deno.Command(launcher as string, {
     args: launcherRest,
     stdin: "inherit",
@@ -340,7 +349,18 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   let session: Session;
   let services: Service[] = [];
   try {
-    const stoppedOk = await waitStopped(rootPid, 5000);
+    let stoppedOk: boolean;
+    if (tierLauncher !== undefined) {
+      try {
+        await tierLauncher.attached(exited);
+      } catch (error) {
+        if (error instanceof TierLaunchError) throw new SuperviseError(error.message, error.code);
+        throw error;
+      }
+      stoppedOk = true;
+    } else {
+      stoppedOk = await waitStopped(rootPid, 5000);
+    }
     // The launcher is tracked while it is stopped: the kernel sees the agent's exec and all after.
     if (stoppedOk) kernel?.track(rootPid, { existing: false });
     const agent = options.agent ?? basename(program);
@@ -379,7 +399,8 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     // The tier sees the whole tree before the agent runs a single instruction.
     await kernel?.ready();
     // The launcher is stopped and the first scan has run: let the agent go.
-    if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
+    if (tierLauncher !== undefined) tierLauncher.go();
+    else if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
   } catch (error) {
     // Setup failed before the agent ran a single instruction: end the launcher, not the agent.
     try {
@@ -390,7 +411,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await exited;
     await closeAll(services);
     await watchdog.release();
-    kernel?.close();
+    await kernel?.close();
     if (ownJournal) journal.close();
     throw error;
   }
@@ -444,7 +465,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     session.releaseNow();
     await closeAll(services);
     await watchdog.release();
-    kernel?.close();
+    await kernel?.close();
     if (ownJournal) journal.close();
   }
 }
@@ -493,14 +514,14 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     );
   }
   const command = readCmdline(pid) ?? [];
-  const { kernel } = startTier("attach", options);
+  const { kernel } = await startTier("attach", options);
   let opened: Opened;
   try {
     opened = openData(options);
     // Tracked before the first scan: from here on no child of the tree runs unseen.
     kernel?.track(pid, { existing: true });
   } catch (error) {
-    kernel?.close();
+    await kernel?.close();
     throw error;
   }
   const { journal, dataDir, ownJournal } = opened;
@@ -540,7 +561,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     services = await options.services?.({ session, journal, dataDir }) ?? [];
   } catch (error) {
     await watchdog.release();
-    kernel?.close();
+    await kernel?.close();
     if (ownJournal) journal.close();
     throw error;
   }
@@ -583,7 +604,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     session.releaseNow();
     await closeAll(services);
     await watchdog.release();
-    kernel?.close();
+    await kernel?.close();
     if (ownJournal) journal.close();
   }
 }

@@ -5,6 +5,7 @@ import {
   readCmdline,
   readExe,
   readStat,
+  seccompAvailability,
 } from "../platform/mod.ts";
 import {
   EbpfSensor,
@@ -12,6 +13,9 @@ import {
   type ProcessInfo,
   ProcessTable,
   type ProcSensor,
+  SeccompLaunchError,
+  SeccompSensor,
+  SeccompSupervisor,
   type Sensor,
 } from "../sensors/mod.ts";
 
@@ -39,7 +43,10 @@ export const TIER_SUMMARY: Readonly<Record<Tier, string>> = {
 export interface TierCoverage {
   files: boolean;
   network: boolean;
+  /** Execs (and forks, to attribute children). */
   processes: boolean;
+  /** Exits with their status. */
+  exits: boolean;
 }
 
 /** What a session needs to build a tier's sensors. */
@@ -69,9 +76,43 @@ export interface KernelTier {
    * agent go only then.
    */
   ready(): Promise<void>;
+  /**
+   * How `run` starts the agent under this tier, when it needs its own launcher (seccomp
+   * installs its filter in a launcher that then execs the agent in the same pid).
+   */
+  readonly launcher?: TierLauncher;
   /** Releases every kernel resource; safe to call twice. */
-  close(): void;
+  close(): void | Promise<void>;
 }
+
+/** A tier's own launcher: `run` spawns `args(command)` instead of the stopping shell. */
+export interface TierLauncher {
+  /** The argv of the launcher for a command. */
+  args(command: readonly string[]): string[];
+  /**
+   * Resolves once the launcher waits for `go()` with the tier in place (it has not run a single
+   * instruction of the agent). Throws a {@link TierLaunchError} when the command cannot start.
+   */
+  attached(exited: Promise<unknown>): Promise<void>;
+  /** Lets the agent run. */
+  go(): void;
+}
+
+/** The launcher could not start the agent: the command is missing (127) or not executable (126). */
+export class TierLaunchError extends Error {
+  /** The shell's exit code for the failure. */
+  readonly code: number;
+
+  /** Builds the error with its exit code. */
+  constructor(message: string, code: number) {
+    super(message);
+    this.name = "TierLaunchError";
+    this.code = code;
+  }
+}
+
+/** Opens a tier, or throws why it cannot run here. */
+export type TierOpener = () => KernelTier | Promise<KernelTier>;
 
 /** Why a tier was not used, for the notice at start and `sentry doctor`. */
 export interface TierSkip {
@@ -115,7 +156,7 @@ export function openEbpfTier(): KernelTier {
   let tree: ProcSensor | null = null;
   return {
     tier: "ebpf",
-    covers: { files: true, network: true, processes: true },
+    covers: { files: true, network: true, processes: true, exits: true },
     sensors(context) {
       tree = context.tree;
       return [
@@ -140,6 +181,54 @@ export function openEbpfTier(): KernelTier {
 }
 
 /**
+ * The seccomp tier (no root needed, `run` only): a launcher installs a seccomp user-notification
+ * filter and hands its listener to the supervisor, whose worker observes every chosen syscall of
+ * the tree while the caller waits. If Sentry dies, the tree's filtered syscalls fail with ENOSYS:
+ * it fails closed.
+ */
+export async function openSeccompTier(): Promise<KernelTier> {
+  const available = seccompAvailability();
+  if (!available.ok) throw new Error(available.reason);
+  const supervisor = await SeccompSupervisor.create();
+  let sensor: SeccompSensor | null = null;
+  let closed = false;
+  return {
+    tier: "seccomp",
+    // No syscall marks an exit: the poll tree reports exits, with the root's status.
+    covers: { files: true, network: true, processes: true, exits: false },
+    sensors(context) {
+      sensor = supervisor.createSensor({
+        table: context.table,
+        databasePorts: context.databasePorts,
+      });
+      return [sensor];
+    },
+    // The filter is inherited from the launcher by every descendant: nothing to track.
+    track() {},
+    ready: () => sensor?.ready() ?? Promise.resolve(),
+    launcher: {
+      args: (command) => supervisor.launcherArgs(command),
+      async attached(exited) {
+        try {
+          await supervisor.awaitListener({ exited });
+        } catch (error) {
+          if (error instanceof SeccompLaunchError) {
+            throw new TierLaunchError(error.message, error.code);
+          }
+          throw error;
+        }
+      },
+      go: () => supervisor.go(),
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await supervisor.close();
+    },
+  };
+}
+
+/**
  * The fanotify + proc connector tier (root, no eBPF). Its sensor opens the fanotify group and
  * the proc connector when the session starts and seeds the tree from the root; this checks
  * first that the host allows both, so that `auto` can fall back.
@@ -156,7 +245,7 @@ export function openFanotifyTier(): KernelTier {
   return {
     tier: "fanotify",
     // Connections stay with the poll tier's network sensor: fanotify does not see them.
-    covers: { files: true, network: false, processes: true },
+    covers: { files: true, network: false, processes: true, exits: true },
     sensors(context) {
       sensor = new FanotifySensor({
         rootPid: context.tree.rootPid,
@@ -189,12 +278,13 @@ export class TierError extends Error {
  * trying each in order and keeping why the others could not run. A tier asked for by name that
  * cannot run throws a {@link TierError} naming the reason; `poll` always works.
  */
-export function openTier(
+export async function openTier(
   request: TierRequest,
-  options: { kind: "run" | "attach"; openers?: Partial<Record<Tier, () => KernelTier>> },
-): { tier: KernelTier | null; name: Tier; skipped: TierSkip[] } {
-  const openers: Partial<Record<Tier, () => KernelTier>> = {
+  options: { kind: "run" | "attach"; openers?: Partial<Record<Tier, TierOpener>> },
+): Promise<{ tier: KernelTier | null; name: Tier; skipped: TierSkip[] }> {
+  const openers: Partial<Record<Tier, TierOpener>> = {
     ebpf: openEbpfTier,
+    seccomp: openSeccompTier,
     fanotify: openFanotifyTier,
     ...options.openers,
   };
@@ -212,7 +302,7 @@ export function openTier(
       continue;
     }
     try {
-      return { tier: open(), name, skipped };
+      return { tier: await open(), name, skipped };
     } catch (error) {
       skipped.push({ tier: name, reason: (error as Error).message });
     }
@@ -221,4 +311,44 @@ export function openTier(
   throw new TierError(
     `Cannot use --sensor ${request}: ${last?.reason ?? "not available here"}`,
   );
+}
+
+/** Whether a tier can run on this host, for `sentry doctor`. */
+export interface TierProbe {
+  tier: Tier;
+  /** The commands it serves. */
+  serves: ("run" | "attach")[];
+  ok: boolean;
+  /** What it sees when it can run, or why it cannot. */
+  detail: string;
+}
+
+/**
+ * Checks each tier on this host the way `run` and `attach` would open it: the eBPF program is
+ * really loaded and attached, then released at once.
+ */
+export async function probeTiers(
+  openers: Partial<Record<Tier, TierOpener>> = {},
+): Promise<TierProbe[]> {
+  const all: Record<Exclude<Tier, "poll">, TierOpener> = {
+    ebpf: openers.ebpf ?? openEbpfTier,
+    seccomp: openers.seccomp ?? openSeccompTier,
+    fanotify: openers.fanotify ?? openFanotifyTier,
+  };
+  const probes: TierProbe[] = [];
+  for (const tier of TIERS) {
+    const serves: ("run" | "attach")[] = tier === "seccomp" ? ["run"] : ["run", "attach"];
+    if (tier === "poll") {
+      probes.push({ tier, serves, ok: true, detail: TIER_SUMMARY.poll });
+      continue;
+    }
+    try {
+      const opened = await all[tier]();
+      await opened.close();
+      probes.push({ tier, serves, ok: true, detail: TIER_SUMMARY[tier] });
+    } catch (error) {
+      probes.push({ tier, serves, ok: false, detail: (error as Error).message });
+    }
+  }
+  return probes;
 }

@@ -4,7 +4,7 @@ import { type KernelTier, openTier, type Tier, TierError, tierOrder } from "./ti
 function fake(tier: Exclude<Tier, "poll">): KernelTier {
   return {
     tier,
-    covers: { files: true, network: tier !== "fanotify", processes: true },
+    covers: { files: true, network: tier !== "fanotify", processes: true, exits: true },
     sensors: () => [],
     track() {},
     ready: () => Promise.resolve(),
@@ -23,8 +23,8 @@ Deno.test("tierOrder() tries seccomp only for run, and poll last", () => {
   assert.deepEqual(tierOrder("attach"), ["ebpf", "fanotify", "poll"]);
 });
 
-Deno.test("openTier(auto) takes the most exact tier that opens and says why it passed the others", () => {
-  const opened = openTier("auto", {
+Deno.test("openTier(auto) takes the most exact tier that opens and says why it passed the others", async () => {
+  const opened = await openTier("auto", {
     kind: "run",
     openers: {
       ebpf: failing("Cannot load the eBPF program: errno 1"),
@@ -39,8 +39,8 @@ Deno.test("openTier(auto) takes the most exact tier that opens and says why it p
   }]);
 });
 
-Deno.test("openTier(auto) falls back to poll when no kernel tier opens", () => {
-  const opened = openTier("auto", {
+Deno.test("openTier(auto) falls back to poll when no kernel tier opens", async () => {
+  const opened = await openTier("auto", {
     kind: "attach",
     openers: { ebpf: failing("no BTF"), fanotify: failing("it needs root") },
   });
@@ -49,20 +49,23 @@ Deno.test("openTier(auto) falls back to poll when no kernel tier opens", () => {
   assert.deepEqual(opened.skipped.map((s) => s.tier), ["ebpf", "fanotify"]);
 });
 
-Deno.test("openTier() of a named tier the host refuses is an error naming the reason", () => {
-  assert.throws(
+Deno.test("openTier() of a named tier the host refuses is an error naming the reason", async () => {
+  await assert.rejects(
     () => openTier("ebpf", { kind: "run", openers: { ebpf: failing("errno 1 (needs root)") } }),
     (e: unknown) =>
       e instanceof TierError && e.message === "Cannot use --sensor ebpf: errno 1 (needs root)",
   );
-  assert.throws(
+  await assert.rejects(
     () => openTier("seccomp", { kind: "attach", openers: { seccomp: () => fake("seccomp") } }),
     (e: unknown) => e instanceof TierError && /only for sentry run, not attach/.test(e.message),
   );
 });
 
-Deno.test("openTier(poll) always works and opens nothing", () => {
-  const opened = openTier("poll", { kind: "attach", openers: { ebpf: failing("never called") } });
+Deno.test("openTier(poll) always works and opens nothing", async () => {
+  const opened = await openTier("poll", {
+    kind: "attach",
+    openers: { ebpf: failing("never called") },
+  });
   assert.equal(opened.name, "poll");
   assert.deepEqual(opened.skipped, []);
 });

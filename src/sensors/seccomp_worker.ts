@@ -1,0 +1,535 @@
+/**
+ * The seccomp tier's Worker. It has two roles, chosen by the first message:
+ *
+ * - `supervise` (in Sentry): owns the listener fd and runs the receive loop. For each
+ *   notification it reads the arguments out of the blocked caller (process_vm_readv; relative
+ *   paths through /proc/TID/cwd or /proc/TID/fd/N), reads the caller's pid, ppid, exe and
+ *   command line from /proc (exact even for a process that lives 1 ms: it is blocked while this
+ *   runs), checks that the notification is still valid, calls the pure {@link decide} hook,
+ *   answers, and only then queues the decoded actions, which go to the main thread in batches.
+ *   Nothing on this path awaits: a blocking ioctl or a slow journal on the main thread cannot
+ *   delay an answer, and the main thread cannot delay one either. The loop blocks in the
+ *   receive ioctl itself (with SYNC_WAKE_UP the kernel switches from the caller straight to this
+ *   thread); the main thread interrupts it with a signal (`wakeThread`) to stop it, or to fetch
+ *   records that waited longer than a batch interval because the agent went quiet.
+ * - `handover` (in the launcher): sends the listener fd to the supervisor over the control
+ *   socket (SCM_RIGHTS) and waits for "go". It runs here because the launcher's main thread is
+ *   already under the filter, and its own `sendmsg` would wait for a supervisor that does not
+ *   have the listener yet. This thread was started before the filter, so it is not filtered.
+ *
+ * It imports platform files directly, not `platform/mod.ts`, to keep its start-up short.
+ *
+ * @module
+ */
+
+import {
+  gettid,
+  MemoryReader,
+  NOTIF_SIZE,
+  ProcReader,
+  readSome,
+  SeccompListener,
+  sendWithFd,
+} from "../platform/seccomp_linux.ts";
+import {
+  AT_FDCWD,
+  decodeNotif,
+  encodeResponse,
+  readSyscall,
+  SECCOMP_NOTIF_RESP_SIZE,
+  type SeccompNotif,
+  type SyscallAction,
+  syscallName,
+  type SyscallRead,
+  type TargetReader,
+} from "../platform/seccomp_notif.ts";
+import type { KernelAction } from "./kernel_action.ts";
+
+/** What the caller of a syscall is, read from /proc while it was blocked. */
+export interface CallerInfo {
+  /** Thread-group id (the process). */
+  pid: number;
+  /** The calling thread. */
+  tid: number;
+  ppid: number | null;
+  exe: string | null;
+  cmdline: string[];
+}
+
+/** What {@link decide} is given: one notification, decoded. */
+export interface SeccompDecisionInput {
+  syscall: string;
+  caller: CallerInfo;
+  /** The actions the call asks for (empty for a send without an address). */
+  actions: readonly KernelAction[];
+  /** Why the arguments could not be read, if they could not (`memory`, `directory`). */
+  failure: "memory" | "directory" | null;
+}
+
+/** An answer to the kernel: let the call run, or fail it with an errno. */
+export type SeccompVerdict = { kind: "continue" } | { kind: "errno"; errno: number };
+
+const CONTINUE: SeccompVerdict = { kind: "continue" };
+
+/**
+ * The decision hook of the receive loop: pure, synchronous, no I/O, called once per
+ * notification before the answer. For now it lets every call run (the sensing tier).
+ * TODO(#11): plug the compiled policy in here; a denial must then hold against a thread that
+ * rewrites the argument after this read (decide on what the supervisor opened itself, ADDFD).
+ */
+export function decide(input: SeccompDecisionInput): SeccompVerdict {
+  void input;
+  return CONTINUE;
+}
+
+/** One answered notification, as the worker hands it to the main thread. */
+export interface SeccompRecord {
+  /** Wall-clock time of the notification, in ms since the epoch. */
+  ms: number;
+  /** Index of the caller in its batch's `callers` (sent once per batch, not per record). */
+  caller: number;
+  actions: KernelAction[];
+  /** The errno the call was failed with; absent when it was let through. */
+  denied?: number;
+}
+
+/** The worker's exact counters. */
+export interface SeccompWorkerStats {
+  /** Notifications received. */
+  notifications: number;
+  /** Notifications answered. */
+  answered: number;
+  /** Answered with an errno. */
+  denied: number;
+  /** Records handed to the main thread, and in how many batches. */
+  records: number;
+  batches: number;
+  /** Blind spots by id: what could not be read or attributed, counted exactly. */
+  blind: Record<string, number>;
+}
+
+/** Start message of the `supervise` role. */
+export interface SuperviseStart {
+  role: "supervise";
+  /** The listener fd; the worker owns it from now on and closes it when it stops. */
+  listenerFd: number;
+  /**
+   * Int32Array view: [0] is set to 1 by the main thread to stop the loop; [1] is the number of
+   * records waiting in the worker (the main thread wakes it when they wait too long).
+   */
+  control: SharedArrayBuffer;
+  /** Turn on SYNC_WAKE_UP (default true). */
+  syncWakeUp: boolean;
+  /** Hand a batch over when it holds this many records... */
+  batchMax: number;
+  /** ...or when its first record is this old (ms). */
+  batchMs: number;
+}
+
+/** Messages of the `supervise` role to the main thread. */
+export type SuperviseMessage =
+  | { type: "ready"; syncWakeUp: boolean; tid: number }
+  | { type: "batch"; records: SeccompRecord[]; callers: CallerInfo[]; stats: SeccompWorkerStats }
+  | { type: "done"; reason: "stopped" | "hangup"; stats: SeccompWorkerStats }
+  | { type: "error"; message: string; stats: SeccompWorkerStats };
+
+/** Start message of the `handover` role. */
+export interface HandoverStart {
+  role: "handover";
+  /** The connected control socket. */
+  socketFd: number;
+  /** Int32Array view: [0] the state ({@link HANDOVER}); [1] the listener fd to send. */
+  control: SharedArrayBuffer;
+}
+
+/** Messages of the `handover` role: loaded, then done (the main thread waits on `control`). */
+export type HandoverMessage = { type: "ready" } | { type: "failed"; message: string };
+
+/** Handover states in `control[0]`. */
+export const HANDOVER = { WAITING: 0, GO: 1, FAILED: 2, SEND: 3 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// Reading the caller through /proc and its memory
+
+const PAGE = 4096;
+
+/** Reads the blocked caller's arguments for {@link readSyscall}. */
+class Target implements TargetReader {
+  tid = 0;
+  readonly #memory = new MemoryReader();
+  readonly #proc: ProcReader;
+  readonly #buffer = new Uint8Array(PAGE * 2);
+  readonly #decoder = new TextDecoder();
+
+  constructor(proc: ProcReader) {
+    this.#proc = proc;
+  }
+
+  string(address: bigint, max: number): string | null {
+    if (address === 0n) return null;
+    let total = 0;
+    while (total <= max) {
+      const room = Math.min(PAGE - Number((address + BigInt(total)) & 4095n), max + 1 - total);
+      const chunk = this.#buffer.subarray(total, total + room);
+      const n = this.#memory.read(this.tid, address + BigInt(total), chunk);
+      if (n <= 0) return null;
+      const nul = chunk.subarray(0, n).indexOf(0);
+      if (nul >= 0) return this.#decoder.decode(this.#buffer.subarray(0, total + nul));
+      total += n;
+      if (n < room) return null;
+    }
+    // Longer than the limit: the kernel fails the call with ENAMETOOLONG.
+    return null;
+  }
+
+  bytes(address: bigint, length: number): Uint8Array | null {
+    if (address === 0n) return null;
+    const out = new Uint8Array(Math.min(length, PAGE));
+    const n = this.#memory.read(this.tid, address, out);
+    if (n <= 0) return null;
+    return out.subarray(0, n);
+  }
+
+  directory(dirfd: number): string | null {
+    const link = dirfd === AT_FDCWD ? `/proc/${this.tid}/cwd` : `/proc/${this.tid}/fd/${dirfd}`;
+    return this.#proc.readLink(link);
+  }
+}
+
+interface CacheEntry {
+  /**
+   * An open file of /proc/TID/ (loginuid, or comm without audit): reading it fails once this
+   * very thread is gone, so a reused tid is never mistaken for the old thread. A cheap read.
+   */
+  fd: number;
+  info: CallerInfo;
+  /** The process ran execve since exe and cmdline were read. */
+  stale: boolean;
+}
+
+const CACHE_SWEEP_AT = 2048;
+
+/**
+ * pid, ppid, exe and command line of callers, by thread id, read from /proc the first time a
+ * thread calls, and re-read after its process ran execve. The ppid is the parent at first sight,
+ * as the process table keeps it (a re-parented orphan keeps its original parent).
+ */
+class CallerCache {
+  readonly #entries = new Map<number, CacheEntry>();
+  readonly #proc: ProcReader;
+  readonly #decoder = new TextDecoder();
+  #aliveFile = "loginuid";
+
+  constructor(proc: ProcReader) {
+    this.#proc = proc;
+  }
+
+  /** The caller `tid`, or null when /proc has nothing on it. */
+  lookup(tid: number): CallerInfo | null {
+    const known = this.#entries.get(tid);
+    if (known !== undefined) {
+      if (this.#proc.alive(known.fd)) {
+        if (known.stale) {
+          // A new object: batches hold the old one for the records made before the exec.
+          known.info = { ...known.info };
+          this.#readProgram(known.info);
+          known.stale = false;
+        }
+        return known.info;
+      }
+      this.#proc.close(known.fd);
+      this.#entries.delete(tid);
+    }
+    if (this.#entries.size >= CACHE_SWEEP_AT) this.#sweep();
+    let fd = this.#proc.open(`/proc/${tid}/${this.#aliveFile}`);
+    if (fd === -2 && this.#aliveFile !== "comm") {
+      this.#aliveFile = "comm";
+      fd = this.#proc.open(`/proc/${tid}/comm`);
+    }
+    if (fd < 0) return null;
+    const stat = this.#proc.readBytes(`/proc/${tid}/stat`);
+    const status = this.#proc.readBytes(`/proc/${tid}/status`);
+    if (stat === null || status === null) {
+      this.#proc.close(fd);
+      return null;
+    }
+    const tgid = /\nTgid:\s*(\d+)/.exec(this.#decoder.decode(status))?.[1];
+    const info: CallerInfo = {
+      pid: tgid === undefined ? tid : Number(tgid),
+      tid,
+      ppid: parsePpid(this.#decoder.decode(stat)),
+      exe: null,
+      cmdline: [],
+    };
+    this.#readProgram(info);
+    this.#entries.set(tid, { fd, info, stale: false });
+    return info;
+  }
+
+  /** Marks every thread of a process as running a new program (after its execve). */
+  execed(pid: number): void {
+    for (const entry of this.#entries.values()) if (entry.info.pid === pid) entry.stale = true;
+  }
+
+  /** Closes every kept fd. */
+  close(): void {
+    for (const entry of this.#entries.values()) this.#proc.close(entry.fd);
+    this.#entries.clear();
+  }
+
+  #readProgram(info: CallerInfo): void {
+    info.exe = this.#proc.readLink(`/proc/${info.tid}/exe`);
+    const raw = this.#proc.readBytes(`/proc/${info.tid}/cmdline`);
+    info.cmdline = raw === null || raw.length === 0
+      ? []
+      : this.#decoder.decode(raw[raw.length - 1] === 0 ? raw.subarray(0, -1) : raw).split("\0");
+  }
+
+  #sweep(): void {
+    for (const [tid, entry] of this.#entries) {
+      if (this.#proc.alive(entry.fd)) continue;
+      this.#proc.close(entry.fd);
+      this.#entries.delete(tid);
+    }
+  }
+}
+
+/** The ppid (4th field) of a /proc/PID/stat line; the command name may hold spaces and ')'. */
+export function parsePpid(stat: string): number | null {
+  const close = stat.lastIndexOf(")");
+  if (close < 0) return null;
+  const fields = stat.slice(close + 2).split(" ", 2);
+  const ppid = Number(fields[1]);
+  return Number.isInteger(ppid) ? ppid : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receive loop
+
+/** Blind spot ids and what they mean; exported for the sensor's reasons. */
+export const SECCOMP_BLIND_SPOTS: Readonly<Record<string, string>> = {
+  unreadable_memory:
+    "syscalls whose arguments could not be read from the caller's memory (bad address or no permission); they ran unrecorded",
+  unresolvable_directory:
+    "syscalls with a relative path whose directory could not be read from /proc; they ran unrecorded",
+  caller_gone:
+    "notifications whose caller died or was interrupted before it could be read or answered; the syscall did not run",
+  undecodable: "notifications Sentry failed to decode (a bug); the syscall ran unrecorded",
+  unattributed:
+    "syscalls whose caller could not be read from /proc; recorded with the thread id as pid and no exe",
+};
+
+function emptyStats(): SeccompWorkerStats {
+  return { notifications: 0, answered: 0, denied: 0, records: 0, batches: 0, blind: {} };
+}
+
+function blind(stats: SeccompWorkerStats, id: string): void {
+  stats.blind[id] = (stats.blind[id] ?? 0) + 1;
+}
+
+/** Whether a file exists as the caller sees it (through its root, for other mount namespaces). */
+function existsFor(proc: ProcReader, tid: number, path: string): boolean {
+  const result = proc.exists(`/proc/${tid}/root${path}`);
+  // Only ENOENT and ENOTDIR say it is not there; EACCES and others say nothing.
+  return result !== -2 && result !== -20;
+}
+
+function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => void): void {
+  const stats = emptyStats();
+  const control = new Int32Array(start.control);
+  const listener = new SeccompListener(start.listenerFd);
+  const proc = new ProcReader();
+  const target = new Target(proc);
+  const callers = new CallerCache(proc);
+  const notif = new Uint8Array(NOTIF_SIZE);
+  const response = new Uint8Array(SECCOMP_NOTIF_RESP_SIZE);
+  let pending: SeccompRecord[] = [];
+  let pendingCallers: CallerInfo[] = [];
+  const callerIndex = new Map<CallerInfo, number>();
+  let firstAt = 0;
+  let reason: "stopped" | "hangup" = "stopped";
+
+  const flush = () => {
+    if (pending.length === 0) return;
+    stats.batches++;
+    stats.records += pending.length;
+    post({
+      type: "batch",
+      records: pending,
+      callers: pendingCallers,
+      stats: structuredClone(stats),
+    });
+    pending = [];
+    pendingCallers = [];
+    callerIndex.clear();
+    Atomics.store(control, 1, 0);
+  };
+
+  const handle = (n: SeccompNotif) => {
+    stats.notifications++;
+    const syscall = syscallName(n.nr);
+    let caller = callers.lookup(n.pid);
+    if (caller === null) {
+      if (!listener.isValid(n.id)) {
+        blind(stats, "caller_gone");
+        return;
+      }
+      blind(stats, "unattributed");
+      caller = { pid: n.pid, tid: n.pid, ppid: null, exe: null, cmdline: [] };
+    }
+    target.tid = n.pid;
+    let read: SyscallRead;
+    let actions: KernelAction[] = [];
+    try {
+      read = readSyscall(n, target);
+      actions = read.actions.map((action) => toKernelAction(action, caller, proc));
+    } catch {
+      // A decoder bug must not stop the loop (every filtered call would then fail): count it.
+      read = { actions: [], failure: null };
+      blind(stats, "undecodable");
+    }
+    // Everything read above is trusted only if the caller is still blocked in this very
+    // notification: a dead or interrupted caller could have let its tid be reused.
+    if (!listener.isValid(n.id)) {
+      blind(stats, "caller_gone");
+      return;
+    }
+    if (read.failure !== null) {
+      blind(stats, read.failure === "memory" ? "unreadable_memory" : "unresolvable_directory");
+    }
+    const verdict = decide({ syscall, caller, actions, failure: read.failure });
+    const answer = verdict.kind === "continue"
+      ? { kind: "continue" as const }
+      : { kind: "errno" as const, errno: verdict.errno };
+    if (!listener.respond(encodeResponse({ id: n.id, answer }, response))) {
+      blind(stats, "caller_gone");
+      return;
+    }
+    stats.answered++;
+    if (verdict.kind === "errno") stats.denied++;
+    if (syscall === "execve" || syscall === "execveat") callers.execed(caller.pid);
+    if (actions.length === 0) return;
+    if (pending.length === 0) firstAt = performance.now();
+    let index = callerIndex.get(caller);
+    if (index === undefined) {
+      index = pendingCallers.push(caller) - 1;
+      callerIndex.set(caller, index);
+    }
+    const record: SeccompRecord = { ms: Date.now(), caller: index, actions };
+    if (verdict.kind === "errno") record.denied = verdict.errno;
+    pending.push(record);
+    Atomics.store(control, 1, pending.length);
+  };
+
+  try {
+    const sync = start.syncWakeUp ? listener.setSyncWakeUp() : false;
+    post({ type: "ready", syncWakeUp: sync, tid: gettid() });
+    // Block in the receive itself, not in poll(): with SYNC_WAKE_UP the kernel then hands the
+    // CPU straight from the caller to this thread. The main thread wakes it with a signal to
+    // stop, or to hand over records that have waited too long (EINTR: "interrupted").
+    while (Atomics.load(control, 0) === 0) {
+      const got = listener.receive(notif);
+      if (got === "ok") handle(decodeNotif(notif));
+      else if (got === "gone") {
+        // ENOENT: no process uses the filter any more, or a caller died while queued.
+        if (listener.wait(0) === "hangup") {
+          reason = "hangup";
+          break;
+        }
+        blind(stats, "caller_gone");
+      } else if (pending.length > 0) flush();
+      if (
+        pending.length > 0 &&
+        (pending.length >= start.batchMax || performance.now() - firstAt >= start.batchMs)
+      ) flush();
+    }
+    flush();
+    post({ type: "done", reason, stats: structuredClone(stats) });
+  } catch (error) {
+    flush();
+    const message = error instanceof Error ? error.message : String(error);
+    post({ type: "error", message, stats: structuredClone(stats) });
+  } finally {
+    // Closing the listener makes the kernel fail every filtered syscall of a tree that is still
+    // running with ENOSYS: the gate fails closed.
+    listener.close();
+    callers.close();
+  }
+}
+
+const O_CREAT = 0o100;
+
+function toKernelAction(action: SyscallAction, caller: CallerInfo, proc: ProcReader): KernelAction {
+  const base = { pid: caller.pid, tid: caller.tid, result: null };
+  if (action.op === "exec") {
+    // A PATH search tries each directory: a file that is not there fails with ENOENT, and the
+    // caller is still blocked, so say so (the sensor folds these misses as the eBPF tier does).
+    const missing = !existsFor(proc, caller.tid, action.path);
+    return {
+      ...action,
+      ...base,
+      ...(caller.ppid === null ? {} : { ppid: caller.ppid }),
+      result: missing ? -2 : null,
+    };
+  }
+  if (action.op === "open" && (action.flags & O_CREAT) !== 0) {
+    // Whether this open creates the file: it does if the file is not there while the caller
+    // waits (another process could create it in between; the outcome itself stays unknown).
+    return { ...action, ...base, created: !existsFor(proc, caller.tid, action.path) };
+  }
+  return { ...action, ...base } as KernelAction;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The launcher's handover
+
+function handover(start: HandoverStart, post: (message: HandoverMessage) => void): void {
+  const control = new Int32Array(start.control);
+  const finish = (state: number, message?: string) => {
+    if (message !== undefined) post({ type: "failed", message });
+    Atomics.store(control, 0, state);
+    Atomics.notify(control, 0);
+  };
+  try {
+    // Wait until the main thread has installed the filter and put the listener in control[1].
+    post({ type: "ready" });
+    while (Atomics.load(control, 0) !== HANDOVER.SEND) {
+      Atomics.wait(control, 0, Atomics.load(control, 0), 1000);
+    }
+    const fd = Atomics.load(control, 1);
+    sendWithFd(start.socketFd, { data: new TextEncoder().encode(`ok ${Deno.pid}\n`), fd });
+    // The supervisor holds the listener now; wait for "go".
+    const buffer = new Uint8Array(64);
+    let text = "";
+    for (;;) {
+      const n = readSome(start.socketFd, buffer);
+      if (n === 0) {
+        finish(HANDOVER.FAILED, "Sentry's supervisor closed the control socket before go");
+        return;
+      }
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+      if (text.includes("\n")) break;
+    }
+    if (text.trim() !== "go") {
+      finish(HANDOVER.FAILED, `Unexpected answer from Sentry's supervisor: "${text.trim()}"`);
+      return;
+    }
+    finish(HANDOVER.GO);
+  } catch (error) {
+    finish(HANDOVER.FAILED, error instanceof Error ? error.message : String(error));
+  }
+}
+
+if ("WorkerGlobalScope" in globalThis) {
+  const scope = globalThis as unknown as {
+    postMessage(message: unknown): void;
+    onmessage: ((event: MessageEvent) => void) | null;
+    close(): void;
+  };
+  scope.onmessage = (event: MessageEvent<SuperviseStart | HandoverStart>) => {
+    scope.onmessage = null;
+    const start = event.data;
+    if (start.role === "supervise") supervise(start, (m) => scope.postMessage(m));
+    else handover(start, (m) => scope.postMessage(m));
+  };
+}

@@ -1,0 +1,165 @@
+/**
+ * `sentry run` as a real non-root user (uid 65534, no capabilities): eBPF is refused, Sentry
+ * says so, and the seccomp tier sees every action of the agent all the same.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { AgentEvent } from "../src/events/mod.ts";
+import { seccompAvailability } from "../src/platform/mod.ts";
+import { Listener } from "./_helpers.ts";
+
+/** The system python3: a user-installed one (pyenv under /root) is out of reach of uid 65534. */
+const PYTHON = "/usr/bin/python3";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+function hasSetpriv(): boolean {
+  try {
+    return Deno.statSync("/usr/bin/setpriv").isFile;
+  } catch {
+    return false;
+  }
+}
+
+const available = seccompAvailability();
+const why = Deno.uid() !== 0
+  ? "needs root to switch to uid 65534"
+  : !hasSetpriv()
+  ? "needs setpriv"
+  : !available.ok
+  ? available.reason
+  : null;
+if (why !== null) {
+  // deno-lint-ignore no-console
+  console.warn(`skipping the unprivileged run tests: ${why}`);
+}
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** A directory that uid 65534 owns, with a copy of Deno's cache it can read. */
+async function nobodyHome(): Promise<{ dir: string; denoDir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "sentry-nobody-" });
+  const info = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const from = JSON.parse(new TextDecoder().decode(info.stdout)).denoDir as string;
+  const denoDir = join(dir, "deno");
+  await run("cp", ["-a", from, denoDir]);
+  await Deno.mkdir(join(dir, "ws"));
+  await Deno.mkdir(join(dir, ".ssh"), { mode: 0o700 });
+  await Deno.writeTextFile(join(dir, ".ssh", "id_rsa"), "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+  await run("chown", ["-R", "65534:65534", dir]);
+  await Deno.chmod(dir, 0o755);
+  return { dir, denoDir };
+}
+
+/** Runs `sentry ARGS` as uid 65534 with no capabilities. */
+async function sentryAsNobody(
+  home: { dir: string; denoDir: string },
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("setpriv", {
+    args: [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--cached-only",
+      "--config",
+      join(ROOT, "deno.json"),
+      join(ROOT, "main.ts"),
+      ...args,
+    ],
+    cwd: join(home.dir, "ws"),
+    clearEnv: true,
+    env: {
+      DENO_DIR: home.denoDir,
+      HOME: home.dir,
+      SENTRY_HOME: join(home.dir, "sentry"),
+      PATH: "/usr/local/bin:/usr/bin:/bin",
+      DENO_NO_UPDATE_CHECK: "1",
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+Deno.test({
+  name:
+    "`sentry run` as a non-root user falls back from ebpf to seccomp, says why, and sees a 5 ms read-and-send",
+  ignore: why !== null,
+  async fn() {
+    const home = await nobodyHome();
+    const listener = new Listener();
+    try {
+      const key = join(home.dir, ".ssh", "id_rsa");
+      const agent = [
+        "import socket",
+        `data = open(${JSON.stringify(key)}).read()`,
+        `s = socket.create_connection(("127.0.0.1", ${listener.port}))`,
+        "s.sendall(data.encode()); s.close()",
+      ].join("\n");
+      const out = await sentryAsNobody(home, [
+        "run",
+        "--no-api",
+        "--no-rollback",
+        "--policy",
+        "coding-agent",
+        "--",
+        PYTHON,
+        "-c",
+        agent,
+      ]);
+      assert.match(out.stderr, /sensor tier ebpf is not available: .*needs root/);
+      assert.match(out.stderr, /sensing with the seccomp tier/);
+      assert.match(out.stderr, /DENY risk \d+ file\.read ".*\/\.ssh\/id_rsa"/);
+      const events = await sentryAsNobody(home, ["events", "--session", "last", "--json"]);
+      const list = events.stdout.split("\n").filter((l) => l.trim() !== "").map((l) =>
+        JSON.parse(l) as AgentEvent
+      );
+      const read = list.find((e) => e.kind === "file.read" && e.target === key);
+      const connect = list.find((e) =>
+        e.kind === "net.connect" && e.target === `127.0.0.1:${listener.port}`
+      );
+      assert.equal(read?.sensor, "seccomp");
+      assert.equal(read?.verdict, "deny");
+      assert.equal(connect?.pid, read?.pid);
+      const sessions = await sentryAsNobody(home, ["sessions", "--json"]);
+      assert.equal(JSON.parse(sessions.stdout.split("\n")[0] ?? "{}").tier, "seccomp");
+    } finally {
+      await listener.close();
+      await Deno.remove(home.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "`sentry run --sensor ebpf` as a non-root user exits 2 with one line naming the reason",
+  ignore: why !== null,
+  async fn() {
+    const home = await nobodyHome();
+    try {
+      const out = await sentryAsNobody(home, ["run", "--sensor", "ebpf", "--", "/bin/true"]);
+      assert.equal(out.code, 2, out.stderr);
+      const lines = out.stderr.split("\n").filter((l) => l.startsWith("sentry:"));
+      assert.equal(lines.length, 1, out.stderr);
+      assert.match(lines[0] ?? "", /Cannot use --sensor ebpf: .*needs root/);
+    } finally {
+      await Deno.remove(home.dir, { recursive: true });
+    }
+  },
+});
