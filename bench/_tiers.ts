@@ -246,9 +246,10 @@ function exeOf(pid: number): string | null {
 }
 
 /**
- * Sentry's own processes: the `sentry run` process and every Deno process below it that is not
- * part of the agent's tree (the watchdog `__watchdog`; a seccomp launcher until it execs the
- * agent), each with a role name for the tables.
+ * Sentry's own processes: the `sentry run` process and every process below it that is not part
+ * of the agent's tree: the watchdog (a shell waiting on a pipe, which execs Sentry's full
+ * `__watchdog` only if Sentry dies), a seccomp launcher until it execs the agent, any other Deno
+ * process. Each comes with a role name for the tables.
  */
 export function sentryProcesses(sentryPid: number): { pid: number; role: string }[] {
   const deno = exeOf(Deno.pid) ?? Deno.execPath();
@@ -256,10 +257,14 @@ export function sentryProcesses(sentryPid: number): { pid: number; role: string 
   const queue = childPids(sentryPid);
   while (queue.length > 0) {
     const pid = queue.shift() as number;
-    if (exeOf(pid) !== deno) continue;
-    const argv = cmdline(pid);
-    const hidden = argv.find((a) => a.startsWith("__"));
-    found.push({ pid, role: hidden === undefined ? `deno ${pid}` : hidden.replace(/^__/, "") });
+    const exe = exeOf(pid);
+    const hidden = cmdline(pid).find((a) => a.startsWith("__"));
+    if (hidden === undefined && exe !== deno) continue;
+    const program = exe === deno ? "deno" : (exe?.split("/").at(-1) ?? "?");
+    found.push({
+      pid,
+      role: `${hidden === undefined ? "helper" : hidden.replace(/^__/, "")} (${program})`,
+    });
     queue.push(...childPids(pid));
   }
   return found;
@@ -425,6 +430,20 @@ export function blindText(
 ): string {
   const parts = sensors.flatMap((s) => s.blindSpots.map((b) => `${s.sensor}.${b.id} ${b.count}`));
   return parts.length === 0 ? "none" : parts.join(", ");
+}
+
+/** The type of the filesystem holding a path (the longest mount point above it), or "unknown". */
+export function fsTypeOf(path: string): string {
+  let best = { point: "", type: "unknown" };
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    // id parent major:minor root mountpoint options... - fstype source superoptions
+    const fields = line.split(" ");
+    const point = (fields[4] ?? "").replace(/\\040/g, " ");
+    const type = fields[fields.indexOf("-") + 1] ?? "unknown";
+    const under = point === "/" || path === point || path.startsWith(`${point}/`);
+    if (under && point.length >= best.point.length) best = { point, type };
+  }
+  return best.type;
 }
 
 /** Whether a tier can run here: a `sentry run --sensor <tier> -- /bin/true`, or why not. */

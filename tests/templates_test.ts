@@ -208,10 +208,14 @@ const ROWS: Row[] = [
   ["a read of the dynamic linker cache", read("/etc/ld.so.cache"), ALL_ALLOW],
   ["a read of /proc/self/status", read("/proc/self/status"), ALL_ALLOW],
   ["a read of /etc/hosts", read("/etc/hosts"), denyIn("strict")],
+  // Public certificates are a runtime read (node loads them at start): every template allows it.
+  ["a read of the system CA bundle", read("/etc/ssl/certs/ca-certificates.crt"), ALL_ALLOW],
+  ["a read of the node cgroup memory limit", read("/sys/fs/cgroup/memory.max"), ALL_ALLOW],
+  ["a read of ~/.gitconfig", read(home(".gitconfig")), ALL_ALLOW],
   [
-    "a read of the system CA bundle",
-    read("/etc/ssl/certs/ca-certificates.crt"),
-    denyIn("strict"),
+    "a read of git's stored credentials",
+    read(home(".git-credentials")),
+    ALL_DENY,
   ],
   ["a read of another process's command line", read("/proc/4242/cmdline"), denyIn("strict")],
   ["a read of /tmp", read("/tmp/scratch.json"), denyIn("hipaa-agent", "strict")],

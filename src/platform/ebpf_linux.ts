@@ -73,6 +73,14 @@ let libbpf: Libbpf | null = null;
 /** Embedded libraries opened from memfds; they stay open with the process (dlclose is unsafe). */
 const keep: Deno.DynamicLibrary<Record<string, never>>[] = [];
 
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
 function openLibc(): Libc {
   if (libc !== null) return libc;
   const problems: string[] = [];
@@ -131,7 +139,10 @@ export function openLibbpf(): Libbpf {
   if (libbpf !== null) return libbpf;
   const c = openLibc();
   let host: string;
+  // SENTRY_LIBBPF=embedded skips the host's copy (one too old, say, or to test the embedded one).
+  const embeddedOnly = readEnv("SENTRY_LIBBPF") === "embedded";
   try {
+    if (embeddedOnly) throw new Error("SENTRY_LIBBPF=embedded");
     libbpf = Deno.dlopen("libbpf.so.1", LIBBPF_SYMBOLS);
     return libbpf;
   } catch (error) {
@@ -139,7 +150,7 @@ export function openLibbpf(): Libbpf {
   }
   for (const name of EMBEDDED) {
     // The host's libz and libelf are used when present; the embedded ones are a fallback.
-    if (name !== "libbpf.so.1") {
+    if (name !== "libbpf.so.1" && !embeddedOnly) {
       try {
         keep.push(Deno.dlopen(name, {}));
         continue;

@@ -159,3 +159,44 @@ Deno.test({
     assert.equal(after, before);
   },
 });
+
+Deno.test({
+  name: "EbpfTracer loads the libbpf a release binary embeds, from memfds, without the host's",
+  ignore,
+  async fn() {
+    const { stageNativeLibs, unstageNativeLibs } = await import("../../scripts/compile.ts");
+    const root = new URL("../../", import.meta.url).pathname;
+    const missing = stageNativeLibs(root);
+    try {
+      if (missing.length > 0) {
+        // deno-lint-ignore no-console
+        console.warn(`cannot stage ${missing.join(", ")}: the embedded path is not tested`);
+        return;
+      }
+      const code = [
+        `import { EbpfTracer } from ${
+          JSON.stringify(new URL("./ebpf_linux.ts", import.meta.url).href)
+        };`,
+        "const t = EbpfTracer.open({ ringBytes: 4096 });",
+        "const maps = Deno.readTextFileSync('/proc/self/maps');",
+        "t.close();",
+        "console.log(JSON.stringify({",
+        "  memfd: /memfd:libbpf\\.so\\.1/.test(maps),",
+        "  host: /\\/libbpf\\.so\\.1/.test(maps.replace(/memfd:libbpf\\.so\\.1/g, '')),",
+        "}));",
+      ].join("\n");
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", code],
+        env: { SENTRY_LIBBPF: "embedded" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.ok(out.success, stderr);
+      const seen = JSON.parse(new TextDecoder().decode(out.stdout));
+      assert.deepEqual(seen, { memfd: true, host: false }, stderr);
+    } finally {
+      unstageNativeLibs(root);
+    }
+  },
+});

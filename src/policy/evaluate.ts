@@ -65,8 +65,20 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
       verdict = ruled;
     }
   }
-  if (verdict.violation !== null) factors.push(verdict.violation);
   const failed = action.detail?.result === "failed";
+  if (failed && verdict.deny && isLookup(action, verdict)) {
+    // A runtime probing for a file that is not there (a library search path, a package.json up
+    // the tree) read nothing: outside every deny list, it is no violation.
+    verdict = { deny: false, rule: verdict.rule, violation: null, ruleResponse: null };
+    factors.push({
+      id: "lookup",
+      points: 0,
+      reason: `a lookup of a name that does not exist (${
+        String(action.detail?.errno)
+      }), outside every deny list: nothing was read`,
+    });
+  }
+  if (verdict.violation !== null) factors.push(verdict.violation);
   if (failed && verdict.deny) {
     const errno = action.detail?.errno;
     factors.push({
@@ -78,6 +90,16 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
     });
   }
   return decide(verdict, factors, { policy, unattributed: action.pid === null, failed });
+}
+
+/**
+ * Whether a refused read only looked up a name that does not exist, and was denied by the read
+ * section's default alone (not by a deny list or a rule, which still count an attempt).
+ */
+function isLookup(action: Action, verdict: Verdict): boolean {
+  const errno = action.detail?.errno;
+  return action.kind === "file.read" && (errno === "ENOENT" || errno === "ENOTDIR") &&
+    verdict.rule === "files.read.default";
 }
 
 /** The action with its paths (target, and a rename's source) free of `.`, `..` and `//`. */
@@ -395,6 +417,11 @@ function networkVerdict(action: Action, policy: CompiledPolicy, factors: FactorD
   const deny = firstMatch(network.deny, ep);
   if (deny !== undefined) {
     return denied("network.deny", `"${action.target}" matches network.deny "${deny.text}"`);
+  }
+  if (ep.unix !== null) {
+    // A unix socket is local IPC (name services, the journal, a desktop bus), not the network:
+    // allowed unless a `unix:` entry of network.deny names it.
+    return ALLOWED(firstMatch(network.allow, ep) !== undefined ? "network.allow" : "network.unix");
   }
   if (action.kind === "db.connect") {
     if (firstMatch(policy.database.allow, ep) !== undefined) return ALLOWED("database.allow");

@@ -1111,3 +1111,56 @@ Deno.test("`evaluate()` keeps the verdict and risk of a denied action the kernel
   assert.equal(why?.points, 0);
   assert.match(why?.reason ?? "", /EACCES/);
 });
+
+Deno.test("`evaluate()` allows a lookup of a missing file that only the read default denies, not one a deny list names", () => {
+  const policy = compileYaml(
+    "files: { read: { default: deny, allow: [/work/project/**], deny: [~/.ssh/**] } }",
+  );
+  const missing = { result: "failed", errno: "ENOENT" };
+  const probe = decide(policy, {
+    kind: "file.read",
+    target: "/package.json",
+    pid: 3,
+    detail: missing,
+  });
+  assert.equal(probe.verdict, "allow");
+  assert.equal(probe.response, "none");
+  assert.ok(ids(probe).includes("lookup"));
+  const key = decide(policy, {
+    kind: "file.read",
+    target: "/home/agent/.ssh/id_ed25519",
+    pid: 3,
+    detail: missing,
+  });
+  assert.equal(key.verdict, "deny", "a deny list still counts the attempt");
+  const refused = decide(policy, {
+    kind: "file.read",
+    target: "/etc/secret",
+    pid: 3,
+    detail: { result: "failed", errno: "EACCES" },
+  });
+  assert.equal(refused.verdict, "deny", "a file that exists but was refused is not a lookup");
+  const read = decide(policy, { kind: "file.read", target: "/package.json", pid: 3 });
+  assert.equal(read.verdict, "deny");
+});
+
+Deno.test("`evaluate()` allows unix sockets as local IPC unless a `unix:` entry of network.deny names them", () => {
+  const policy = compileYaml(
+    "network: { default: deny, allow: [api.example.com], deny: [unix:/run/user/*/docker.sock, '*'] }",
+  );
+  const nscd = decide(policy, { kind: "net.connect", target: "unix:/var/run/nscd/socket", pid: 2 });
+  assert.equal(nscd.verdict, "allow");
+  assert.equal(nscd.rule, "network.unix");
+  const docker = decide(policy, {
+    kind: "net.connect",
+    target: "unix:/run/user/1000/docker.sock",
+    pid: 2,
+  });
+  assert.equal(docker.verdict, "deny");
+  assert.equal(docker.rule, "network.deny");
+  // `*` and other IP entries never match a unix socket, nor `unix:` entries an address.
+  assert.equal(
+    decide(policy, { kind: "net.connect", target: "10.0.0.1:443", pid: 2 }).verdict,
+    "deny",
+  );
+});

@@ -211,7 +211,9 @@ export type NetworkEntry =
   | { type: "domain"; text: string; suffix: string; ports: PortRange | null }
   | { type: "cidr"; text: string; cidr: Cidr; ports: PortRange | null }
   | { type: "ip"; text: string; ip: Ip; ports: PortRange | null }
-  | { type: "ports"; text: string; ports: PortRange };
+  | { type: "ports"; text: string; ports: PortRange }
+  /** `unix:/path/glob` or `unix:@abstract-name`: a unix socket, matched by its path. */
+  | { type: "unix"; text: string; path: RegExp };
 
 /** An inclusive port range. */
 export interface PortRange {
@@ -244,6 +246,20 @@ const HOSTNAME =
 export function parseNetworkEntry(text: string): NetworkEntry {
   const entry = text.trim();
   if (entry === "*") return { type: "any", text: entry };
+  if (entry.startsWith("unix:")) {
+    const path = entry.slice(5);
+    if (path === "" || (!path.startsWith("/") && !path.startsWith("@"))) {
+      throw new RangeError(
+        `Bad network entry "${entry}": a unix socket is unix:/absolute/path or unix:@abstract-name`,
+      );
+    }
+    if (path.startsWith("/")) checkGlobSyntax(path);
+    return {
+      type: "unix",
+      text: entry,
+      path: path.startsWith("/") ? pathGlobToRegExp(path) : new RegExp(`^${escapeRegExp(path)}$`),
+    };
+  }
   // `:5432` is a port on any host; `::1` is an IPv6 address.
   if (entry.startsWith(":") && !entry.startsWith("::")) {
     return { type: "ports", text: entry, ports: parsePortRange(entry.slice(1), entry) };
@@ -306,10 +322,15 @@ export interface Endpoint {
   port: number | null;
   /** Host names that resolve to this address (from the sensor's resolver). */
   names: readonly string[];
+  /** For a unix socket (`unix:` target): its path, or `@name` when abstract; else null. */
+  unix: string | null;
 }
 
 /** Splits a `host:port` or `[v6]:port` target into an endpoint. */
 export function parseEndpoint(target: string, names: readonly string[] = []): Endpoint {
+  if (target.startsWith("unix:")) {
+    return { ip: null, host: "", port: null, names: [], unix: target.slice(5) };
+  }
   let host = target;
   let port: number | null = null;
   if (target.startsWith("[")) {
@@ -328,7 +349,7 @@ export function parseEndpoint(target: string, names: readonly string[] = []): En
   // Entries drop a name's trailing dot (`example.com.`), so the endpoint does too.
   const canonical = (name: string) => name.toLowerCase().replace(/\.$/, "");
   host = canonical(host);
-  return { ip: parseIp(host), host, port, names: names.map(canonical) };
+  return { ip: parseIp(host), host, port, names: names.map(canonical), unix: null };
 }
 
 const LOOPBACK_V4 = parseCidr("127.0.0.0/8") as Cidr;
@@ -341,6 +362,9 @@ export function isLoopback(ip: Ip | null): boolean {
 
 /** Tells whether a parsed network entry matches an endpoint. */
 export function networkEntryMatches(entry: NetworkEntry, ep: Endpoint): boolean {
+  // A unix socket is matched only by `unix:` entries, and those match nothing else.
+  if (ep.unix !== null) return entry.type === "unix" && entry.path.test(ep.unix);
+  if (entry.type === "unix") return false;
   if (entry.type === "any") return true;
   if (entry.type !== "ports" && entry.ports !== null) {
     if (ep.port === null || ep.port < entry.ports.lo || ep.port > entry.ports.hi) return false;
@@ -365,4 +389,9 @@ export function namedHosts(entries: readonly NetworkEntry[]): string[] {
   const out = new Set<string>();
   for (const e of entries) if (e.type === "host" && e.host !== "localhost") out.add(e.host);
   return [...out];
+}
+
+/** Escapes every character a regular expression gives a meaning to. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

@@ -545,6 +545,7 @@ Deno.test("`parseEndpoint()` splits a v4 target into address and port", () => {
     host: "10.1.2.3",
     port: 5432,
     names: [],
+    unix: null,
   });
 });
 
@@ -554,6 +555,7 @@ Deno.test("`parseEndpoint()` splits a bracketed v6 target into address and port"
     host: "2001:db8::1",
     port: 443,
     names: [],
+    unix: null,
   });
   assert.deepEqual(parseEndpoint("[::ffff:10.0.0.1]:80").ip, { v: 4, n: 0x0a000001 });
 });
@@ -564,6 +566,7 @@ Deno.test("`parseEndpoint()` reads a target without a port, and a bare v6 addres
     host: "example.com",
     port: null,
     names: [],
+    unix: null,
   });
   const bare = parseEndpoint("::1");
   assert.equal(bare.port, null);
@@ -717,4 +720,16 @@ Deno.test("`normalizePath()` keeps a relative path relative", () => {
   assert.equal(normalizePath("a/../.."), "..");
   assert.equal(normalizePath("a/.."), ".");
   assert.equal(normalizePath(""), ".");
+});
+
+Deno.test("parseNetworkEntry() reads unix socket paths and abstract names, and refuses a relative one", () => {
+  const docker = parseNetworkEntry("unix:/run/user/*/docker.sock");
+  assert.equal(docker.type, "unix");
+  assert.ok(networkEntryMatches(docker, parseEndpoint("unix:/run/user/1000/docker.sock")));
+  assert.ok(!networkEntryMatches(docker, parseEndpoint("unix:/run/user/1000/other.sock")));
+  assert.ok(!networkEntryMatches(docker, parseEndpoint("127.0.0.1:80")));
+  assert.ok(!networkEntryMatches(parseNetworkEntry("*"), parseEndpoint("unix:/run/x.sock")));
+  const abstract = parseNetworkEntry("unix:@/tmp/.X11-unix/X0");
+  assert.ok(networkEntryMatches(abstract, parseEndpoint("unix:@/tmp/.X11-unix/X0")));
+  assert.throws(() => parseNetworkEntry("unix:run/x.sock"), /unix:\/absolute\/path/);
 });
