@@ -388,12 +388,11 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       read = { actions: [], failure: null };
       blind(stats, "undecodable");
     }
-    // Everything read above is trusted only if the caller is still blocked in this very
-    // notification: a dead or interrupted caller could have let its tid be reused.
-    if (!listener.isValid(n.id)) {
-      blind(stats, "caller_gone");
-      return;
-    }
+    // Everything read above is trusted only if the caller was still blocked in this very
+    // notification: a dead caller could have let its tid be reused. No separate ID_VALID check
+    // is needed for that: a caller blocked in the notification cannot die or be reused, and the
+    // answer below succeeds only if the notification was still valid, so a record is kept (and
+    // a decision takes effect) only for a caller that waited throughout.
     if (read.failure !== null) {
       blind(stats, read.failure === "memory" ? "unreadable_memory" : "unresolvable_directory");
     }
