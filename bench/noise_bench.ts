@@ -13,17 +13,9 @@
  */
 import { join } from "node:path";
 import type { AgentEvent } from "../src/events/mod.ts";
+import { TEMPLATES } from "../src/policy/mod.ts";
 import { lastSessionEvents, realPython, sentryCommand } from "./_harness.ts";
 
-const TEMPLATES = [
-  "default",
-  "coding-agent",
-  "data-pipeline",
-  "customer-support",
-  "research-agent",
-  "hipaa-agent",
-  "strict",
-] as const;
 
 /** One ordinary piece of work of an interpreter. */
 interface Workload {

@@ -480,6 +480,11 @@ export class Listener {
     return null;
   }
 
+  /** How many connections the listener has accepted. */
+  get accepted(): number {
+    return this.#conns.length;
+  }
+
   /** Closes the listener and every accepted connection. */
   async close(): Promise<void> {
     try {

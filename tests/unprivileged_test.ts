@@ -119,6 +119,9 @@ Deno.test({
         "--no-rollback",
         "--policy",
         "coding-agent",
+        // Recording is under test, not pausing: the agent must run to its end.
+        "--mode",
+        "alert",
         "--",
         PYTHON,
         "-c",

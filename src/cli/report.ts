@@ -12,7 +12,13 @@ const TIMELINE_MAX = 60;
 export interface Report {
   session: SessionSummary;
   counts: { kind: string; count: number; denied: number }[];
+  /** Denied actions of the agent's processes. */
   violations: AgentEvent[];
+  /**
+   * Denied actions no evidence ties to the agent (`pid: null`, poll tier only): listed apart,
+   * never counted as violations nor toward the session's risk.
+   */
+  unattributed: AgentEvent[];
   topRisks: AgentEvent[];
   responses: ResponseRecord[];
   timeline: { ts: string; text: string }[];
@@ -27,7 +33,9 @@ export interface Report {
 
 /** Gathers a session's report from the journal. */
 export function buildReport(journal: Journal, session: SessionSummary): Report {
-  const violations = journal.queryEvents({ session: session.id, verdict: "deny", limit: 10_000 });
+  const denied = journal.queryEvents({ session: session.id, verdict: "deny", limit: 10_000 });
+  const violations = denied.filter((e) => e.pid !== null);
+  const unattributed = denied.filter((e) => e.pid === null);
   const notable = journal.queryEvents({
     session: session.id,
     kind: ["proc.exec", "proc.exit", "resource.cpu", "resource.memory"],
@@ -57,7 +65,9 @@ export function buildReport(journal: Journal, session: SessionSummary): Report {
     session,
     counts: journal.countsByKind(session.id),
     violations,
-    topRisks: journal.topRisks(session.id, 10),
+    unattributed,
+    topRisks: journal.topRisks(session.id, 10 + unattributed.length)
+      .filter((e) => e.pid !== null).slice(0, 10),
     responses,
     timeline,
     sensors: journal.sensorStats(session.id).map((r) => ({
@@ -161,6 +171,17 @@ export function printReport(report: Report): void {
         e.target,
       ]),
     ]);
+  }
+
+  if (report.unattributed.length > 0) {
+    println();
+    println(
+      paint(`Unattributed (${report.unattributed.length}), not counted as violations`, "bold"),
+    );
+    println("  file events no evidence ties to the agent: another program may have acted");
+    for (const e of report.unattributed.slice(0, 20)) {
+      println(`  ${elapsed(s.startedAt, e.ts)}  ${e.kind} ${e.target} (${e.rule})`);
+    }
   }
 
   println();

@@ -117,16 +117,21 @@ interface Tally {
 export class CountBatch {
   readonly #sessions = new Map<string, Tally>();
 
-  /** Counts one inserted event. */
+  /**
+   * Counts one inserted event. An unattributed event (`pid: null`: no evidence ties it to the
+   * agent) counts as an event, but never as a denial nor toward the session's risk.
+   */
   add(event: AgentEvent): void {
     const skew = eventSkew(event.ts, event.id);
-    const denied = event.verdict === "deny" ? 1 : 0;
+    const attributed = event.pid !== null;
+    const denied = attributed && event.verdict === "deny" ? 1 : 0;
+    const risk = attributed ? event.risk : 0;
     const tally = this.#sessions.get(event.session);
     if (tally === undefined) {
       this.#sessions.set(event.session, {
         events: 1,
         denied,
-        maxRisk: event.risk,
+        maxRisk: risk,
         minSkew: skew,
         maxSkew: skew,
       });
@@ -134,7 +139,7 @@ export class CountBatch {
     }
     tally.events++;
     tally.denied += denied;
-    if (event.risk > tally.maxRisk) tally.maxRisk = event.risk;
+    if (risk > tally.maxRisk) tally.maxRisk = risk;
     if (skew === null || tally.minSkew === null || tally.maxSkew === null) {
       tally.minSkew = null;
       tally.maxSkew = null;

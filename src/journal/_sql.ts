@@ -18,7 +18,7 @@ import type {
   SessionSummary,
 } from "./records.ts";
 import type { SensorStats } from "../sensors/mod.ts";
-import { countEventsSql } from "./migrations.ts";
+import { countAttributedEventsSql } from "./migrations.ts";
 
 /** A row as node:sqlite returns it. */
 export type Row = Record<string, SQLOutputValue>;
@@ -87,7 +87,7 @@ export const COUNTS_STATE = `SELECT (SELECT coalesce(max(rowid), 0) FROM events)
 /** Counts the events after a rowid (the mark) into `session_counts`. */
 export const COUNT_EVENTS_AFTER = `INSERT INTO session_counts
   (session, events, denied, max_risk, min_skew, max_skew)
-  ${countEventsSql("rowid > ?")}
+  ${countAttributedEventsSql("rowid > ?")}
   ${MERGE_COUNTS}`;
 
 /** Moves the mark to the largest rowid, once every event is counted. */

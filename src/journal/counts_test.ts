@@ -15,7 +15,7 @@ import {
   openJournal,
   type SessionRecord,
 } from "./mod.ts";
-import { countEventsSql } from "./migrations.ts";
+import { countAttributedEventsSql, countEventsSql } from "./migrations.ts";
 import { eventSkew } from "./_counts.ts";
 
 const T0 = Date.UTC(2026, 2, 4, 5, 6, 7, 890);
@@ -93,8 +93,8 @@ function eventMaker(): (session: string, fields?: Partial<AgentEvent>) => AgentE
 type CountRow = (string | number | null)[];
 
 /**
- * The stored `session_counts` rows and a recount of every event with the SQL of migration 3's
- * trigger (through migration 4's `countEventsSql`), both by session.
+ * The stored `session_counts` rows and a recount of every event with the SQL of migration 6
+ * (`countAttributedEventsSql`), both by session.
  */
 function storedAndRecounted(path: string): { stored: CountRow[]; recounted: CountRow[] } {
   const db = new DatabaseSync(path, { readOnly: true });
@@ -106,7 +106,7 @@ function storedAndRecounted(path: string): { stored: CountRow[]; recounted: Coun
       stored: rows(
         "SELECT session, events, denied, max_risk, min_skew, max_skew FROM session_counts",
       ),
-      recounted: rows(countEventsSql("true")),
+      recounted: rows(countAttributedEventsSql("true")),
     };
   } finally {
     db.close();
@@ -121,10 +121,12 @@ function assertExact(path: string): CountRow[] {
 
 /** What a session's summary must say of `events`, the distinct events stored for it. */
 function expectedSummary(events: readonly AgentEvent[]): [number, number, number] {
+  // Unattributed events (pid null) count as events, never as denials nor toward the risk.
+  const attributed = events.filter((e) => e.pid !== null);
   return [
     events.length,
-    events.filter((e) => e.verdict === "deny").length,
-    Math.max(0, ...events.map((e) => e.risk)),
+    attributed.filter((e) => e.verdict === "deny").length,
+    Math.max(0, ...attributed.map((e) => e.risk)),
   ];
 }
 
@@ -549,5 +551,39 @@ Deno.test("deleting an event or a session keeps the counts exact", async () => {
     } finally {
       journal.close();
     }
+  });
+});
+
+Deno.test("migration 6 recounts a session's unattributed denials out of its denials and risk, and writers keep to it", async () => {
+  await withDir((dir) => {
+    const path = join(dir, "journal.db");
+    const make = eventMaker();
+    const events: AgentEvent[] = [];
+    // A journal at schema 5 counted every denied event, attributed or not.
+    const old = openJournal(path, { ...OPTIONS, migrations: MIGRATIONS.slice(0, 5) });
+    try {
+      old.createSession(session("POLL"));
+      for (let i = 0; i < 12; i++) {
+        const event = make("POLL", i % 3 === 0 ? { pid: null, verdict: "deny", risk: 95 } : {});
+        old.append(event);
+        events.push(event);
+      }
+      old.flush();
+    } finally {
+      old.close();
+    }
+    const fresh = openJournal(path, OPTIONS);
+    try {
+      assert.deepEqual(summary(fresh, "POLL"), expectedSummary(events));
+      assert.ok(expectedSummary(events)[2] < 95, "the unattributed risk 95 is not the session's");
+      const more = make("POLL", { pid: null, verdict: "deny", risk: 99 });
+      fresh.append(more);
+      fresh.flush();
+      events.push(more);
+      assert.deepEqual(summary(fresh, "POLL"), expectedSummary(events));
+    } finally {
+      fresh.close();
+    }
+    assertExact(path);
   });
 });

@@ -64,6 +64,31 @@ export function countEventsSql(where: string): string {
     GROUP BY session`;
 }
 
+/**
+ * Like {@link countEventsSql}, but an unattributed event (`pid IS NULL`: a file event no
+ * evidence ties to the agent) counts as an event, never as a denial nor toward the session's
+ * risk: the counts of migration 6, which the journal's writers keep (see `_counts.ts`). Once
+ * migration 6 ships, never change it.
+ */
+export function countAttributedEventsSql(where: string): string {
+  return `SELECT session, count(*), coalesce(sum(verdict = 'deny' AND pid IS NOT NULL), 0),
+      coalesce(max(CASE WHEN pid IS NOT NULL THEN risk END), 0),
+      CASE WHEN count(skew) = count(*) THEN min(skew) END,
+      CASE WHEN count(skew) = count(*) THEN max(skew) END
+    FROM (SELECT session, verdict, risk, pid, ${skewSql("")} AS skew FROM events WHERE ${where})
+    GROUP BY session`;
+}
+
+/** Counts NEW as {@link countAttributedEventsSql} does: the body of migration 6's update trigger. */
+const COUNT_NEW_ATTRIBUTED =
+  `INSERT INTO session_counts (session, events, denied, max_risk, min_skew, max_skew)
+          SELECT NEW.session, 1, NEW.verdict = 'deny' AND NEW.pid IS NOT NULL,
+            CASE WHEN NEW.pid IS NULL THEN 0 ELSE NEW.risk END, skew, skew
+          FROM (SELECT ${skewSql("NEW.")} AS skew) WHERE true
+          ON CONFLICT (session) DO UPDATE SET events = events + 1,
+            denied = denied + excluded.denied, max_risk = max(max_risk, excluded.max_risk),
+            min_skew = min(min_skew, excluded.min_skew), max_skew = max(max_skew, excluded.max_skew)`;
+
 /** Every migration, in order. The last one's version is the schema this code reads and writes. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -233,6 +258,42 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "the sensing tier of each session",
     sql: `
       ALTER TABLE sessions ADD COLUMN tier TEXT;
+    `,
+  },
+  {
+    version: 6,
+    name: "unattributed events count neither as denials nor toward a session's risk",
+    sql: `
+      -- A file event no evidence ties to the agent (pid NULL: another program may have made it)
+      -- is journaled and judged, but must not make the session look worse than the agent did.
+      DROP TRIGGER events_count_delete;
+      DROP TRIGGER events_count_update;
+      CREATE TRIGGER events_count_delete AFTER DELETE ON events BEGIN
+        UPDATE session_counts SET events = events - 1,
+          denied = denied - (OLD.verdict = 'deny' AND OLD.pid IS NOT NULL),
+          max_risk = (SELECT coalesce(max(risk), 0) FROM events
+            WHERE session = OLD.session AND pid IS NOT NULL)
+          WHERE session = OLD.session;
+      END;
+      CREATE TRIGGER events_count_update AFTER UPDATE OF id, session, ts, verdict, risk, pid
+        ON events
+      BEGIN
+        UPDATE session_counts SET events = events - 1,
+          denied = denied - (OLD.verdict = 'deny' AND OLD.pid IS NOT NULL),
+          max_risk = (SELECT coalesce(max(risk), 0) FROM events
+            WHERE session = OLD.session AND pid IS NOT NULL)
+          WHERE session = OLD.session;
+        ${COUNT_NEW_ATTRIBUTED};
+      END;
+      -- Recount with the new rule: only sessions with unattributed events change.
+      DELETE FROM session_counts WHERE session IN (SELECT DISTINCT session FROM events
+        WHERE pid IS NULL);
+      INSERT INTO session_counts (session, events, denied, max_risk, min_skew, max_skew)
+        ${
+      countAttributedEventsSql(
+        "session IN (SELECT DISTINCT session FROM events WHERE pid IS NULL) AND rowid <= (SELECT through FROM session_counts_mark)",
+      )
+    };
     `,
   },
 ];

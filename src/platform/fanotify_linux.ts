@@ -19,6 +19,7 @@
  * @module
  */
 
+import { WakeablePoll } from "./_wakeable_poll.ts";
 import { errnoName } from "./kernel_abi.ts";
 import {
   FAN,
@@ -41,7 +42,6 @@ const SYMBOLS = {
   statfs: { parameters: ["buffer", "buffer"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -67,7 +67,6 @@ const AT_SYMLINK_FOLLOW = 0x400;
 const MAX_HANDLE_SZ = 128;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
-const POLLIN = 0x1;
 const EAGAIN = 11;
 const EINTR = 4;
 const EINVAL = 22;
@@ -170,11 +169,10 @@ export class FanotifyGroup {
   /** fsid → O_PATH fd of the mount that resolves its handles. */
   readonly #mounts: Map<string, number>;
   readonly #buffer: Uint8Array;
-  readonly #pollFds = new Uint8Array(16);
+  readonly #poll: WakeablePoll;
   readonly #cache = new Map<string, string>();
   readonly #cacheSize: number;
   readonly #link = new Uint8Array(4096);
-  #pending: Promise<"readable" | "timeout" | "closed"> | null = null;
   #closed = false;
   #resolved = 0;
   #cacheHits = 0;
@@ -201,11 +199,7 @@ export class FanotifyGroup {
     this.events = init.events;
     this.#buffer = new Uint8Array(init.bufferBytes);
     this.#cacheSize = init.cacheSize;
-    const view = new DataView(this.#pollFds.buffer);
-    view.setInt32(0, init.fd, true);
-    view.setInt16(4, POLLIN, true);
-    view.setInt32(8, init.wakeFd, true);
-    view.setInt16(12, POLLIN, true);
+    this.#poll = new WakeablePoll({ fd: init.fd, wakeFd: init.wakeFd });
   }
 
   /**
@@ -333,18 +327,7 @@ export class FanotifyGroup {
    * on the FFI thread pool, so the event loop keeps running. Concurrent callers share one poll.
    */
   wait(timeoutMs = -1): Promise<"readable" | "timeout" | "closed"> {
-    if (this.#closed) return Promise.resolve("closed");
-    if (this.#pending !== null) return this.#pending;
-    const pending = this.#lib.symbols.poll(this.#pollFds, 2n, Math.trunc(timeoutMs)).then(
-      (ready): "readable" | "timeout" | "closed" => {
-        this.#pending = null;
-        if (this.#closed) return "closed";
-        if (ready <= 0) return "timeout";
-        return new DataView(this.#pollFds.buffer).getInt16(6, true) !== 0 ? "readable" : "timeout";
-      },
-    );
-    this.#pending = pending;
-    return pending;
+    return this.#poll.wait(timeoutMs);
   }
 
   /**
@@ -453,9 +436,7 @@ export class FanotifyGroup {
     if (this.#closed) return;
     this.#closed = true;
     const lib = this.#lib;
-    const one = new BigUint64Array([1n]);
-    lib.symbols.write(this.#wakeFd, new Uint8Array(one.buffer), 8n);
-    if (this.#pending !== null) await this.#pending.catch(() => "closed");
+    await this.#poll.close();
     lib.symbols.close(this.fd);
     for (const mountFd of this.#mounts.values()) lib.symbols.close(mountFd);
     this.#mounts.clear();

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { WakeablePoll } from "./_wakeable_poll.ts";
 import { errnoName } from "./kernel_abi.ts";
 import { CN_MSG_BYTES, NLMSG_HEADER_BYTES, PROC_EVENT } from "./proc_connector_record.ts";
 
@@ -26,7 +27,6 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -48,7 +48,6 @@ const PROC_CN_MCAST_LISTEN = 1;
 const PROC_CN_MCAST_IGNORE = 2;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
-const POLLIN = 0x1;
 const EAGAIN = 11;
 const EINTR = 4;
 const ENOBUFS = 105;
@@ -120,8 +119,7 @@ export class ProcConnector {
   readonly #lib: Libc;
   readonly #wakeFd: number;
   readonly #buffer = new Uint8Array(16384);
-  readonly #pollFds = new Uint8Array(16);
-  #pending: Promise<WaitResult> | null = null;
+  readonly #poll: WakeablePoll;
   #closed = false;
   #overruns = 0;
 
@@ -137,11 +135,7 @@ export class ProcConnector {
     this.#wakeFd = wakeFd;
     this.receiveBufferBytes = rcvbuf;
     this.events = events;
-    const view = new DataView(this.#pollFds.buffer);
-    view.setInt32(0, fd, true);
-    view.setInt16(4, POLLIN, true);
-    view.setInt32(8, wakeFd, true);
-    view.setInt16(12, POLLIN, true);
+    this.#poll = new WakeablePoll({ fd, wakeFd });
   }
 
   /**
@@ -219,19 +213,7 @@ export class ProcConnector {
    * the FFI thread pool, so the event loop keeps running. Concurrent callers share one poll.
    */
   wait(timeoutMs = -1): Promise<WaitResult> {
-    if (this.#closed) return Promise.resolve("closed");
-    if (this.#pending !== null) return this.#pending;
-    const pending = this.#lib.symbols.poll(this.#pollFds, 2n, Math.trunc(timeoutMs)).then(
-      (ready): WaitResult => {
-        this.#pending = null;
-        if (this.#closed) return "closed";
-        if (ready <= 0) return "timeout";
-        // revents of the socket (offset 6): POLLIN, or POLLERR after an overrun.
-        return new DataView(this.#pollFds.buffer).getInt16(6, true) !== 0 ? "readable" : "timeout";
-      },
-    );
-    this.#pending = pending;
-    return pending;
+    return this.#poll.wait(timeoutMs);
   }
 
   /**
@@ -265,9 +247,7 @@ export class ProcConnector {
     if (this.#closed) return;
     this.#closed = true;
     const lib = this.#lib;
-    const one = new BigUint64Array([1n]);
-    lib.symbols.write(this.#wakeFd, new Uint8Array(one.buffer), 8n);
-    if (this.#pending !== null) await this.#pending.catch(() => "closed");
+    await this.#poll.close();
     const request = listenRequest(PROC_CN_MCAST_IGNORE, this.events);
     lib.symbols.send(this.fd, request, BigInt(request.length), MSG_DONTWAIT);
     lib.symbols.close(this.#wakeFd);

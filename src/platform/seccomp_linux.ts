@@ -45,6 +45,11 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   pread: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  geteuid: { parameters: [], result: "u32" },
+  getegid: { parameters: [], result: "u32" },
   readlink: { parameters: ["buffer", "buffer", "u64"], result: "i64" },
   close: { parameters: ["i32"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
@@ -87,6 +92,9 @@ const POLLHUP = 0x10;
 const POLLNVAL = 0x20;
 const EINTR = 4;
 const ENOENT = 2;
+const O_CLOEXEC = 0o2000000;
+/** `SECCOMP_ADDFD_FLAG_SEND`: install the fd and answer the notification with its number. */
+const ADDFD_FLAG_SEND = 2;
 
 /** The seccomp notification ioctls (x86_64 encodings). */
 export const SECCOMP_IOCTL = {
@@ -594,6 +602,7 @@ export class SeccompListener {
   #fd: number;
   readonly #lib: Libc;
   readonly #id = new BigUint64Array(1);
+  readonly #addfd = new Uint8Array(24);
   readonly #idBytes: Uint8Array<ArrayBuffer>;
   readonly #pfd = new Uint8Array(8);
   readonly #pview: DataView;
@@ -678,6 +687,28 @@ export class SeccompListener {
     const e = errno(this.#lib);
     if (e === ENOENT) return false;
     throw new SyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", e);
+  }
+
+  /**
+   * Answers notification `id` by installing `srcfd` (a file the supervisor opened) in the
+   * target as the syscall's result (`SECCOMP_IOCTL_NOTIF_ADDFD` with `FLAG_SEND`): the target's
+   * open returns that new descriptor, and the kernel never reads the target's path again.
+   * Returns the target's fd number, or `-errno` (ENOENT: the target is gone).
+   */
+  addFd(id: bigint, options: { srcfd: number; cloexec: boolean }): number {
+    this.#addfd.fill(0);
+    const view = new DataView(this.#addfd.buffer);
+    view.setBigUint64(0, id, true);
+    view.setUint32(8, ADDFD_FLAG_SEND, true);
+    view.setUint32(12, options.srcfd, true);
+    view.setUint32(16, 0, true);
+    view.setUint32(20, options.cloexec ? O_CLOEXEC : 0, true);
+    for (;;) {
+      const n = this.#lib.symbols.ioctl_buf(this.#fd, SECCOMP_IOCTL.NOTIF_ADDFD, this.#addfd);
+      if (n >= 0) return n;
+      const e = errno(this.#lib);
+      if (e !== EINTR) return -e;
+    }
   }
 
   /** Closes the listener fd. Idempotent. */
@@ -800,6 +831,102 @@ export class ProcReader {
   }
 
   /** Closes an fd from {@link open}. */
+  close(fd: number): void {
+    if (fd >= 0) this.#lib.symbols.close(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supervisor's own opens (block mode)
+
+const O_PATH = 0o10000000;
+const O_NOFOLLOW = 0o400000;
+const O_DIRECTORY = 0o200000;
+const S_IFMT = 0o170000;
+
+/** What kind of file an O_PATH descriptor names. */
+export type FileType = "file" | "directory" | "fifo" | "socket" | "char" | "block" | "link";
+
+const FILE_TYPES: Record<number, FileType> = {
+  0o100000: "file",
+  0o040000: "directory",
+  0o010000: "fifo",
+  0o140000: "socket",
+  0o020000: "char",
+  0o060000: "block",
+  0o120000: "link",
+};
+
+/**
+ * The opens the supervisor makes itself on a caller's behalf, so that a decision is taken on
+ * the file that will be handed over, never on a path the caller could rewrite after the check:
+ * first an O_PATH open (no byte read, no truncation, no FIFO wait), then, once allowed, a
+ * re-open of that very inode through `/proc/self/fd/N` with the caller's flags.
+ */
+export class FileOpener {
+  readonly #lib: Libc;
+  readonly #stat = new Uint8Array(144);
+  readonly #link = new Uint8Array(4096);
+
+  /** Opens libc for this isolate. */
+  constructor() {
+    this.#lib = lib();
+  }
+
+  /** The supervisor's effective user and group ids (what its opens are checked against). */
+  identity(): { uid: number; gid: number } {
+    return { uid: this.#lib.symbols.geteuid(), gid: this.#lib.symbols.getegid() };
+  }
+
+  /**
+   * Opens `path` with O_PATH (the last component not followed when `nofollow`): the fd, or
+   * `-errno` (the errno the caller's own open would have met resolving the same path).
+   */
+  openPath(path: string, options: { nofollow: boolean; directory: boolean }): number {
+    const flags = O_PATH | O_CLOEXEC | (options.nofollow ? O_NOFOLLOW : 0) |
+      (options.directory ? O_DIRECTORY : 0);
+    const fd = this.#lib.symbols.open(cString(path), flags, 0);
+    return fd === -1 ? -errno(this.#lib) : fd;
+  }
+
+  /** The path the kernel gives a descriptor (`/proc/self/fd/N`), or null. */
+  pathOf(fd: number): string | null {
+    const n = Number(
+      this.#lib.symbols.readlink(cString(`/proc/self/fd/${fd}`), this.#link, 4096n),
+    );
+    if (n < 0 || n >= 4096) return null;
+    return decoder.decode(this.#link.subarray(0, n));
+  }
+
+  /** The type of the file a descriptor names, or null when fstat fails. */
+  typeOf(fd: number): FileType | null {
+    if (this.#lib.symbols.fstat(fd, this.#stat) !== 0) return null;
+    const mode = new DataView(this.#stat.buffer).getUint32(24, true);
+    return FILE_TYPES[mode & S_IFMT] ?? null;
+  }
+
+  /** Re-opens the inode an O_PATH descriptor names, with `flags` (O_CLOEXEC added): fd or `-errno`. */
+  reopen(fd: number, flags: number): number {
+    const out = this.#lib.symbols.open(cString(`/proc/self/fd/${fd}`), flags | O_CLOEXEC, 0);
+    return out === -1 ? -errno(this.#lib) : out;
+  }
+
+  /** Creates `name` in a directory fd, exclusively, with `mode` then exactly `mode`: fd or `-errno`. */
+  create(dirfd: number, options: { name: string; flags: number; mode: number }): number {
+    const O_CREAT_EXCL = 0o100 | 0o200;
+    const fd = this.#lib.symbols.openat(
+      dirfd,
+      cString(options.name),
+      options.flags | O_CREAT_EXCL | O_CLOEXEC,
+      options.mode,
+    );
+    if (fd === -1) return -errno(this.#lib);
+    // The supervisor's umask applied, not the caller's: set the mode the caller would have got.
+    this.#lib.symbols.fchmod(fd, options.mode);
+    return fd;
+  }
+
+  /** Closes a descriptor. */
   close(fd: number): void {
     if (fd >= 0) this.#lib.symbols.close(fd);
   }

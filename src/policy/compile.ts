@@ -90,6 +90,7 @@ export interface CompiledPolicy {
 const MODE_CAP: Record<Mode, number> = {
   monitor: responseRank("none"),
   alert: responseRank("alert"),
+  block: responseRank("block"),
   pause: responseRank("pause"),
   rollback: responseRank("rollback"),
   kill: responseRank("kill"),

@@ -35,15 +35,16 @@ interface Verdict {
 }
 
 const ALLOW_RANK = responseRank("alert");
+const BLOCK_RANK = responseRank("block");
 
 /**
  * Decides on one action under a compiled policy. Pure: no I/O, no clock, no globals. Returns
  * the verdict, the risk (factors that add up to it), the rule or section that decided, and the
  * response (from the thresholds, or a matching rule, capped by the mode). Precedence: a monitor
  * switched off allows; then custom rules; then the section's deny list; then its allow list;
- * then the section's default. A denied action scores at least the alert threshold; an allowed
- * one, one with `pid: null` (no evidence names the acting process), or one that failed in the
- * kernel (`detail.result: "failed"`: it did nothing) never gets more than an alert.
+ * then the section's default. A denied action scores at least the alert threshold. An allowed
+ * one, or one that failed in the kernel (`detail.result: "failed"`: it did nothing), never gets
+ * more than an alert; one with `pid: null` (no evidence names the acting process) gets none.
  */
 export function evaluate(input: Action, policy: CompiledPolicy): Decision {
   const action = input.kind.startsWith("file.") ? normalizeFileAction(input) : input;
@@ -65,7 +66,17 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
       verdict = ruled;
     }
   }
-  const failed = action.detail?.result === "failed";
+  const blocked = typeof action.detail?.blocked === "string";
+  const failed = action.detail?.result === "failed" && !blocked;
+  if (blocked && verdict.deny) {
+    factors.push({
+      id: "blocked",
+      points: 0,
+      reason: `Sentry failed the call with ${
+        String(action.detail?.blocked)
+      } before it ran: nothing happened`,
+    });
+  }
   if (failed && verdict.deny && isLookup(action, verdict)) {
     // A runtime probing for a file that is not there (a library search path, a package.json up
     // the tree) read nothing: outside every deny list, it is no violation.
@@ -89,7 +100,12 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
       }: nothing happened, so it gets at most an alert`,
     });
   }
-  return decide(verdict, factors, { policy, unattributed: action.pid === null, failed });
+  return decide(verdict, factors, {
+    policy,
+    unattributed: action.pid === null,
+    failed,
+    blocked: blocked && verdict.deny,
+  });
 }
 
 /**
@@ -118,7 +134,7 @@ function normalizeFileAction(action: Action): Action {
 function decide(
   verdict: Verdict,
   drafts: FactorDraft[],
-  how: { policy: CompiledPolicy; unattributed: boolean; failed: boolean },
+  how: { policy: CompiledPolicy; unattributed: boolean; failed: boolean; blocked: boolean },
 ): Decision {
   const { policy } = how;
   const { thresholds } = policy;
@@ -144,6 +160,13 @@ function decide(
   else if (sum >= thresholds.alert) response = "alert";
   else response = "none";
   let rank = responseRank(response);
+  // In mode `block`, every denial is blocked (where the sensing tier can block).
+  if (verdict.deny && rank < BLOCK_RANK && policy.modeCap === BLOCK_RANK) rank = BLOCK_RANK;
+  // An action Sentry blocked before it ran got (at least) a block.
+  if (how.blocked && rank < BLOCK_RANK) rank = BLOCK_RANK;
+  // No evidence ties an unattributed action to the agent (another program may have done it): it
+  // is journaled and judged, but alerts no one and stops nothing.
+  if (how.unattributed) rank = 0;
   // An allowed action never stops the agent; nor does one no evidence ties to the agent, nor
   // one the kernel refused (it did nothing).
   if ((!verdict.deny || how.unattributed || how.failed) && rank > ALLOW_RANK) rank = ALLOW_RANK;

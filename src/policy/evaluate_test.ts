@@ -1074,14 +1074,14 @@ Deno.test("`evaluate()` matches a process name on argv[0] and on the script an i
   assert.equal(decide(p, option).verdict, "allow", "an option is not a script");
 });
 
-Deno.test("`evaluate()` gives an unattributed action (pid null) at most an alert, with the same verdict and risk", () => {
+Deno.test("`evaluate()` gives an unattributed action (pid null) no response, with the same verdict and risk", () => {
   const p = compileYaml("files:\n  write:\n    deny: ['~/.bashrc']\n");
   const attributed = decide(p, { ...write("/home/agent/.bashrc"), pid: 42 });
   const unattributed = decide(p, { ...write("/home/agent/.bashrc"), pid: null });
   assert.equal(attributed.response, "pause");
   assert.equal(unattributed.verdict, "deny");
   assert.equal(unattributed.risk, attributed.risk);
-  assert.equal(unattributed.response, "alert");
+  assert.equal(unattributed.response, "none");
   assert.equal(
     decide(p, write("/home/agent/.bashrc")).response,
     "pause",

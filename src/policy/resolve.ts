@@ -86,6 +86,7 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
     sources: layers.map((l) => l.source),
     workspace: pick((p) => p.workspace, "."),
     mode: pick((p) => p.mode, "pause"),
+    block: { pause: pick((p) => p.block?.pause, false) },
     thresholds: {
       alert: pick((p) => p.thresholds?.alert, 30),
       pause: pick((p) => p.thresholds?.pause, 60),

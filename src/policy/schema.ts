@@ -2,7 +2,7 @@ import { z } from "zod";
 import { KINDS, RESPONSES } from "../events/mod.ts";
 
 /** The modes, from least to most drastic: each caps the response Sentry may take. */
-export const MODES = ["monitor", "alert", "pause", "rollback", "kill"] as const;
+export const MODES = ["monitor", "alert", "block", "pause", "rollback", "kill"] as const;
 
 /** A policy mode. */
 export type Mode = typeof MODES[number];
@@ -87,6 +87,8 @@ export const PolicyFile = z.strictObject({
   /** The agent's working tree; `run --workspace` overrides it. Default: the current directory. */
   workspace: z.string().min(1).optional(),
   mode: z.enum(MODES).optional(),
+  /** What a block does besides failing the action: by default nothing (agents handle EACCES). */
+  block: z.strictObject({ pause: z.boolean().optional() }).optional(),
   thresholds: z.strictObject({
     alert: z.number().int().min(0).max(100).optional(),
     pause: z.number().int().min(0).max(100).optional(),
@@ -165,6 +167,8 @@ export interface ResolvedPolicy {
   sources: string[];
   workspace: string;
   mode: Mode;
+  /** Whether a blocked action also pauses the agent. */
+  block: { pause: boolean };
   thresholds: { alert: number; pause: number; rollback: number; kill: number };
   monitors: {
     files: boolean;

@@ -40,6 +40,8 @@ import {
 } from "../platform/seccomp_linux.ts";
 import { selfCommand } from "../platform/self_command.ts";
 import { type KernelEventContext, type ProcessTable, toSensorEvent } from "./kernel_action.ts";
+import { errnoName } from "../platform/kernel_abi.ts";
+import type { ResolvedPolicy } from "../policy/mod.ts";
 import { type Sensor, type SensorEvent, type SensorStats, StatsCounter } from "./sensor.ts";
 import {
   type CallerInfo,
@@ -234,6 +236,11 @@ export interface SeccompSensorOptions {
   syncWakeUp?: boolean;
   /** The worker module (a compiled binary may need its own URL). */
   workerUrl?: URL;
+  /**
+   * The policy the worker enforces before each call runs (block mode), or absent to observe
+   * only. The worker compiles it itself and decides with the same `evaluate()`.
+   */
+  policy?: { resolved: ResolvedPolicy; workspace: string; home: string };
 }
 
 /** The worker's counters as the sensor reports them. */
@@ -353,6 +360,7 @@ export class SeccompSensor implements Sensor {
       syncWakeUp: this.#options.syncWakeUp ?? true,
       batchMax: this.#options.batchMax ?? 256,
       batchMs,
+      policy: this.#options.policy ?? null,
     };
     installWakeSignal();
     worker.postMessage(start);
@@ -436,7 +444,8 @@ export class SeccompSensor implements Sensor {
       }
       const event = toSensorEvent({ ...action, ts }, this.#context);
       if (event === null) continue;
-      if (record.denied !== undefined) event.detail.seccomp = { denied: record.denied };
+      // Sentry failed the call before it ran: the engine gives it the response `block`.
+      if (record.denied !== undefined) event.detail.blocked = errnoName(record.denied);
       this.#counter.counters.emitted++;
       emit(event);
     }

@@ -23,6 +23,7 @@
  */
 
 import {
+  FileOpener,
   gettid,
   MemoryReader,
   NOTIF_SIZE,
@@ -44,6 +45,18 @@ import {
   type TargetReader,
 } from "../platform/seccomp_notif.ts";
 import type { KernelAction } from "./kernel_action.ts";
+import { procSelf } from "../platform/ebpf_record.ts";
+import { type CompiledPolicy, compilePolicy, type ResolvedPolicy } from "../policy/mod.ts";
+import {
+  blocks,
+  callerEvent,
+  callerProcPath,
+  decideActions,
+  EACCES,
+  OPEN,
+  parseStatusIdentity,
+  splitPath,
+} from "./seccomp_block.ts";
 
 /** What the caller of a syscall is, read from /proc while it was blocked. */
 export interface CallerInfo {
@@ -124,6 +137,11 @@ export interface SuperviseStart {
   batchMax: number;
   /** ...or when its first record is this old (ms). */
   batchMs: number;
+  /**
+   * The policy to enforce (block mode), or null to observe only. Compiled in the worker: the
+   * decision is taken here, while the caller waits, never across a thread hop.
+   */
+  policy: { resolved: ResolvedPolicy; workspace: string; home: string } | null;
 }
 
 /** Messages of the `supervise` role to the main thread. */
@@ -334,8 +352,26 @@ function existsFor(proc: ProcReader, tid: number, path: string): boolean {
   return result !== -2 && result !== -20;
 }
 
+/** The syscalls whose opens the supervisor makes itself in block mode (not openat2). */
+const emulated = new Set(["open", "openat", "creat"]);
+
+/** The mode argument of an open, by syscall: what O_CREAT gives a new file before the umask. */
+function modeOf(n: SeccompNotif, syscall: string): number {
+  const arg = syscall === "open" ? n.args[2] : syscall === "creat" ? n.args[1] : n.args[3];
+  return Number((arg ?? 0o666n) & 0o7777n);
+}
+
 function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => void): void {
   const stats = emptyStats();
+  const policy = start.policy === null ? null : compilePolicy(start.policy.resolved, {
+    workspace: start.policy.workspace,
+    home: start.policy.home,
+    // The same environment the main thread compiled with: this process's own.
+    env: Deno.env.toObject(),
+  });
+  const opener = new FileOpener();
+  const me = opener.identity();
+  const ownMountNs = new ProcReader().readLink("/proc/self/ns/mnt");
   const control = new Int32Array(start.control);
   const listener = new SeccompListener(start.listenerFd);
   const proc = new ProcReader();
@@ -396,10 +432,41 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     if (read.failure !== null) {
       blind(stats, read.failure === "memory" ? "unreadable_memory" : "unresolvable_directory");
     }
-    const verdict = decide({ syscall, caller, actions, failure: read.failure });
+    let verdict = decide({ syscall, caller, actions, failure: read.failure });
+    if (policy !== null && verdict.kind === "continue" && actions.length > 0) {
+      const open = actions.length === 1 && actions[0]?.op === "open" && emulated.has(syscall)
+        ? actions[0]
+        : null;
+      if (open !== null && open.op === "open") {
+        // The supervisor opens the file itself and hands it over: decided on what it holds.
+        const done = emulateOpen(n, { action: open, caller, policy });
+        if (done === null) {
+          const errno = decideActions(actions, { caller, policy });
+          if (errno !== null) verdict = { kind: "errno", errno };
+        } else {
+          actions = [done.action];
+          if (done.blocked) stats.denied++;
+          if (done.answered) {
+            stats.answered++;
+            keep(caller, actions, done.blocked ? EACCES : undefined);
+            return;
+          }
+          if (done.blocked) verdict = { kind: "errno", errno: EACCES };
+        }
+      } else {
+        const errno = decideActions(actions, { caller, policy });
+        if (errno !== null) verdict = { kind: "errno", errno };
+      }
+    }
     const answer = verdict.kind === "continue"
       ? { kind: "continue" as const }
       : { kind: "errno" as const, errno: verdict.errno };
+    if (verdict.kind === "errno") {
+      // The call never runs: journal it as failed with the errno Sentry gave it.
+      actions = actions.map((a) =>
+        "result" in a ? { ...a, result: -verdict.errno } : a
+      ) as KernelAction[];
+    }
     if (!listener.respond(encodeResponse({ id: n.id, answer }, response))) {
       blind(stats, "caller_gone");
       return;
@@ -407,6 +474,11 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     stats.answered++;
     if (verdict.kind === "errno") stats.denied++;
     if (syscall === "execve" || syscall === "execveat") callers.execed(caller.pid);
+    keep(caller, actions, verdict.kind === "errno" ? verdict.errno : undefined);
+  };
+
+  /** Queues the decoded actions of an answered call for the main thread. */
+  const keep = (caller: CallerInfo, actions: KernelAction[], denied: number | undefined) => {
     if (actions.length === 0) return;
     if (pending.length === 0) firstAt = performance.now();
     let index = callerIndex.get(caller);
@@ -415,9 +487,145 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       callerIndex.set(caller, index);
     }
     const record: SeccompRecord = { ms: Date.now(), caller: index, actions };
-    if (verdict.kind === "errno") record.denied = verdict.errno;
+    if (denied !== undefined) record.denied = denied;
     pending.push(record);
     Atomics.store(control, 1, pending.length);
+  };
+
+  /**
+   * Opens a file for the caller and answers with it (ADDFD), deciding on the file the
+   * supervisor holds. Returns what happened (`answered` false: the call must still be answered,
+   * with "continue" or the errno in `blocked`), or null when the open cannot be emulated (the
+   * caller has another identity or root, or the file is special): then it is decided on its
+   * arguments and let through with "continue".
+   */
+  const emulateOpen = (
+    n: SeccompNotif,
+    o: {
+      action: Extract<KernelAction, { op: "open" }>;
+      caller: CallerInfo;
+      policy: CompiledPolicy;
+    },
+  ): { action: KernelAction; answered: boolean; blocked: boolean } | null => {
+    const { action, caller } = o;
+    const flags = action.flags;
+    if ((flags & OPEN.O_TMPFILE) === OPEN.O_TMPFILE) return unemulated();
+    const status = proc.readBytes(`/proc/${caller.tid}/status`);
+    const who = status === null ? null : parseStatusIdentity(new TextDecoder().decode(status));
+    // The supervisor's opens are checked with its own credentials: only for a caller with the
+    // same ones, in the same root (a chroot or another mount namespace sees other files).
+    if (
+      who === null || who.fsuid !== me.uid || who.fsgid !== me.gid ||
+      proc.readLink(`/proc/${caller.tid}/root`) !== "/" ||
+      proc.readLink(`/proc/${caller.tid}/ns/mnt`) !== ownMountNs
+    ) return unemulated();
+    const path = callerProcPath(action.path, caller);
+    const decideOn = (real: string, created: boolean | undefined) => {
+      const event = callerEvent({
+        ...action,
+        path: real,
+        ...(created === undefined ? {} : { created }),
+      }, caller);
+      return event !== null && blocks(event, o.policy);
+    };
+    const answer = (real: string, fd: number, created: boolean | undefined) => {
+      const result = listener.addFd(n.id, { srcfd: fd, cloexec: (flags & OPEN.O_CLOEXEC) !== 0 });
+      opener.close(fd);
+      const done: KernelAction = {
+        ...action,
+        path: real,
+        result: result >= 0 ? result : -EACCES,
+        ...(created === undefined ? {} : { created }),
+      };
+      if (result < 0) blind(stats, "caller_gone");
+      return { action: done, answered: result >= 0, blocked: false };
+    };
+    const fail = (errno: number) => {
+      // The kernel's own outcome for the same path (ENOENT, ENOTDIR...): answer it as is.
+      if (
+        !listener.respond(encodeResponse({ id: n.id, answer: { kind: "errno", errno } }, response))
+      ) {
+        blind(stats, "caller_gone");
+      }
+      return { action: { ...action, result: -errno }, answered: true, blocked: false };
+    };
+    const refuse = (real: string) => ({
+      action: { ...action, path: real, result: -EACCES },
+      answered: false,
+      blocked: true,
+    });
+    const plain = flags & ~(OPEN.O_CREAT | OPEN.O_EXCL | OPEN.O_NOFOLLOW | OPEN.O_CLOEXEC);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const held = opener.openPath(path, {
+        nofollow: (flags & (OPEN.O_NOFOLLOW | OPEN.O_EXCL)) !== 0,
+        directory: (flags & OPEN.O_DIRECTORY) !== 0,
+      });
+      if (held >= 0) {
+        // The caller's own /proc entries keep the name every policy writes: /proc/self.
+        const real = procSelf(opener.pathOf(held) ?? path, caller.pid, caller.tid);
+        if ((flags & (OPEN.O_CREAT | OPEN.O_EXCL)) === (OPEN.O_CREAT | OPEN.O_EXCL)) {
+          opener.close(held);
+          return fail(17); // EEXIST
+        }
+        const type = opener.typeOf(held);
+        if (real.startsWith(`/proc/${Deno.pid}/`) || (type !== "file" && type !== "directory")) {
+          // A FIFO, a device or a socket would block or act on the supervisor's side; a path
+          // that reached the supervisor's own /proc through a link names the wrong process.
+          opener.close(held);
+          return decided(o, real);
+        }
+        const created = (flags & OPEN.O_CREAT) !== 0 ? false : undefined;
+        if (decideOn(real, created)) {
+          opener.close(held);
+          return refuse(real);
+        }
+        const fd = opener.reopen(held, plain);
+        opener.close(held);
+        return fd < 0 ? fail(-fd) : answer(real, fd, created);
+      }
+      if (held !== -2 || (flags & OPEN.O_CREAT) === 0) return fail(-held);
+      // Not there, and O_CREAT: decide on the real directory and the new name, then create it
+      // exclusively in the directory the supervisor holds.
+      const { dir, name } = splitPath(path);
+      const dirfd = opener.openPath(dir, { nofollow: false, directory: true });
+      if (dirfd < 0) return fail(-dirfd);
+      const realDir = opener.pathOf(dirfd) ?? dir;
+      const real = realDir === "/" ? `/${name}` : `${realDir}/${name}`;
+      if (decideOn(real, true)) {
+        opener.close(dirfd);
+        return refuse(real);
+      }
+      const mode = (modeOf(n, action.syscall) & ~who.umask) & 0o7777;
+      const fd = opener.create(dirfd, { name, flags: plain, mode });
+      opener.close(dirfd);
+      if (fd >= 0) return answer(real, fd, true);
+      // Created meanwhile by someone else (or a dangling symlink): look again.
+      if (fd !== -17) return fail(-fd);
+    }
+    return unemulated();
+  };
+
+  /**
+   * An open of a special file (FIFO, device, socket): decided on the real path the supervisor
+   * saw, then let through with "continue" (counted: a racing thread could swap it meanwhile).
+   */
+  const decided = (
+    o: {
+      action: Extract<KernelAction, { op: "open" }>;
+      caller: CallerInfo;
+      policy: CompiledPolicy;
+    },
+    real: string,
+  ) => {
+    blind(stats, "unemulated_open");
+    const action: KernelAction = { ...o.action, path: real };
+    const event = callerEvent(action, o.caller);
+    return { action, answered: false, blocked: event !== null && blocks(event, o.policy) };
+  };
+  /** An open the supervisor cannot make for this caller: decided on its arguments instead. */
+  const unemulated = (): null => {
+    blind(stats, "unemulated_open");
+    return null;
   };
 
   try {

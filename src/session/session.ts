@@ -162,6 +162,11 @@ export class Session {
         tree: this.tree,
         excluded: config.excluded,
         ignorePaths: config.ignorePaths,
+        policy: {
+          resolved: config.policy.resolved,
+          workspace: config.policy.workspace,
+          home: config.policy.home,
+        },
       }));
     }
     // The fd sensor runs even when the files monitor is off: the network sensor needs its sockets.
@@ -280,11 +285,20 @@ export class Session {
       this.#record("alert", "ok", { rule: event.rule, risk: event.risk }, event);
       return;
     }
+    if (response === "block" && typeof event.detail.blocked === "string") {
+      // The tier failed the call before it ran: journal the block with the errno the agent got.
+      this.#record("block", "ok", { errno: event.detail.blocked, rule: event.rule }, event);
+      if (this.config.policy.resolved.block.pause && !this.#acting && !this.#killed) {
+        void this.pause(event, "pause");
+      }
+      return;
+    }
     if (this.#acting || this.#killed) return;
     if (response === "block") {
       this.config.onNotice({
         type: "warn",
-        message: "no sensor here can block an action before it happens: pausing the agent instead",
+        message:
+          `the ${this.tier} tier cannot block this ${event.kind} before it happens: pausing the agent instead`,
       });
       void this.pause(event, "block");
     } else if (response === "pause") {

@@ -235,7 +235,24 @@ async function startTier(
     type: opened.name === "poll" ? "warn" : "info",
     message: `sensing with the ${opened.name} tier: ${TIER_SUMMARY[opened.name]}`,
   });
+  const unenforceable = blockNotice(options.policy.resolved, opened.name);
+  if (unenforceable !== null) options.onNotice({ type: "warn", message: unenforceable });
   return { kernel: opened.tier, name: opened.name };
+}
+
+/**
+ * What the policy asks to block that this tier cannot, said once at start with the rules it
+ * concerns, or null. Only the seccomp tier blocks; elsewhere a block falls back to a pause.
+ */
+export function blockNotice(policy: SupervisedPolicy["resolved"], tier: Tier): string | null {
+  if (tier === "seccomp") return null;
+  const rules = policy.rules.filter((r) => r.response === "block").map((r) => r.id);
+  if (policy.mode !== "block" && rules.length === 0) return null;
+  const what = [
+    ...(policy.mode === "block" ? ["mode block"] : []),
+    ...(rules.length > 0 ? [`rule(s) ${rules.join(", ")}`] : []),
+  ].join(" and ");
+  return `the ${tier} tier cannot block an action before it happens: ${what} will pause the agent instead (the seccomp tier blocks: sentry run --sensor seccomp)`;
 }
 
 /** Starts the watchdog that resumes (or kills) the tree if this Sentry process dies. */

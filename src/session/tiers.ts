@@ -18,6 +18,7 @@ import {
   SeccompSupervisor,
   type Sensor,
 } from "../sensors/mod.ts";
+import type { ResolvedPolicy } from "../policy/mod.ts";
 
 /** The sensing tiers, most exact first. */
 export const TIERS = ["ebpf", "seccomp", "fanotify", "poll"] as const;
@@ -58,6 +59,8 @@ export interface TierContext {
   excluded: readonly number[];
   /** Sentry's own files, never reported. */
   ignorePaths: readonly string[];
+  /** The session's policy, for a tier that decides before a call runs (seccomp). */
+  policy: { resolved: ResolvedPolicy; workspace: string; home: string };
 }
 
 /** A kernel sensing tier that is loaded and ready: its sensors, and the kernel resources it owns. */
@@ -200,6 +203,8 @@ export async function openSeccompTier(): Promise<KernelTier> {
       sensor = supervisor.createSensor({
         table: context.table,
         databasePorts: context.databasePorts,
+        // Decided in the worker while the caller waits: block mode, when the policy blocks.
+        policy: context.policy,
       });
       return [sensor];
     },
