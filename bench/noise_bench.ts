@@ -16,7 +16,6 @@ import type { AgentEvent } from "../src/events/mod.ts";
 import { TEMPLATES } from "../src/policy/mod.ts";
 import { lastSessionEvents, realPython, sentryCommand } from "./_harness.ts";
 
-
 /** One ordinary piece of work of an interpreter. */
 interface Workload {
   name: string;
