@@ -248,5 +248,8 @@ Deno.test("with --no-rollback, a `rollback` response pauses the tree and says no
 });
 
 Deno.test("a `block` response pauses the tree and says it cannot block", async () => {
-  await fallsBackToPause("block", /can block an action.*pausing the agent instead/);
+  await fallsBackToPause(
+    "block",
+    /cannot block this file\.read before it happens: pausing the agent instead/,
+  );
 });
