@@ -88,6 +88,16 @@ export interface SessionDeps {
   ulid?: () => string;
 }
 
+/** The poll tree's interval under a kernel tier that reports processes itself. */
+export const KERNEL_TREE_INTERVAL_MS = 250;
+
+/** How often the poll tree scans: the session's interval, or slower under a kernel tier. */
+function treeIntervalMs(config: SessionConfig): number {
+  return config.kernel?.covers.processes === true
+    ? Math.max(config.intervalMs, KERNEL_TREE_INTERVAL_MS)
+    : config.intervalMs;
+}
+
 /** How long repeats of the same pid, kind and target are folded, in milliseconds. */
 export const DEDUP_WINDOW_MS = 2000;
 
@@ -134,8 +144,10 @@ export class Session {
       rootPid: config.rootPid,
       adopters: config.adopters,
       excluded: config.excluded,
-      intervalMs: config.intervalMs,
-      busyIntervalMs: Math.max(5, Math.round(config.intervalMs / 2)),
+      // Under a kernel tier the tree only keeps members (the kernel reports every process, and
+      // wakes the tree at each fork): a slower scan keeps an idle agent's cost low.
+      intervalMs: treeIntervalMs(config),
+      busyIntervalMs: Math.max(5, Math.round(treeIntervalMs(config) / 2)),
       platform: deps.platform,
       reportExisting: config.kind === "attach",
       rootIsLauncher: config.rootIsLauncher,
