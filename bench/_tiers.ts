@@ -16,7 +16,6 @@ import {
   cpuNanos,
   cpuTicks,
   delay,
-  lastSessionStats,
   sentryOutput,
   startSentry,
 } from "./_harness.ts";
@@ -348,10 +347,21 @@ export interface JournaledEvent {
   sensor: string;
 }
 
-/** The last session of a data directory: its id and its sensors' counters. */
+/**
+ * The last session of a data directory: its id and its sensors' counters. Read with SQL, like
+ * the events: the bench process must not open the journal through src/journal, whose migrations
+ * may be older than the `sentry run` it just started from source (a checkout being edited).
+ */
 export function sessionStats(home: string): { id: string; sensors: SensorStats[] } {
-  const s = lastSessionStats(home);
-  return { id: s.id, sensors: s.sensors };
+  return withJournal(home, (db) => {
+    const row = db.prepare("SELECT id FROM sessions ORDER BY started_at DESC, id DESC LIMIT 1")
+      .get();
+    if (row === undefined) throw new Error(`No session in "${home}"`);
+    const id = String(row.id);
+    const sensors = db.prepare("SELECT stats FROM sensor_stats WHERE session = ? ORDER BY sensor")
+      .all(id).map((r) => JSON.parse(String(r.stats)) as SensorStats);
+    return { id, sensors };
+  });
 }
 
 function withJournal<T>(home: string, body: (db: DatabaseSync) => T): T {

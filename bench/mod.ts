@@ -1,8 +1,8 @@
 // deno-lint-ignore-file no-console
 /**
  * Runs every benchmark and prints its figures. Each compares against a baseline in the same run.
- * `deno task bench` runs them all in full (about 7 minutes); `deno task bench --quick` runs the
- * short versions (about 2 minutes). Each file also runs alone: `deno run -A bench/<name>.ts`.
+ * `deno task bench` runs them all in full (about 12 minutes); `deno task bench --quick` runs the
+ * short versions (about 3 minutes). Each file also runs alone: `deno run -A bench/<name>.ts`.
  * @module
  */
 import { runApiLoadBench } from "./api_load_bench.ts";
@@ -16,6 +16,7 @@ import { runOverheadBench } from "./overhead_bench.ts";
 import { runRecallBench } from "./recall_bench.ts";
 import { runRollbackBench } from "./rollback_bench.ts";
 import { runSyncBench } from "./sync_bench.ts";
+import { runTiersBench } from "./tiers_bench.ts";
 
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
@@ -30,6 +31,8 @@ if (import.meta.main) {
   await runLatencyBench({ quick });
   section("overhead: Sentry's CPU and the agent's slowdown");
   await runOverheadBench({ quick });
+  section("sensing tiers: recall, slowdown, Sentry's cost, events/s, drain at exit (issue 10)");
+  await runTiersBench({ quick });
   section("rollback: snapshot and restore against cp -a");
   await runRollbackBench({ quick });
   section("sync: outbox to collector throughput, and lag at 1,000 events/s");

@@ -115,6 +115,11 @@ Deno.test({
           "--no-api",
           "--policy",
           "coding-agent",
+          // The pause may hold the exfiltration in flight: end it so the run finishes.
+          "--pause-timeout",
+          "500ms",
+          "--on-pause-timeout",
+          "resume",
           "--",
           "bash",
           "-c",

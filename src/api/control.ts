@@ -8,13 +8,7 @@
 
 import type { Journal, SessionRecord } from "../journal/mod.ts";
 import { openStore, rollback } from "../rollback/mod.ts";
-import {
-  journalRestore,
-  killSession,
-  linuxControl,
-  resumeSession,
-  sessionTree,
-} from "../session/mod.ts";
+import { journalRestore, killSession, pauseSession, resumeSession } from "../session/mod.ts";
 import { HttpError } from "./errors.ts";
 import type { ControlResult, RollbackResultBody } from "./schemas.ts";
 
@@ -49,28 +43,17 @@ export interface DefaultControlsOptions {
 const BY = "api";
 
 /**
- * Controls that work from any process on the host: pause stops the session's tree (found by
- * {@link sessionTree}) with SIGSTOP, verified in /proc; resume and kill reuse `sentry resume`
- * and `sentry kill`; rollback restores the session's snapshot from the store. Each is journaled.
+ * Controls that work from any process on the host, on what the session's pids file proves (each
+ * process by its start time, and its cgroup): pause freezes the session's cgroup, or stops the
+ * tree with SIGSTOP, verified in /proc; resume and kill are `sentry resume` and `sentry kill`;
+ * rollback restores the session's snapshot from the store. Each is journaled.
  */
 export function defaultControls(options: DefaultControlsOptions): SessionControls {
   const { journal, dataDir } = options;
   const graceMs = options.graceMs ?? 3000;
   return {
     async pause(session) {
-      const pids = sessionTree(session, dataDir);
-      const result = await linuxControl().stop(pids);
-      journal.recordResponse({
-        session: session.id,
-        action: "pause",
-        outcome: result.failed.length === 0 ? "ok" : "partial",
-        detail: { paused: result.done, failed: result.failed, by: BY },
-      });
-      if (session.state === "running" && result.done.length > 0) {
-        journal.updateSession(session.id, { state: "paused" });
-      }
-      journal.flush();
-      return report(session, "pause", result);
+      return report(session, "pause", await pauseSession(session, { journal, dataDir, by: BY }));
     },
     async resume(session) {
       return report(session, "resume", await resumeSession(session, { journal, dataDir, by: BY }));

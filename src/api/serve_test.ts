@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
-import { processState } from "../platform/mod.ts";
+import { processState, readStat } from "../platform/mod.ts";
 import { allowedHostsFor } from "./auth.ts";
 import { createApp } from "./app.ts";
 import { journalPoller } from "./live.ts";
@@ -75,6 +75,10 @@ Deno.test("the default controls pause, resume and kill a session's process from 
     .spawn();
   try {
     w.journal.updateSession(SESSION, { pid: child.pid });
+    // What the session's Sentry would keep: the pid with its start time.
+    Deno.mkdirSync(join(w.dir, "run"), { recursive: true });
+    const start = readStat(child.pid)?.starttime;
+    Deno.writeTextFileSync(join(w.dir, "run", `${SESSION}.pids`), `${child.pid} ${start}\n`);
     const post = async (action: string) => {
       const res = await w.request(`/v1/sessions/${SESSION}/${action}`, { method: "POST" });
       assert.equal(res.status, 200, action);
@@ -104,6 +108,31 @@ Deno.test("the default controls pause, resume and kill a session's process from 
       // Already gone.
     }
     await child.status;
+    w.close();
+  }
+});
+
+Deno.test("the default controls signal nothing when the pids file's start time does not match (a reused pid)", async () => {
+  const w = world(0, { realControls: true });
+  const other = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" })
+    .spawn();
+  try {
+    // The session's pid now names an unrelated process: its start time is not the recorded one.
+    w.journal.updateSession(SESSION, { pid: other.pid });
+    Deno.mkdirSync(join(w.dir, "run"), { recursive: true });
+    const start = (readStat(other.pid)?.starttime ?? 0) - 1;
+    Deno.writeTextFileSync(join(w.dir, "run", `${SESSION}.pids`), `${other.pid} ${start}\n`);
+    for (const action of ["pause", "kill"]) {
+      const res = await w.request(`/v1/sessions/${SESSION}/${action}`, { method: "POST" });
+      const body = await res.json() as { ok: boolean; done: number[] };
+      assert.deepEqual([body.ok, body.done], [false, []], action);
+    }
+    assert.equal(processState(other.pid), "S");
+    assert.deepEqual(w.journal.responses(SESSION), []);
+    assert.equal(w.journal.getSession(SESSION).state, "running");
+  } finally {
+    other.kill("SIGKILL");
+    await other.status;
     w.close();
   }
 });

@@ -16,7 +16,8 @@ export function registerControlCommands(program: Command): void {
         if (r.done.length === 0 && r.failed.length === 0) {
           throw new ExitCode(
             1,
-            `Session ${session.id} has no live process to resume (state ${session.state})`,
+            `Session ${session.id} has no live process to resume (state ${session.state}): ` +
+              "none that its pids file proves by start time",
           );
         }
         println(`resumed ${r.done.length} process(es) of session ${session.id}`);
@@ -42,7 +43,8 @@ export function registerControlCommands(program: Command): void {
         if (r.done.length === 0 && r.failed.length === 0) {
           throw new ExitCode(
             1,
-            `Session ${session.id} has no live process to kill (state ${session.state})`,
+            `Session ${session.id} has no live process to kill (state ${session.state}): ` +
+              "none that its pids file proves by start time, so nothing was signalled",
           );
         }
         println(

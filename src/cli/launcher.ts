@@ -1,12 +1,14 @@
 /**
- * `sentry __seccomp_launch --control SOCKET -- COMMAND...`: the launcher of the seccomp tier,
- * a second copy of Sentry that becomes the agent. Deno cannot run code between fork and exec, so
- * this process does, in order:
- * 1. connect to the supervisor's control socket, and resolve the program on PATH (any connect
- *    or open after the filter would wait on a listener nobody reads yet);
+ * `sentry __seccomp_launch --control SOCKET [--landlock PLAN] -- COMMAND...`: the launcher of the
+ * seccomp tier, a second copy of Sentry that becomes the agent. Deno cannot run code between fork
+ * and exec, so this process does, in order:
+ * 1. connect to the supervisor's control socket, read the Landlock plan, and resolve the program
+ *    on PATH (any connect or open after the filter would wait on a listener nobody reads yet);
  * 2. start the handover Worker (its thread exists before the filter, so it is not filtered);
- * 3. `prctl(PR_SET_NO_NEW_PRIVS)`, then `seccomp(SET_MODE_FILTER, NEW_LISTENER)` on the main
- *    thread only;
+ * 3. `prctl(PR_SET_NO_NEW_PRIVS)`, then Landlock (the plan's rules, then
+ *    `landlock_restrict_self`), then `seccomp(SET_MODE_FILTER, NEW_LISTENER)`, all on the main
+ *    thread only (both are per thread; this is the thread that calls execve). A plan that
+ *    cannot be applied fails the launch: the agent never runs without its wall;
  * 4. hand the listener to the supervisor (SCM_RIGHTS, from the Worker) and wait for "go": the
  *    listener is O_CLOEXEC, so an execve before the supervisor holds it would leave every
  *    filtered call of the agent failing with ENOSYS;
@@ -32,6 +34,8 @@ import {
   writeAll,
 } from "../platform/seccomp_linux.ts";
 import { buildSeccompFilter } from "../platform/seccomp_filter.ts";
+import { applyLandlock } from "../platform/landlock_linux.ts";
+import { type LandlockPlan, parseLandlockPlan } from "../platform/landlock_plan.ts";
 import { LaunchError, resolveCommand } from "../session/mod.ts";
 import { HANDOVER, type HandoverMessage, type HandoverStart } from "../sensors/seccomp_worker.ts";
 import { ExitCode } from "./errors.ts";
@@ -40,10 +44,15 @@ import { ExitCode } from "./errors.ts";
 export function registerLauncherCommand(program: Command): void {
   program.command("__seccomp_launch", { hidden: true })
     .requiredOption("--control <path>")
+    .option("--landlock <file>")
     .argument("<command...>")
     .passThroughOptions()
-    .action(async (command: string[], opts: { control: string }) => {
-      await runSeccompLauncher({ control: opts.control, command });
+    .action(async (command: string[], opts: { control: string; landlock?: string }) => {
+      await runSeccompLauncher({
+        control: opts.control,
+        command,
+        ...(opts.landlock === undefined ? {} : { landlock: opts.landlock }),
+      });
     });
 }
 
@@ -55,6 +64,8 @@ export interface SeccompLauncherOptions {
   command: readonly string[];
   /** How long to wait for the supervisor's "go" (ms, default 120 s). */
   goTimeoutMs?: number;
+  /** A Landlock plan (JSON, written by the supervisor) to apply before the seccomp filter. */
+  landlock?: string;
 }
 
 const HANDOVER_WORKER = new URL("../sensors/seccomp_worker.ts", import.meta.url);
@@ -74,6 +85,18 @@ export async function runSeccompLauncher(options: SeccompLauncherOptions): Promi
     throw new ExitCode(1, `Cannot reach Sentry's supervisor: ${message(error)}`);
   }
   const tell = (line: string) => writeAll(socket, new TextEncoder().encode(`${line}\n`));
+  // Read now: once restricted, this thread may not be allowed to open it.
+  let landlock: LandlockPlan | null = null;
+  if (options.landlock !== undefined) {
+    try {
+      landlock = parseLandlockPlan(Deno.readTextFileSync(options.landlock));
+    } catch (error) {
+      const why = `Cannot read the Landlock plan "${options.landlock}": ${message(error)}`;
+      tell(`fail ${why.replaceAll("\n", " ")}`);
+      closeFd(socket);
+      throw new ExitCode(1, why);
+    }
+  }
   let path: string;
   try {
     path = resolveCommand(name, { PATH: Deno.env.get("PATH") ?? "", cwd: Deno.cwd() });
@@ -103,6 +126,8 @@ export async function runSeccompLauncher(options: SeccompLauncherOptions): Promi
     });
     // From here on, the main thread makes no filtered call (open, connect...) before execve.
     setNoNewPrivs();
+    // Before the filter: its opens (O_PATH, one per rule) must not wait on the supervisor.
+    if (landlock !== null) applyLandlock(landlock);
     listener = installListenerFilter(buildSeccompFilter());
     Atomics.store(state, 1, listener);
     Atomics.store(state, 0, HANDOVER.SEND);

@@ -1,7 +1,10 @@
 import { type Command, Option } from "commander";
 import { DEFAULT_API_PORT } from "../api/mod.ts";
 import { loadConfig } from "../config/mod.ts";
+import { parseDuration } from "../policy/mod.ts";
 import {
+  type FreezerRequest,
+  FREEZERS,
   superviseAttach,
   SuperviseError,
   superviseRun,
@@ -29,6 +32,9 @@ interface WatchFlags extends PolicyFlags {
   api: boolean;
   apiPort: string;
   sensor: TierRequest;
+  freezer: FreezerRequest;
+  pauseTimeout?: string;
+  onPauseTimeout?: "resume" | "kill";
 }
 
 function addWatchFlags(cmd: Command): Command {
@@ -45,6 +51,22 @@ function addWatchFlags(cmd: Command): Command {
         .choices(["resume", "kill"]).default("resume"),
     )
     .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000")
+    .addOption(
+      new Option(
+        "--freezer <how>",
+        "how a pause stops the tree: cgroup (freeze its own cgroup; root), signals (SIGSTOP), auto",
+      ).choices([...FREEZERS]).default("auto"),
+    )
+    .option(
+      "--pause-timeout <duration>",
+      "end a pause nobody resumes after this long (500ms, 30s, 10m, 1h; default: the policy's pause.timeout, else never)",
+    )
+    .addOption(
+      new Option(
+        "--on-pause-timeout <action>",
+        "what a timed-out pause ends in (default: the policy's pause.on_timeout, else kill)",
+      ).choices(["resume", "kill"]),
+    )
     .option("--no-rollback", "take no snapshot at start: rollback is then off for the session")
     .option(
       "--api-port <n>",
@@ -86,6 +108,20 @@ async function options(flags: WatchFlags) {
   const json = flags.json === true;
   const port = apiPort(flags.apiPort);
   const killGraceMs = positive("--kill-grace", flags.killGrace, 0);
+  const pause = policy.resolved.pause;
+  const timeoutText = flags.pauseTimeout ?? pause.timeout;
+  let pauseTimeoutMs: number | null = null;
+  if (timeoutText !== null) {
+    try {
+      pauseTimeoutMs = parseDuration(timeoutText);
+    } catch (error) {
+      throw new UsageError(
+        `Invalid ${flags.pauseTimeout === undefined ? "pause.timeout" : "--pause-timeout"}: ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
   const onNotice = (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json });
   const env = Deno.env.toObject();
   const sync = resolveSyncSettings({ env, configDir: configDir(env), section: config.sync });
@@ -108,6 +144,9 @@ async function options(flags: WatchFlags) {
     services,
     outbox: syncOn(sync),
     sensor: flags.sensor,
+    freezer: flags.freezer,
+    pauseTimeoutMs,
+    onPauseTimeout: flags.onPauseTimeout ?? pause.on_timeout,
   };
 }
 

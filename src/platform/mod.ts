@@ -64,6 +64,31 @@ export {
   type StatusUids,
 } from "./proc_linux.ts";
 export {
+  identify,
+  pidfdsAvailable,
+  ProcessHandle,
+  type ProcessRef,
+  refOf,
+  type SendFailure,
+} from "./pidfd_linux.ts";
+export {
+  Cgroup,
+  type CgroupCloseResult,
+  cgroupDirectory,
+  CgroupError,
+  type CgroupEvents,
+  type CgroupMount,
+  type CgroupSpec,
+  type CgroupVersion,
+  findCgroupMounts,
+  parseCgroupEvents,
+  parseProcCgroup,
+  type ProcCgroupEntry,
+  SessionCgroup,
+  type SessionCgroupOptions,
+} from "./cgroup_linux.ts";
+export {
+  type GroupOptions,
   isAlive,
   type KillOptions,
   type KillResult,

@@ -93,8 +93,6 @@ const POLLNVAL = 0x20;
 const EINTR = 4;
 const ENOENT = 2;
 const O_CLOEXEC = 0o2000000;
-/** `SECCOMP_ADDFD_FLAG_SEND`: install the fd and answer the notification with its number. */
-const ADDFD_FLAG_SEND = 2;
 
 /** The seccomp notification ioctls (x86_64 encodings). */
 export const SECCOMP_IOCTL = {
@@ -681,25 +679,30 @@ export class SeccompListener {
    * @throws {SyscallError} for any other failure (EINPROGRESS: answered twice).
    */
   respond(response: Uint8Array): boolean {
-    if (this.#lib.symbols.ioctl_buf(this.#fd, SECCOMP_IOCTL.NOTIF_SEND, response) === 0) {
-      return true;
+    for (;;) {
+      if (this.#lib.symbols.ioctl_buf(this.#fd, SECCOMP_IOCTL.NOTIF_SEND, response) === 0) {
+        return true;
+      }
+      const e = errno(this.#lib);
+      if (e === ENOENT) return false;
+      // The kernel takes its lock interruptibly: a wake-up signal sent nothing; send again.
+      if (e === EINTR) continue;
+      throw new SyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", e);
     }
-    const e = errno(this.#lib);
-    if (e === ENOENT) return false;
-    throw new SyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", e);
   }
 
   /**
-   * Answers notification `id` by installing `srcfd` (a file the supervisor opened) in the
-   * target as the syscall's result (`SECCOMP_IOCTL_NOTIF_ADDFD` with `FLAG_SEND`): the target's
-   * open returns that new descriptor, and the kernel never reads the target's path again.
-   * Returns the target's fd number, or `-errno` (ENOENT: the target is gone).
+   * Installs `srcfd` (a file the supervisor opened) in the target of notification `id`
+   * (`SECCOMP_IOCTL_NOTIF_ADDFD`), and returns its number there, or `-errno` (ENOENT: the target
+   * is gone). The caller then answers with that number as the syscall's result. No `FLAG_SEND`:
+   * an ADDFD interrupted by a signal (EINTR) installed nothing and is safe to retry, whereas an
+   * interrupted `FLAG_SEND` may already have answered, and its retry fails.
    */
   addFd(id: bigint, options: { srcfd: number; cloexec: boolean }): number {
     this.#addfd.fill(0);
     const view = new DataView(this.#addfd.buffer);
     view.setBigUint64(0, id, true);
-    view.setUint32(8, ADDFD_FLAG_SEND, true);
+    view.setUint32(8, 0, true);
     view.setUint32(12, options.srcfd, true);
     view.setUint32(16, 0, true);
     view.setUint32(20, options.cloexec ? O_CLOEXEC : 0, true);

@@ -5,6 +5,7 @@
  */
 export { type CompileContext, type CompiledPolicy, compilePolicy } from "./compile.ts";
 export { formatFieldPath, PolicyError } from "./errors.ts";
+export { DURATION_PATTERN, parseDuration } from "./duration.ts";
 export { type Action, evaluate } from "./evaluate.ts";
 export {
   isTemplateName,

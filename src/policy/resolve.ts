@@ -87,6 +87,10 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
     workspace: pick((p) => p.workspace, "."),
     mode: pick((p) => p.mode, "pause"),
     block: { pause: pick((p) => p.block?.pause, false) },
+    pause: {
+      timeout: pick<string | null>((p) => p.pause?.timeout, null),
+      on_timeout: pick((p) => p.pause?.on_timeout, "kill"),
+    },
     thresholds: {
       alert: pick((p) => p.thresholds?.alert, 30),
       pause: pick((p) => p.thresholds?.pause, 60),

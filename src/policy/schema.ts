@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { KINDS, RESPONSES } from "../events/mod.ts";
+import { DURATION_PATTERN } from "./duration.ts";
 
 /** The modes, from least to most drastic: each caps the response Sentry may take. */
 export const MODES = ["monitor", "alert", "block", "pause", "rollback", "kill"] as const;
@@ -89,6 +90,16 @@ export const PolicyFile = z.strictObject({
   mode: z.enum(MODES).optional(),
   /** What a block does besides failing the action: by default nothing (agents handle EACCES). */
   block: z.strictObject({ pause: z.boolean().optional() }).optional(),
+  /** What becomes of a pause nobody attends to (`--pause-timeout` overrides it). */
+  pause: z.strictObject({
+    /** How long a pause may last with nobody resuming it, such as `10m`; default: no limit. */
+    timeout: z.string().regex(
+      DURATION_PATTERN,
+      "expected a duration such as 500ms, 30s, 10m or 1h",
+    ).optional(),
+    /** What a pause that times out ends in: `kill` (default) or `resume`. */
+    on_timeout: z.enum(["resume", "kill"]).optional(),
+  }).optional(),
   thresholds: z.strictObject({
     alert: z.number().int().min(0).max(100).optional(),
     pause: z.number().int().min(0).max(100).optional(),
@@ -169,6 +180,8 @@ export interface ResolvedPolicy {
   mode: Mode;
   /** Whether a blocked action also pauses the agent. */
   block: { pause: boolean };
+  /** How long a pause may last unattended (a duration, or null: no limit), and what then. */
+  pause: { timeout: string | null; on_timeout: "resume" | "kill" };
   thresholds: { alert: number; pause: number; rollback: number; kill: number };
   monitors: {
     files: boolean;

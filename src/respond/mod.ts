@@ -3,4 +3,9 @@
  * @module
  */
 export { formatAlert, type Painter } from "./alert.ts";
-export type { ControlResult, TreeControl } from "./tree_control.ts";
+export type {
+  ControlResult,
+  TreeControl,
+  TreeKillOptions,
+  TreeSignalOptions,
+} from "./tree_control.ts";

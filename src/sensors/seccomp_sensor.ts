@@ -39,6 +39,7 @@ import {
   writeAll,
 } from "../platform/seccomp_linux.ts";
 import { selfCommand } from "../platform/self_command.ts";
+import type { LandlockPlan } from "../platform/landlock_plan.ts";
 import { type KernelEventContext, type ProcessTable, toSensorEvent } from "./kernel_action.ts";
 import { errnoName } from "../platform/kernel_abi.ts";
 import type { ResolvedPolicy } from "../policy/mod.ts";
@@ -72,6 +73,12 @@ export class SeccompLaunchError extends Error {
 export interface SeccompSupervisorOptions {
   /** The argv prefix that runs Sentry again; defaults to `selfCommand()`. */
   self?: readonly string[];
+}
+
+/** Options for {@link SeccompSupervisor.launcherArgs}. */
+export interface LauncherArgsOptions {
+  /** The Landlock plan the launcher applies to itself before it execs the agent. */
+  landlock?: LandlockPlan;
 }
 
 /** Options for {@link SeccompSupervisor.awaitListener}. */
@@ -127,9 +134,27 @@ export class SeccompSupervisor {
     return this.#pid;
   }
 
-  /** The argv that runs the launcher for `command` (the agent's argv). */
-  launcherArgs(command: readonly string[]): string[] {
-    return [...this.#self, LAUNCH_COMMAND, "--control", this.#socketPath, "--", ...command];
+  /**
+   * The argv that runs the launcher for `command` (the agent's argv). With `landlock`, the plan
+   * is written (0600) in this supervisor's 0700 directory and the launcher applies it before
+   * its seccomp filter.
+   */
+  launcherArgs(command: readonly string[], options: LauncherArgsOptions = {}): string[] {
+    const landlock: string[] = [];
+    if (options.landlock !== undefined) {
+      const file = join(this.#dir, "landlock.json");
+      Deno.writeTextFileSync(file, JSON.stringify(options.landlock), { mode: 0o600 });
+      landlock.push("--landlock", file);
+    }
+    return [
+      ...this.#self,
+      LAUNCH_COMMAND,
+      "--control",
+      this.#socketPath,
+      ...landlock,
+      "--",
+      ...command,
+    ];
   }
 
   /**
@@ -241,6 +266,12 @@ export interface SeccompSensorOptions {
    * only. The worker compiles it itself and decides with the same `evaluate()`.
    */
   policy?: { resolved: ResolvedPolicy; workspace: string; home: string };
+  /**
+   * The Landlock plan the launcher applied to the agent. The worker opens files on the agent's
+   * behalf with Sentry's own rights, so it must refuse what the plan denies (Sentry's own files
+   * above all); a worker that does not read it yet ignores it.
+   */
+  landlock?: LandlockPlan | null;
 }
 
 /** The worker's counters as the sensor reports them. */
@@ -353,7 +384,8 @@ export class SeccompSensor implements Sensor {
       this.#ready.reject(new Error(`The seccomp worker failed to start: ${event.message}`));
       ended.resolve();
     };
-    const start: SuperviseStart = {
+    const start: SuperviseStart & { landlock: LandlockPlan | null } = {
+      landlock: this.#options.landlock ?? null,
       role: "supervise",
       listenerFd: fd,
       control,
@@ -415,6 +447,14 @@ export class SeccompSensor implements Sensor {
       if (count > 0) {
         stats.blindSpots.push({ id, reason: SECCOMP_BLIND_SPOTS[id] ?? id, count });
       }
+    }
+    if (this.error !== null) {
+      // Never silent: from here on the tree's watched syscalls fail with ENOSYS (closed).
+      stats.blindSpots.push({
+        id: "supervisor_failed",
+        reason: `the supervisor stopped: ${this.error}; the tree's watched syscalls then fail`,
+        count: 1,
+      });
     }
     return stats;
   }

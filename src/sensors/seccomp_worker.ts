@@ -45,7 +45,9 @@ import {
   type TargetReader,
 } from "../platform/seccomp_notif.ts";
 import type { KernelAction } from "./kernel_action.ts";
+import { responseRank } from "../events/kinds.ts";
 import { procSelf } from "../platform/ebpf_record.ts";
+import { landlockAllowsOpen, type LandlockPlan } from "../platform/landlock_plan.ts";
 import { type CompiledPolicy, compilePolicy, type ResolvedPolicy } from "../policy/mod.ts";
 import {
   blocks,
@@ -142,6 +144,8 @@ export interface SuperviseStart {
    * decision is taken here, while the caller waits, never across a thread hop.
    */
   policy: { resolved: ResolvedPolicy; workspace: string; home: string } | null;
+  /** The agent's Landlock plan: an open it denies is refused, never made on the agent's behalf. */
+  landlock?: LandlockPlan | null;
 }
 
 /** Messages of the `supervise` role to the main thread. */
@@ -335,6 +339,8 @@ export const SECCOMP_BLIND_SPOTS: Readonly<Record<string, string>> = {
   undecodable: "notifications Sentry failed to decode (a bug); the syscall ran unrecorded",
   unattributed:
     "syscalls whose caller could not be read from /proc; recorded with the thread id as pid and no exe",
+  unemulated_open:
+    "opens in block mode the supervisor could not make itself (another uid, root or mount namespace, a FIFO, device or socket): decided on their path and let through, so a racing thread could swap it",
 };
 
 function emptyStats(): SeccompWorkerStats {
@@ -363,12 +369,15 @@ function modeOf(n: SeccompNotif, syscall: string): number {
 
 function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => void): void {
   const stats = emptyStats();
-  const policy = start.policy === null ? null : compilePolicy(start.policy.resolved, {
+  const compiled = start.policy === null ? null : compilePolicy(start.policy.resolved, {
     workspace: start.policy.workspace,
     home: start.policy.home,
     // The same environment the main thread compiled with: this process's own.
     env: Deno.env.toObject(),
   });
+  // Only a policy that can block needs a decision here (mode block, pause, rollback or kill);
+  // in mode monitor or alert every call runs, and the supervisor only observes.
+  const policy = compiled !== null && compiled.modeCap >= responseRank("block") ? compiled : null;
   const opener = new FileOpener();
   const me = opener.identity();
   const ownMountNs = new ProcReader().readLink("/proc/self/ns/mnt");
@@ -520,7 +529,13 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       proc.readLink(`/proc/${caller.tid}/ns/mnt`) !== ownMountNs
     ) return unemulated();
     const path = callerProcPath(action.path, caller);
-    const decideOn = (real: string, created: boolean | undefined) => {
+    const decideOn = (real: string, created: boolean | undefined, directory = false) => {
+      // Opened with Sentry's own rights: never open what the agent's Landlock domain denies it.
+      const creates = created === true;
+      if (
+        start.landlock != null &&
+        !landlockAllowsOpen(start.landlock, { path: real, flags, directory, creates })
+      ) return true;
       const event = callerEvent({
         ...action,
         path: real,
@@ -529,8 +544,15 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       return event !== null && blocks(event, o.policy);
     };
     const answer = (real: string, fd: number, created: boolean | undefined) => {
-      const result = listener.addFd(n.id, { srcfd: fd, cloexec: (flags & OPEN.O_CLOEXEC) !== 0 });
+      let result = listener.addFd(n.id, { srcfd: fd, cloexec: (flags & OPEN.O_CLOEXEC) !== 0 });
       opener.close(fd);
+      // The open returns the installed descriptor.
+      if (
+        result >= 0 &&
+        !listener.respond(
+          encodeResponse({ id: n.id, answer: { kind: "value", value: result } }, response),
+        )
+      ) result = -2;
       const done: KernelAction = {
         ...action,
         path: real,
@@ -575,7 +597,7 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
           return decided(o, real);
         }
         const created = (flags & OPEN.O_CREAT) !== 0 ? false : undefined;
-        if (decideOn(real, created)) {
+        if (decideOn(real, created, type === "directory")) {
           opener.close(held);
           return refuse(real);
         }

@@ -3,7 +3,32 @@
  * the controls and watchdog that act on a session from outside.
  * @module
  */
-export { type ControlReport, killSession, resumeSession, sessionTree } from "./control.ts";
+export {
+  type ControlReport,
+  killSession,
+  pauseSession,
+  resumeSession,
+  type SessionTree,
+  sessionTree,
+} from "./control.ts";
+export {
+  formatPidsFile,
+  parsePidsFile,
+  type PidsFile,
+  readPidsFile,
+  writePidsFile,
+} from "./pids_file.ts";
+export {
+  type AgentTree,
+  epochMs,
+  killAgent,
+  pauseAgent,
+  type PauseMechanism,
+  type PauseOutcome,
+  releaseAgentNow,
+  resumeAgent,
+  treeRefs,
+} from "./tree_actions.ts";
 export { launcherArgs, LaunchError, resolveCommand } from "./launch.ts";
 export { linuxControl } from "./linux_control.ts";
 export { journalRestore, protect, type Protection, type ProtectOptions } from "./protect.ts";
@@ -18,6 +43,8 @@ export {
 } from "./session.ts";
 export {
   exitCodeOf,
+  type FreezerRequest,
+  FREEZERS,
   type Service,
   type ServiceContext,
   superviseAttach,

@@ -18,7 +18,18 @@ import {
   WatchSensor,
 } from "../sensors/mod.ts";
 import { rollback, type RollbackResult } from "../rollback/mod.ts";
+import type { Cgroup, ProcessRef } from "../platform/mod.ts";
+import { writePidsFile } from "./pids_file.ts";
 import { journalRestore, type Protection } from "./protect.ts";
+import {
+  type AgentTree,
+  epochMs,
+  killAgent,
+  pauseAgent,
+  type PauseMechanism,
+  releaseAgentNow,
+  resumeAgent,
+} from "./tree_actions.ts";
 import { inspectProcess, type KernelTier, type Tier } from "./tiers.ts";
 import { watchRoots } from "./watch_roots.ts";
 
@@ -63,6 +74,20 @@ export interface SessionConfig {
   onExit: "resume" | "kill";
   /** The grace period between SIGTERM and SIGKILL, in milliseconds. */
   killGraceMs: number;
+  /**
+   * The session's own cgroup (root): pause freezes it. Null or absent: pause uses signals. The
+   * session uses it; whoever created it closes it.
+   */
+  cgroup?: Cgroup | null;
+  /**
+   * Sessions (`setsid`) that are the agent's own: `run` starts the agent in one, whose process
+   * groups signals may reach as wholes. Empty for `attach`.
+   */
+  agentSessions?: number[];
+  /** How long a pause may last unattended, in milliseconds; null or absent: no limit. */
+  pauseTimeoutMs?: number | null;
+  /** What a pause that times out ends in; default kill. */
+  onPauseTimeout?: "resume" | "kill";
   /** Where to keep the tree's pids for the watchdog, or null. */
   pidsFile: string | null;
   /** The rollback protection taken at start, or null when rollback is off for the session. */
@@ -121,6 +146,18 @@ export class Session {
   readonly #resolver: HostResolver;
   #running: Promise<unknown> | null = null;
   #paused = false;
+  /** How the current pause was made. */
+  #mechanism: PauseMechanism = "signals";
+  #pauseTimer: ReturnType<typeof setTimeout> | undefined;
+  /** A resume of Sentry's own is under way: the tree running is expected. */
+  #resuming = false;
+  /** Re-stopping processes continued from outside is under way. */
+  #holding = false;
+  #lastHoldRecord = -Infinity;
+  #heldSinceRecord = 0;
+  #lastStateCheck = -Infinity;
+  /** Members the last pause could not stop (no permission): holding them again would not help. */
+  #unstoppable = new Set<number>();
   #acting = false;
   #killed = false;
   #pidsVersion = -1;
@@ -332,30 +369,32 @@ export class Session {
   }
 
   /**
-   * Stops every process of the tree and verifies it in /proc. Processes forked while the tree
-   * was being stopped are caught by rescanning until the tree is stable.
+   * Stops every process of the tree and verifies it in /proc: by freezing the session's cgroup
+   * when it has one (atomic: no process forked meanwhile escapes), else with signals, rescanning
+   * until no member runs (see tree_actions.ts). Journals which mechanism did it, and arms the
+   * pause timeout.
    */
   async pause(
     event: AgentEvent | null,
     why: "pause" | "block" | "rollback" | "manual",
   ): Promise<ControlResult> {
+    // Resumed from outside since the last scan? A violation now must not be lost to that.
+    if (this.#paused) this.#reconcile(true);
     if (this.#paused) return { done: this.tree.pids(), failed: [] };
     this.#acting = true;
     try {
-      const stopped = new Set<number>();
-      const failed = new Map<number, string>();
-      for (let round = 0; round < 4; round++) {
-        const pids = this.tree.pids().filter((p) => !stopped.has(p));
-        if (pids.length === 0) break;
-        const result = await this.#deps.control.stop(pids);
-        for (const p of result.done) stopped.add(p);
-        for (const f of result.failed) failed.set(f.pid, f.reason);
-        this.tree.scan();
-      }
+      const started = performance.now();
+      const startedAt = epochMs();
+      const outcome = await pauseAgent(this.#agentTree());
       this.#paused = true;
-      const outcome: ResponseOutcome = failed.size === 0
+      this.#mechanism = outcome.fallback === undefined ? outcome.mechanism : "signals";
+      this.#unstoppable = new Set(outcome.failed.map((f) => f.pid));
+      this.#armPauseTimeout();
+      const stopped = outcome.done;
+      const failed = outcome.failed;
+      const result: ResponseOutcome = failed.length === 0
         ? "ok"
-        : stopped.size > 0
+        : stopped.length > 0
         ? "partial"
         : "failed";
       const action: ResponseAction = why === "rollback"
@@ -363,27 +402,93 @@ export class Session {
         : why === "block"
         ? "block"
         : "pause";
-      this.#record(action, outcome, {
-        stopped: [...stopped],
-        failed: [...failed].map(([pid, reason]) => ({ pid, reason })),
+      this.#record(action, result, {
+        stopped,
+        failed,
+        mechanism: this.#mechanism,
+        frozenAtMs: outcome.frozenAt,
+        // From the decision to the whole tree frozen (stopped, with signals).
+        freezeMs: outcome.frozenAt === null
+          ? null
+          : Math.round((outcome.frozenAt - startedAt) * 1000) / 1000,
+        tookMs: Math.round((performance.now() - started) * 1000) / 1000,
+        ...(outcome.fallback === undefined ? {} : { cgroupFailed: outcome.fallback }),
         ...(why === "rollback" ? { fallback: "pause", restored: 0 } : {}),
         ...(why === "block" ? { fallback: "pause" } : {}),
       }, event);
       this.#deps.journal.updateSession(this.config.id, { state: "paused" });
+      if (outcome.fallback !== undefined) {
+        this.config.onNotice({
+          type: "warn",
+          message: `the cgroup freezer failed (${outcome.fallback}): paused with signals instead`,
+        });
+      }
       this.config.onNotice({
         type: "response",
         action,
-        outcome,
+        outcome: result,
         message:
-          `paused the agent (${stopped.size} process${stopped.size === 1 ? "" : "es"} stopped` +
-          (failed.size > 0 ? `, ${failed.size} could not be stopped` : "") +
-          `); resume with: sentry resume ${this.config.id}`,
+          `paused the agent (${stopped.length} process${stopped.length === 1 ? "" : "es"} stopped` +
+          (failed.length > 0 ? `, ${failed.length} could not be stopped` : "") +
+          `) ${this.#mechanism === "cgroup" ? "in its frozen cgroup" : "with signals"}` +
+          `; resume with: sentry resume ${this.config.id}` + this.#timeoutHint(),
         ...(event === null ? {} : { event }),
       });
-      return { done: [...stopped], failed: [...failed].map(([pid, reason]) => ({ pid, reason })) };
+      return { done: stopped, failed };
     } finally {
       this.#acting = false;
     }
+  }
+
+  /** The tree as the responders act on it: its members by identity, and its cgroup. */
+  #agentTree(): AgentTree {
+    return {
+      control: this.#deps.control,
+      cgroup: this.config.cgroup ?? null,
+      list: () => this.#refs(),
+      rescan: () => this.tree.scan(),
+      sessions: this.config.agentSessions ?? [],
+    };
+  }
+
+  /** The tree's members, each with its start time. */
+  #refs(): ProcessRef[] {
+    return [...this.tree.members.values()].map((m) => ({ pid: m.pid, start: m.startTicks }));
+  }
+
+  #timeoutHint(): string {
+    const ms = this.config.pauseTimeoutMs;
+    if (ms === undefined || ms === null) return "";
+    return ` (or it is ${this.config.onPauseTimeout === "resume" ? "resumed" : "killed"} in ${
+      formatMs(ms)
+    })`;
+  }
+
+  /** Starts the pause timeout: an unattended pause ends in a resume or a kill. */
+  #armPauseTimeout(): void {
+    clearTimeout(this.#pauseTimer);
+    const ms = this.config.pauseTimeoutMs;
+    if (ms === undefined || ms === null) return;
+    this.#pauseTimer = setTimeout(() => void this.#pauseTimedOut(ms), ms);
+  }
+
+  async #pauseTimedOut(ms: number): Promise<void> {
+    if (!this.#paused || this.#killed) return;
+    if (this.#acting || this.#holding) {
+      // A rollback is restoring files: let it finish first.
+      this.#pauseTimer = setTimeout(() => void this.#pauseTimedOut(ms), 100);
+      return;
+    }
+    const how = this.config.onPauseTimeout ?? "kill";
+    this.config.onNotice({
+      type: "warn",
+      message: `the agent stayed paused for ${formatMs(ms)} with nobody resuming it: ${
+        how === "kill" ? "killing" : "resuming"
+      } it (pause timeout)`,
+    });
+    const by = "pause timeout";
+    if (how === "kill") await this.kill(null, { by, timeoutMs: ms });
+    else await this.resume(by, { timeoutMs: ms });
   }
 
   /**
@@ -450,47 +555,173 @@ export class Session {
     }
   }
 
-  /** Resumes the tree (SIGCONT) and verifies no process is left stopped. */
-  async resume(by: string): Promise<ControlResult> {
-    const pids = this.tree.pids();
-    const result = await this.#deps.control.resume(pids);
-    this.#paused = false;
-    const outcome: ResponseOutcome = result.failed.length === 0 ? "ok" : "partial";
-    this.#record("resume", outcome, { resumed: result.done, failed: result.failed, by }, null);
-    if (!this.#killed) this.#deps.journal.updateSession(this.config.id, { state: "running" });
-    this.config.onNotice({
-      type: "response",
-      action: "resume",
-      outcome,
-      message: `resumed the agent (${result.done.length} processes, ${by})`,
-    });
-    return result;
+  /**
+   * Resumes the tree (SIGCONT, then the cgroup thawed) and verifies no process is left
+   * stopped. `by` says who asked, for the journal.
+   */
+  async resume(by: string, extra: Record<string, unknown> = {}): Promise<ControlResult> {
+    clearTimeout(this.#pauseTimer);
+    this.#resuming = true;
+    try {
+      const result = await resumeAgent(this.#agentTree());
+      this.#paused = false;
+      const outcome: ResponseOutcome = result.failed.length === 0 ? "ok" : "partial";
+      this.#record("resume", outcome, {
+        resumed: result.done,
+        failed: result.failed,
+        by,
+        mechanism: result.mechanism,
+        ...extra,
+      }, null);
+      if (!this.#killed) this.#deps.journal.updateSession(this.config.id, { state: "running" });
+      this.config.onNotice({
+        type: "response",
+        action: "resume",
+        outcome,
+        message: `resumed the agent (${result.done.length} processes, ${by})`,
+      });
+      return { done: result.done, failed: result.failed };
+    } finally {
+      this.#resuming = false;
+    }
   }
 
-  /** Notes that the tree was resumed from outside (`sentry resume`), so a new violation pauses again. */
+  /**
+   * Keeps the session's state true to the tree; runs after every scan of the tree.
+   *
+   * While paused, a member found running, or the cgroup found thawed, was resumed from outside
+   * this process. When the journal says the session runs again, someone resumed it through
+   * Sentry (`sentry resume`, another process's API, which journal it first): the session takes
+   * it as resumed. Otherwise a plain SIGCONT from outside did it (the agent's own, or a
+   * person's): the pause holds, the tree is stopped again, and the attempt is journaled.
+   *
+   * While not paused, a stopped root (or a frozen cgroup) with the journal saying `paused` is a
+   * pause from another process's API: the session takes it as its own (and its timeout runs).
+   */
   noticeExternalResume(): void {
-    if (!this.#paused) return;
+    this.#reconcile(false);
+  }
+
+  /**
+   * {@link noticeExternalResume}, on the states of the last scan, or (`fresh`) on the states in
+   * /proc now, without a scan (whose hooks could emit events, and so respond, re-entrantly).
+   */
+  #reconcile(fresh: boolean): void {
+    if (this.#acting || this.#killed || this.#resuming || this.#holding) return;
+    const cgroup = this.config.cgroup ?? null;
+    if (this.#paused) {
+      const thawed = this.#mechanism === "cgroup" && cgroup !== null && !cgroup.freezeRequested();
+      const stateOf = (m: { pid: number; startTicks: number; stat: { state: string } }) => {
+        if (!fresh) return m.stat.state;
+        const now = this.#deps.platform.readStat(m.pid);
+        return now === null || now.startTicks !== m.startTicks ? "X" : now.state;
+      };
+      const running = [...this.tree.members.values()].filter((m) =>
+        !isStopped(stateOf(m)) && !this.#unstoppable.has(m.pid)
+      );
+      if (!thawed && running.length === 0) return;
+      const state = this.#journalState();
+      if (state === "killed") {
+        this.#paused = false;
+        clearTimeout(this.#pauseTimer);
+        this.config.onNotice({ type: "info", message: "the agent was killed from outside" });
+        return;
+      }
+      if (state !== "paused") {
+        this.#paused = false;
+        clearTimeout(this.#pauseTimer);
+        // Finish what the resumer started, should it have stopped halfway: never leave it frozen.
+        if (cgroup?.freezeRequested() === true) releaseAgentNow(this.#agentTree(), "resume");
+        this.config.onNotice({
+          type: "info",
+          message: "the agent was resumed from outside (sentry resume, or the API)",
+        });
+        return;
+      }
+      void this.#hold(running.map((m) => m.pid), thawed);
+      return;
+    }
     const root = this.tree.members.get(this.tree.rootPid);
-    if (root !== undefined && root.stat.state !== "T" && root.stat.state !== "t") {
-      this.#paused = false;
+    const stopped = (root !== undefined && isStopped(root.stat.state)) ||
+      cgroup?.freezeRequested() === true;
+    if (!stopped) return;
+    const now = performance.now();
+    // The launcher is stopped until the agent starts, and a process may stop itself: look up
+    // the journal at most once a second.
+    if (now - this.#lastStateCheck < 1000) return;
+    this.#lastStateCheck = now;
+    if (this.#journalState() !== "paused") return;
+    this.#paused = true;
+    this.#mechanism = cgroup?.freezeRequested() === true ? "cgroup" : "signals";
+    this.#armPauseTimeout();
+    this.config.onNotice({
+      type: "info",
+      message: "the agent was paused from outside (the API of another Sentry process)",
+    });
+  }
+
+  /** The session's state in the journal, as another process may have changed it. */
+  #journalState(): string | null {
+    try {
+      return this.#deps.journal.getSession(this.config.id).state;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Stops again processes continued from outside while paused, and journals it (folded). */
+  async #hold(continued: number[], thawed: boolean): Promise<void> {
+    this.#holding = true;
+    try {
+      const outcome = await pauseAgent(this.#agentTree());
+      this.#unstoppable = new Set(outcome.failed.map((f) => f.pid));
+      this.#heldSinceRecord++;
+      const now = performance.now();
+      // An agent that keeps sending SIGCONT would fill the journal: one record a second.
+      if (now - this.#lastHoldRecord < 1000) return;
+      this.#lastHoldRecord = now;
+      this.#record("pause", outcome.failed.length === 0 ? "ok" : "partial", {
+        by: "hold",
+        reason: thawed
+          ? "the cgroup was thawed from outside Sentry while paused"
+          : "processes were continued from outside Sentry while paused",
+        continued,
+        times: this.#heldSinceRecord,
+        stopped: outcome.done,
+        failed: outcome.failed,
+        mechanism: outcome.mechanism,
+      }, null);
+      this.#heldSinceRecord = 0;
       this.config.onNotice({
-        type: "info",
-        message: "the agent was resumed from outside (sentry resume)",
+        type: "warn",
+        message:
+          `pid(s) ${
+            continued.join(", ")
+          } were continued from outside Sentry while paused: stopped again ` +
+          `(resume with: sentry resume ${this.config.id})`,
       });
+    } finally {
+      this.#holding = false;
     }
   }
 
   /** Terminates the tree: SIGTERM, then SIGKILL after the grace period. */
-  async kill(event: AgentEvent | null): Promise<ControlResult & { forced: number[] }> {
+  async kill(
+    event: AgentEvent | null,
+    extra: Record<string, unknown> = {},
+  ): Promise<ControlResult & { forced: number[] }> {
     if (this.#killed) return { done: [], failed: [], forced: [] };
     this.#killed = true;
+    clearTimeout(this.#pauseTimer);
     this.tree.scan();
-    const result = await this.#deps.control.kill(this.tree.pids(), this.config.killGraceMs);
+    const result = await killAgent(this.#agentTree(), { graceMs: this.config.killGraceMs });
+    this.#paused = false;
     const outcome: ResponseOutcome = result.failed.length === 0 ? "ok" : "partial";
     this.#record("kill", outcome, {
       killed: result.done,
       forced: result.forced,
       failed: result.failed,
+      ...extra,
     }, event);
     this.#deps.journal.updateSession(this.config.id, { state: "killed" });
     this.config.onNotice({
@@ -519,27 +750,27 @@ export class Session {
     else await this.resume("on exit");
   }
 
-  /** The same as {@link release}, synchronously, for exit paths that cannot wait. */
+  /**
+   * The same as {@link release}, synchronously, for exit paths that cannot wait: SIGCONT (or
+   * SIGKILL) to every member, and the cgroup thawed. Never leaves the tree frozen.
+   */
   releaseNow(): void {
-    if (!this.#paused) return;
-    const pids = this.tree.pids();
-    if (this.config.onExit === "kill") {
-      for (const pid of pids) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // Gone already.
-        }
+    clearTimeout(this.#pauseTimer);
+    if (!this.#paused) {
+      // Frozen by something this session did not take for a pause: thaw it all the same.
+      if (this.config.cgroup?.freezeRequested() === true) {
+        releaseAgentNow(this.#agentTree(), "resume");
       }
-    } else {
-      this.#deps.control.resumeNow(pids);
+      return;
     }
+    releaseAgentNow(this.#agentTree(), this.config.onExit);
     this.#paused = false;
   }
 
   /** Stops the sensors, saves their counters and flushes the journal. */
   async stop(): Promise<void> {
     clearInterval(this.#statsTimer);
+    clearTimeout(this.#pauseTimer);
     this.#abort.abort();
     await this.#running;
     this.#saveStats();
@@ -600,13 +831,26 @@ export class Session {
   #writePids(): void {
     if (this.tree.version === this.#pidsVersion || this.config.pidsFile === null) return;
     this.#pidsVersion = this.tree.version;
-    const lines = [...this.tree.members.values()].map((m) => `${m.pid} ${m.startTicks}`).join("\n");
-    const tmp = `${this.config.pidsFile}.tmp`;
-    try {
-      Deno.writeTextFileSync(tmp, lines + "\n", { mode: 0o600 });
-      Deno.renameSync(tmp, this.config.pidsFile);
-    } catch {
-      // The watchdog then works from an older list; the next change writes again.
-    }
+    // On failure the watchdog works from an older list; the next change writes again.
+    writePidsFile(this.config.pidsFile, {
+      processes: this.#refs(),
+      cgroup: this.config.cgroup?.spec() ?? null,
+    });
   }
+}
+
+/**
+ * Whether a /proc state letter is a process that runs no code of its own: stopped, ended, or in
+ * uninterruptible sleep (where a pending SIGSTOP or a freeze takes effect as it wakes; cgroup v1
+ * shows frozen processes so).
+ */
+function isStopped(state: string): boolean {
+  return state === "T" || state === "t" || state === "Z" || state === "X" || state === "D";
+}
+
+/** A duration for messages: `500 ms`, `30 s`, `10 min`. */
+function formatMs(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 100) / 10} s`;
+  return `${Math.round(ms / 6000) / 10} min`;
 }

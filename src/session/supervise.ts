@@ -2,15 +2,20 @@ import { basename, join } from "node:path";
 import { createUlid } from "../events/mod.ts";
 import { type Journal, JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import {
+  CgroupError,
   dataDir as dataDirOf,
   ensureDataDir,
   isAlive,
+  listChildren,
   readCmdline,
   readStat,
   selfCommand,
+  SessionCgroup,
   setChildSubreaper,
 } from "../platform/mod.ts";
 import { linuxControl } from "./linux_control.ts";
+import { writePidsFile } from "./pids_file.ts";
+import { killAgent } from "./tree_actions.ts";
 import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
 import { protect } from "./protect.ts";
@@ -50,6 +55,16 @@ export interface SuperviseOptions {
   /** Opens a tier by name instead of the built-in openers (tests). */
   tierOpeners?: Partial<Record<Tier, TierOpener>>;
   /**
+   * How a pause stops the tree (`--freezer`): `cgroup` puts the tree in a cgroup of its own and
+   * freezes it (root; exit 2 when the host cannot), `signals` uses SIGSTOP, `auto` (default) the
+   * cgroup when it can be made and signals otherwise.
+   */
+  freezer?: FreezerRequest;
+  /** How long a pause may last with nobody resuming it, in ms; null or absent: no limit. */
+  pauseTimeoutMs?: number | null;
+  /** What a pause that times out ends in; default kill. */
+  onPauseTimeout?: "resume" | "kill";
+  /**
    * Starts what serves the session (the local API, alert outputs, the uploader) once it is
    * journaled and before its sensors and the agent start; the returned services are closed,
    * in reverse order, after the sensors stopped. A throw aborts the start (the agent never runs).
@@ -77,6 +92,66 @@ async function closeAll(services: readonly Service[]): Promise<void> {
     } catch {
       // Teardown goes on: the agent's release matters more than a service's error.
     }
+  }
+}
+
+/** How a pause may stop the tree: see {@link SuperviseOptions.freezer}. */
+export type FreezerRequest = "auto" | "cgroup" | "signals";
+
+/** The values `--freezer` takes. */
+export const FREEZERS: readonly FreezerRequest[] = ["auto", "cgroup", "signals"];
+
+/**
+ * Creates the session's cgroup when the freezer request allows it, and says which mechanism a
+ * pause will use. A cgroup asked for by name that the host cannot make is a usage error.
+ */
+function openCgroup(id: string, options: SuperviseOptions): SessionCgroup | null {
+  const request = options.freezer ?? "auto";
+  if (request === "signals") {
+    options.onNotice({ type: "info", message: "pause uses signals (--freezer signals)" });
+    return null;
+  }
+  try {
+    // Cgroups a killed Sentry and its killed watchdog left empty go first.
+    SessionCgroup.sweep();
+    const cgroup = SessionCgroup.create({ session: id });
+    options.onNotice({
+      type: "info",
+      message: `pause freezes the session's cgroup ${cgroup.path} (cgroup v${cgroup.version})`,
+    });
+    return cgroup;
+  } catch (error) {
+    if (!(error instanceof CgroupError)) throw error;
+    if (request === "cgroup") throw new SuperviseError(`--freezer cgroup: ${error.message}`);
+    options.onNotice({
+      type: "info",
+      message: `pause uses signals (SIGSTOP, with rescans): ${error.message}`,
+    });
+    return null;
+  }
+}
+
+/** Closes the session's cgroup at the end, and says so if processes kept it from going. */
+async function closeCgroup(
+  cgroup: SessionCgroup | null,
+  options: SuperviseOptions,
+): Promise<void> {
+  if (cgroup === null) return;
+  try {
+    const closed = await cgroup.close();
+    if (!closed.removed) {
+      options.onNotice({
+        type: "warn",
+        message: `the cgroup ${cgroup.path} could not be removed: process(es) ${
+          closed.left.join(", ")
+        } are still in it`,
+      });
+    }
+  } catch (error) {
+    options.onNotice({
+      type: "warn",
+      message: `the cgroup ${cgroup.path} could not be removed: ${(error as Error).message}`,
+    });
   }
 }
 
@@ -157,6 +232,7 @@ interface OpenSession {
   pidsFile: string;
   opened: Opened;
   kernel: KernelTier | null;
+  cgroup: SessionCgroup | null;
 }
 
 /**
@@ -202,6 +278,11 @@ async function openSession(spec: OpenSession, options: SuperviseOptions): Promis
     pidsFile: spec.pidsFile,
     onNotice: options.onNotice,
     kernel: spec.kernel,
+    cgroup: spec.cgroup,
+    // `run` starts the agent in a session of its own (setsid), whose id is the root's pid.
+    agentSessions: spec.kind === "run" ? [spec.rootPid] : [],
+    pauseTimeoutMs: options.pauseTimeoutMs ?? null,
+    onPauseTimeout: options.onPauseTimeout ?? "kill",
   }, { journal, platform: linuxPlatform(), control: linuxControl() });
   session.tree.onScan(() => session.noticeExternalResume());
   return session;
@@ -219,6 +300,8 @@ async function startTier(
   try {
     opened = await openTier(options.sensor ?? "auto", {
       kind,
+      policy: options.policy,
+      env: options.env,
       ...(options.tierOpeners === undefined ? {} : { openers: options.tierOpeners }),
     });
   } catch (error) {
@@ -235,6 +318,7 @@ async function startTier(
     type: opened.name === "poll" ? "warn" : "info",
     message: `sensing with the ${opened.name} tier: ${TIER_SUMMARY[opened.name]}`,
   });
+  for (const notice of opened.tier?.notices ?? []) options.onNotice(notice);
   const unenforceable = blockNotice(options.policy.resolved, opened.name);
   if (unenforceable !== null) options.onNotice({ type: "warn", message: unenforceable });
   return { kernel: opened.tier, name: opened.name };
@@ -340,6 +424,15 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     onExit: options.onExit,
     journal: join(dataDir, JOURNAL_FILE),
   });
+  let cgroup: SessionCgroup | null;
+  try {
+    cgroup = openCgroup(id, options);
+  } catch (error) {
+    await watchdog.release();
+    await kernel?.close();
+    if (ownJournal) journal.close();
+    throw error;
+  }
   // A tier with its own launcher (seccomp) installs itself there; otherwise a shell stops itself.
   const tierLauncher = kernel?.launcher;
   const [launcher, ...launcherRest] = tierLauncher?.args(command) ?? launcherArgs(command);
@@ -356,13 +449,11 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   // The watchdog must know the launcher from the start: if Sentry dies before the agent runs,
   // the launcher must not stay stopped.
   const launcherStat = readStat(rootPid);
-  if (launcherStat !== null) {
-    try {
-      Deno.writeTextFileSync(pidsFile, `${rootPid} ${launcherStat.starttime}\n`, { mode: 0o600 });
-    } catch {
-      // The session rewrites it at its first scan.
-    }
-  }
+  const launcherRef = launcherStat === null
+    ? []
+    : [{ pid: rootPid, start: launcherStat.starttime }];
+  // On failure, the session rewrites it at its first scan.
+  writePidsFile(pidsFile, { processes: launcherRef, cgroup: cgroup?.spec() ?? null });
   let session: Session;
   let services: Service[] = [];
   try {
@@ -380,6 +471,24 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     }
     // The launcher is tracked while it is stopped: the kernel sees the agent's exec and all after.
     if (stoppedOk) kernel?.track(rootPid, { existing: false });
+    if (cgroup !== null) {
+      // Moved in while stopped, so that every process of the agent is born inside.
+      try {
+        if (stoppedOk) cgroup.add(rootPid);
+        else cgroup.adoptTree(rootPid, (pid) => listChildren(pid));
+        writePidsFile(pidsFile, { processes: launcherRef, cgroup: cgroup.spec() });
+      } catch (error) {
+        if (options.freezer === "cgroup") {
+          throw new SuperviseError(`--freezer cgroup: ${(error as Error).message}`);
+        }
+        options.onNotice({
+          type: "warn",
+          message: `${(error as Error).message}: pause uses signals instead`,
+        });
+        await closeCgroup(cgroup, options);
+        cgroup = null;
+      }
+    }
     const agent = options.agent ?? basename(program);
     // The launcher is stopped: the snapshot sees the tree before the agent's first instruction.
     session = await openSession({
@@ -395,6 +504,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       pidsFile,
       opened: { journal, dataDir, ownJournal },
       kernel,
+      cgroup,
     }, options);
     options.onNotice({
       type: "info",
@@ -417,16 +527,19 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await kernel?.ready();
     // The launcher is stopped and the first scan has run: let the agent go.
     if (tierLauncher !== undefined) tierLauncher.go();
-    else if (stoppedOk) Deno.kill(rootPid, "SIGCONT");
+    // Sentry's own child, not reaped: its pid cannot name another process.
+    else if (stoppedOk && status === null) Deno.kill(rootPid, "SIGCONT");
   } catch (error) {
     // Setup failed before the agent ran a single instruction: end the launcher, not the agent.
+    // It is Sentry's own child, not reaped yet: its pid cannot name another process.
     try {
-      Deno.kill(rootPid, "SIGKILL");
+      if (status === null) Deno.kill(rootPid, "SIGKILL");
     } catch {
       // Gone already.
     }
     await exited;
     await closeAll(services);
+    await closeCgroup(cgroup, options);
     await watchdog.release();
     await kernel?.close();
     if (ownJournal) journal.close();
@@ -435,12 +548,17 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
 
   const forward = (signal: Deno.Signal) => () => {
     if (session.paused) session.releaseNow();
+    // The group's number stays reserved while the root is unreaped or any member is in it;
+    // after that it could name another group.
+    const groupLives = status === null ||
+      [...session.tree.members.values()].some((m) => m.stat.pgrp === rootPid);
+    if (!groupLives) return;
     try {
       // The agent runs in its own process group: signal the group, as a terminal would.
       Deno.kill(-rootPid, signal);
     } catch {
       try {
-        Deno.kill(rootPid, signal);
+        if (status === null) Deno.kill(rootPid, signal);
       } catch {
         // Gone.
       }
@@ -462,7 +580,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       signal: final.signal,
     });
     session.tree.scan();
-    await endLeftovers(session, options);
+    await endLeftovers(session, cgroup, options);
     await session.stop();
     const code = exitCodeOf(final);
     const state = session.killed || journal.getSession(id).state === "killed" ? "killed" : "ended";
@@ -481,6 +599,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await closeAll(services);
+    await closeCgroup(cgroup, options);
     await watchdog.release();
     await kernel?.close();
     if (ownJournal) journal.close();
@@ -488,7 +607,11 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
 }
 
 /** Waits a moment for processes left after the root exited, then terminates them. */
-async function endLeftovers(session: Session, options: SuperviseOptions): Promise<void> {
+async function endLeftovers(
+  session: Session,
+  cgroup: SessionCgroup | null,
+  options: SuperviseOptions,
+): Promise<void> {
   const deadline = Date.now() + 1000;
   // Leftovers paused before the root exited are resumed once, so that they can exit on their own.
   if (session.paused) session.releaseNow();
@@ -499,15 +622,21 @@ async function endLeftovers(session: Session, options: SuperviseOptions): Promis
     // rather than resume it into the action it was stopped for.
     if (session.paused) break;
   }
-  if (session.tree.members.size === 0) return;
-  const pids = session.tree.pids();
+  if (session.tree.members.size === 0 && (cgroup === null || !cgroup.populated())) return;
+  const members = [...session.tree.members.values()];
+  const pids = [...new Set([...members.map((m) => m.pid), ...cgroup?.pids() ?? []])];
   options.onNotice({
     type: "warn",
     message: `the agent left ${pids.length} process(es) running after it exited (${
       pids.join(", ")
     }): terminating them`,
   });
-  await linuxControl().kill(pids, options.killGraceMs);
+  await killAgent({
+    control: linuxControl(),
+    cgroup,
+    list: () => members.map((m) => ({ pid: m.pid, start: m.startTicks })),
+    sessions: [session.tree.rootPid],
+  }, { graceMs: options.killGraceMs });
   session.tree.scan();
 }
 
@@ -550,21 +679,62 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     onExit: "resume",
     journal: join(dataDir, JOURNAL_FILE),
   });
+  let cgroup: SessionCgroup | null;
+  try {
+    cgroup = openCgroup(id, options);
+    if (cgroup !== null) {
+      // Top-down, each process before its children are listed: a child forked meanwhile is
+      // born inside. The processes go back where they were when Sentry detaches.
+      try {
+        cgroup.adoptTree(pid, (p) => listChildren(p));
+        if (!cgroup.pids().includes(pid)) throw new CgroupError(`pid ${pid} could not be moved`);
+        writePidsFile(pidsFile, {
+          processes: [{ pid, start: stat.starttime }],
+          cgroup: cgroup.spec(),
+        });
+      } catch (error) {
+        if (options.freezer === "cgroup") {
+          throw new SuperviseError(`--freezer cgroup: ${(error as Error).message}`);
+        }
+        options.onNotice({
+          type: "warn",
+          message: `${(error as Error).message}: pause uses signals instead`,
+        });
+        await closeCgroup(cgroup, options);
+        cgroup = null;
+      }
+    }
+  } catch (error) {
+    await watchdog.release();
+    await kernel?.close();
+    if (ownJournal) journal.close();
+    throw error;
+  }
   const agent = options.agent ?? basename(command[0] ?? stat.comm);
-  const session = await openSession({
-    id,
-    agent,
-    kind: "attach",
-    command,
-    rootPid: pid,
-    rootIsLauncher: false,
-    adopters: [],
-    watchdogPid: watchdog.pid,
-    onExit: "resume",
-    pidsFile,
-    opened: { journal, dataDir, ownJournal },
-    kernel,
-  }, options);
+  let session: Session;
+  try {
+    session = await openSession({
+      id,
+      agent,
+      kind: "attach",
+      command,
+      rootPid: pid,
+      rootIsLauncher: false,
+      adopters: [],
+      watchdogPid: watchdog.pid,
+      onExit: "resume",
+      pidsFile,
+      opened: { journal, dataDir, ownJournal },
+      kernel,
+      cgroup,
+    }, options);
+  } catch (error) {
+    await closeCgroup(cgroup, options);
+    await watchdog.release();
+    await kernel?.close();
+    if (ownJournal) journal.close();
+    throw error;
+  }
   options.onNotice({
     type: "info",
     message:
@@ -577,6 +747,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   try {
     services = await options.services?.({ session, journal, dataDir }) ?? [];
   } catch (error) {
+    await closeCgroup(cgroup, options);
     await watchdog.release();
     await kernel?.close();
     if (ownJournal) journal.close();
@@ -620,6 +791,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await closeAll(services);
+    await closeCgroup(cgroup, options);
     await watchdog.release();
     await kernel?.close();
     if (ownJournal) journal.close();

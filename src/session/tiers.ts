@@ -19,6 +19,9 @@ import {
   type Sensor,
 } from "../sensors/mod.ts";
 import type { ResolvedPolicy } from "../policy/mod.ts";
+import { hostPlanFs, landlockAbi } from "../platform/landlock_linux.ts";
+import type { LandlockPlan } from "../platform/landlock_plan.ts";
+import { type LandlockNotice, landlockNotices, landlockPlanFor } from "./landlock_policy.ts";
 
 /** The sensing tiers, most exact first. */
 export const TIERS = ["ebpf", "seccomp", "fanotify", "poll"] as const;
@@ -84,6 +87,11 @@ export interface KernelTier {
    * installs its filter in a launcher that then execs the agent in the same pid).
    */
   readonly launcher?: TierLauncher;
+  /**
+   * What the tier has to say at start (the seccomp tier: what Landlock walls off, and the deny
+   * rules it cannot enforce); the caller prints them.
+   */
+  readonly notices?: readonly LandlockNotice[];
   /** Releases every kernel resource; safe to call twice. */
   close(): void | Promise<void>;
 }
@@ -114,8 +122,19 @@ export class TierLaunchError extends Error {
   }
 }
 
+/** What a tier may need to know when it opens, before the agent starts. */
+export interface TierOpenOptions {
+  /**
+   * The session's policy: the seccomp tier maps its deny lists onto Landlock (mode `block`)
+   * in the launcher, which runs before the tier's sensors get the policy.
+   */
+  policy?: { resolved: ResolvedPolicy; workspace: string; home: string } | undefined;
+  /** The environment Sentry's own directories are found from; default this process's. */
+  env?: Readonly<Record<string, string>> | undefined;
+}
+
 /** Opens a tier, or throws why it cannot run here. */
-export type TierOpener = () => KernelTier | Promise<KernelTier>;
+export type TierOpener = (options?: TierOpenOptions) => KernelTier | Promise<KernelTier>;
 
 /** Why a tier was not used, for the notice at start and `sentry doctor`. */
 export interface TierSkip {
@@ -183,16 +202,43 @@ export function openEbpfTier(): KernelTier {
   };
 }
 
+/** Options for {@link openSeccompTier}. */
+export interface SeccompTierOptions extends TierOpenOptions {
+  /** Apply Landlock in the launcher when the kernel has it; default true (false: benchmarks). */
+  landlock?: boolean;
+}
+
 /**
  * The seccomp tier (no root needed, `run` only): a launcher installs a seccomp user-notification
  * filter and hands its listener to the supervisor, whose worker observes every chosen syscall of
  * the tree while the caller waits. If Sentry dies, the tree's filtered syscalls fail with ENOSYS:
  * it fails closed.
+ *
+ * Where the kernel has Landlock, the launcher first restricts itself (and so the agent) to a
+ * plan made from Sentry's own directories and, in mode `block`, the policy's deny lists (see
+ * src/session/landlock_policy.ts); `notices` says what it walls off and what it cannot. The plan
+ * is made again for each launch, so that it sees the directories as they are then.
  */
-export async function openSeccompTier(): Promise<KernelTier> {
+export async function openSeccompTier(options: SeccompTierOptions = {}): Promise<KernelTier> {
   const available = seccompAvailability();
   if (!available.ok) throw new Error(available.reason);
+  const support = options.landlock === false ? { abi: 0, reason: "switched off" } : landlockAbi();
+  const env = options.env ?? Deno.env.toObject();
+  const plan = (): LandlockPlan | null =>
+    support.abi < 1 ? null : landlockPlanFor({
+      policy: options.policy,
+      env,
+      cwd: Deno.cwd(),
+      abi: support.abi,
+      host: hostPlanFs(),
+    });
+  const first = plan();
+  const notices = options.landlock === false
+    ? []
+    : landlockNotices({ plan: first, reason: support.reason, policy: options.policy });
   const supervisor = await SeccompSupervisor.create();
+  /** The plan the launcher was given: the worker must not open for the agent what it denies. */
+  let launched: LandlockPlan | null = null;
   let sensor: SeccompSensor | null = null;
   let closed = false;
   return {
@@ -205,14 +251,24 @@ export async function openSeccompTier(): Promise<KernelTier> {
         databasePorts: context.databasePorts,
         // Decided in the worker while the caller waits: block mode, when the policy blocks.
         policy: context.policy,
+        landlock: launched,
       });
       return [sensor];
     },
     // The filter is inherited from the launcher by every descendant: nothing to track.
     track() {},
     ready: () => sensor?.ready() ?? Promise.resolve(),
+    notices,
     launcher: {
-      args: (command) => supervisor.launcherArgs(command),
+      args(command) {
+        try {
+          launched = plan();
+        } catch {
+          // The directories changed under the planner: the plan made at open still walls them.
+          launched = first;
+        }
+        return supervisor.launcherArgs(command, launched === null ? {} : { landlock: launched });
+      },
       async attached(exited) {
         try {
           await supervisor.awaitListener({ exited });
@@ -285,7 +341,10 @@ export class TierError extends Error {
  */
 export async function openTier(
   request: TierRequest,
-  options: { kind: "run" | "attach"; openers?: Partial<Record<Tier, TierOpener>> },
+  options: {
+    kind: "run" | "attach";
+    openers?: Partial<Record<Tier, TierOpener>>;
+  } & TierOpenOptions,
 ): Promise<{ tier: KernelTier | null; name: Tier; skipped: TierSkip[] }> {
   const openers: Partial<Record<Tier, TierOpener>> = {
     ebpf: openEbpfTier,
@@ -307,7 +366,8 @@ export async function openTier(
       continue;
     }
     try {
-      return { tier: await open(), name, skipped };
+      const tier = await open({ policy: options.policy, env: options.env });
+      return { tier, name, skipped };
     } catch (error) {
       skipped.push({ tier: name, reason: (error as Error).message });
     }

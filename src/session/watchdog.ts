@@ -1,6 +1,8 @@
 import { openJournal } from "../journal/mod.ts";
-import { readStat } from "../platform/mod.ts";
+import { identify, SessionCgroup } from "../platform/mod.ts";
 import { linuxControl } from "./linux_control.ts";
+import { readPidsFile, writePidsFile } from "./pids_file.ts";
+import { killAgent, resumeAgent } from "./tree_actions.ts";
 
 /** What the watchdog guards. */
 export interface WatchdogOptions {
@@ -15,8 +17,12 @@ export interface WatchdogOptions {
 /**
  * The watchdog: a small process `run` and `attach` start before the agent. It reads its stdin,
  * which only the watching Sentry holds. If that ends without Sentry's "ok" (Sentry was killed,
- * even with SIGKILL), it resumes the tree it finds in the pids file, or kills it, so the agent
- * is never left stopped; then it marks the session crashed in the journal.
+ * even with SIGKILL), it resumes the tree it finds in the pids file (each process checked by
+ * its start time, and everything in the session's cgroup), thawing the cgroup, or kills it, so
+ * the agent is never left stopped or frozen; it then moves what is left in the cgroup back where
+ * it came from and removes the cgroup, and marks the session crashed in the journal. After a
+ * resume the pids file stays (without the cgroup): it is what proves, later, which processes
+ * `sentry kill` may signal.
  */
 export async function runWatchdog(options: WatchdogOptions): Promise<number> {
   let text = "";
@@ -27,26 +33,26 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
     // A broken pipe is the same as EOF: Sentry is gone.
   }
   if (text.includes("ok\n")) return 0;
-  const pids: number[] = [];
-  try {
-    for (const line of Deno.readTextFileSync(options.pidsFile).split("\n")) {
-      const [pid, start] = line.trim().split(" ").map(Number);
-      if (pid === undefined || start === undefined || !Number.isInteger(pid)) continue;
-      const stat = readStat(pid);
-      // The start time proves the pid still names the same process.
-      if (stat !== null && stat.starttime === start) pids.push(pid);
-    }
-  } catch {
-    // No pids file yet: the agent had not started.
-  }
-  const control = linuxControl();
+  const file = readPidsFile(options.pidsFile) ?? { processes: [], cgroup: null };
+  // Named in the pids file, or else found by the session's name: never left behind.
+  const cgroup = file.cgroup === null
+    ? SessionCgroup.find({ session: options.session })[0] ?? null
+    : SessionCgroup.adopt(file.cgroup);
+  // The start time proves each pid still names the same process.
+  const live = () => file.processes.filter((p) => identify(p) === "same");
+  const tree = { control: linuxControl(), cgroup, list: live };
   const result = options.onExit === "kill"
-    ? await control.kill(pids, 2000)
-    : await control.resume(pids);
-  try {
-    Deno.removeSync(options.pidsFile);
-  } catch {
-    // Gone already.
+    ? await killAgent(tree, { graceMs: 2000 })
+    : await resumeAgent(tree);
+  const closed = cgroup === null ? null : await cgroup.close();
+  if (options.onExit === "kill") {
+    try {
+      Deno.removeSync(options.pidsFile);
+    } catch {
+      // Gone already.
+    }
+  } else {
+    writePidsFile(options.pidsFile, { processes: live(), cgroup: null });
   }
   try {
     const journal = openJournal(options.journal);
@@ -67,7 +73,16 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
         session: options.session,
         action: options.onExit === "kill" ? "kill" : "resume",
         outcome: result.failed.length === 0 ? "ok" : "partial",
-        detail: { by: "watchdog", pids: result.done, failed: result.failed },
+        detail: {
+          by: "watchdog",
+          pids: result.done,
+          failed: result.failed,
+          ...(closed === null || cgroup === null ? {} : {
+            cgroup: cgroup.path,
+            cgroupRemoved: closed.removed,
+            ...(closed.left.length > 0 ? { cgroupLeft: closed.left } : {}),
+          }),
+        },
       });
     } finally {
       journal.close();

@@ -1,0 +1,159 @@
+/**
+ * What the seccomp tier asks Landlock to enforce for a session, and what it says about it at
+ * start. Sentry's own data and configuration directories are always walled off (read, write and
+ * delete), in every mode: the agent must not read the token or edit the journal. In mode `block`
+ * the policy's deny lists (`files.read.deny`, `files.write.deny`, `files.delete.deny`) are mapped
+ * too, since there every denial is a block; in the other modes a denial's response depends on
+ * its risk, which only the supervisor can weigh, so the deny lists stay with it.
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { expandGlob, type ResolvedPolicy } from "../policy/mod.ts";
+import { configDir, dataDir } from "../platform/mod.ts";
+import {
+  type DenyEntry,
+  type LandlockPlan,
+  type PlanHost,
+  planLandlock,
+  RIGHT_GROUPS,
+  type Unenforceable,
+} from "../platform/landlock_plan.ts";
+
+/** The session's policy, as the tiers get it. */
+export interface LandlockPolicy {
+  resolved: ResolvedPolicy;
+  workspace: string;
+  home: string;
+}
+
+/** Options for {@link landlockDenyEntries} and {@link landlockPlanFor}. */
+export interface LandlockPlanOptions {
+  /** The session's policy; absent: only Sentry's own directories are walled off. */
+  policy?: LandlockPolicy | undefined;
+  /** The environment Sentry's directories (`SENTRY_HOME`, XDG, `HOME`) are found from. */
+  env: Readonly<Record<string, string>>;
+  /** Where a relative `SENTRY_HOME` is resolved. */
+  cwd: string;
+}
+
+/** Whether the policy's deny lists go to Landlock: mode `block`, with file monitoring on. */
+export function mapsDenyLists(policy: LandlockPolicy | undefined): boolean {
+  return policy !== undefined && policy.resolved.mode === "block" &&
+    policy.resolved.monitors.files;
+}
+
+/**
+ * The deny globs for Landlock: Sentry's own directories in every group, then (in mode `block`)
+ * the policy's three deny lists, expanded. A glob that does not expand is returned as
+ * unenforceable. Pure.
+ */
+export function landlockDenyEntries(
+  options: LandlockPlanOptions,
+): { deny: DenyEntry[]; unenforceable: Unenforceable[] } {
+  const deny: DenyEntry[] = [];
+  const unenforceable: Unenforceable[] = [];
+  for (const dir of ownDirs(options)) {
+    for (const group of RIGHT_GROUPS) {
+      deny.push({ group, source: "sentry", glob: dir, path: `${escape(dir)}/**` });
+    }
+  }
+  const policy = options.policy;
+  if (policy !== undefined && mapsDenyLists(policy)) {
+    const context = { home: policy.home, workspace: policy.workspace, env: options.env };
+    for (const group of RIGHT_GROUPS) {
+      const source = `files.${group}.deny`;
+      for (const glob of policy.resolved.files[group].deny) {
+        try {
+          deny.push({ group, source, glob, path: expandGlob(glob, context) });
+        } catch (error) {
+          unenforceable.push({ source, glob, reason: (error as Error).message });
+        }
+      }
+    }
+  }
+  return { deny, unenforceable };
+}
+
+/** Computes the session's Landlock plan on a kernel of Landlock `abi`. */
+export function landlockPlanFor(
+  options: LandlockPlanOptions & { abi: number; host: PlanHost },
+): LandlockPlan {
+  const { deny, unenforceable } = landlockDenyEntries(options);
+  const plan = planLandlock({ abi: options.abi, deny, host: options.host });
+  plan.unenforceable.unshift(...unenforceable);
+  return plan;
+}
+
+/** A line for the operator at start. */
+export interface LandlockNotice {
+  type: "info" | "warn";
+  message: string;
+}
+
+/**
+ * What Sentry says at start about Landlock: what it walls off, which deny rules it cannot
+ * enforce (named, with why), and what is missing on this kernel. Pure.
+ */
+export function landlockNotices(
+  options: {
+    plan: LandlockPlan | null;
+    reason: string | null;
+    policy?: LandlockPolicy | undefined;
+  },
+): LandlockNotice[] {
+  const { plan } = options;
+  if (plan === null) {
+    return [{
+      type: "warn",
+      message: `Landlock is not available (${
+        options.reason ?? "unknown reason"
+      }): the agent can signal Sentry and its watchdog, and Sentry's own files are guarded by the seccomp supervisor alone`,
+    }];
+  }
+  const lists = mapsDenyLists(options.policy);
+  const out: LandlockNotice[] = [{
+    type: "info",
+    message: `Landlock (ABI ${plan.abi}, ${plan.rules.length} rules) walls off Sentry's own files${
+      lists ? " and the policy's deny lists" : ""
+    }${
+      plan.scoped !== 0 ? "; the agent cannot signal or trace processes outside its own tree" : ""
+    }`,
+  }];
+  if (plan.scoped === 0) {
+    out.push({
+      type: "warn",
+      message:
+        `Landlock ABI ${plan.abi} has no signal scoping (ABI 6, Linux 6.12): the agent can signal Sentry and its watchdog`,
+    });
+  }
+  if (plan.unenforceable.length > 0) {
+    const rules = plan.unenforceable.map((u) => `${u.source} "${u.glob}" (${u.reason})`);
+    out.push({
+      type: "warn",
+      message: `Landlock cannot enforce ${plan.unenforceable.length} deny rule${
+        plan.unenforceable.length === 1 ? "" : "s"
+      }; the seccomp supervisor still blocks them by path: ${rules.join("; ")}`,
+    });
+  }
+  return out;
+}
+
+/** Sentry's data and configuration directories, absolute, without duplicates. */
+function ownDirs(options: LandlockPlanOptions): string[] {
+  const dirs = new Set<string>();
+  for (const find of [dataDir, configDir]) {
+    try {
+      dirs.add(resolve(options.cwd, find(options.env)));
+    } catch {
+      // No HOME and no SENTRY_HOME: Sentry cannot open a journal either, and says so there.
+    }
+  }
+  return [...dirs];
+}
+
+/** Escapes a path so that the planner reads it as literal (as the policy's expansion does). */
+function escape(path: string): string {
+  return path.replace(/[\\*?[\]{}()!+@|]/g, "\\$&");
+}

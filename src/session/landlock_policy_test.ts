@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { loadPolicy, type ResolvedPolicy } from "../policy/mod.ts";
+import type { DirEntry, LandlockPlan, PlanHost } from "../platform/landlock_plan.ts";
+import {
+  landlockDenyEntries,
+  landlockNotices,
+  landlockPlanFor,
+  type LandlockPolicy,
+} from "./landlock_policy.ts";
+
+const ENV = { HOME: "/home/u", SENTRY_HOME: "state/sentry" };
+
+async function policy(mode: ResolvedPolicy["mode"]): Promise<LandlockPolicy> {
+  const resolved = await loadPolicy("coding-agent");
+  return { resolved: { ...resolved, mode }, workspace: "/home/u/ws", home: "/home/u" };
+}
+
+/** A host where only /, /home/u and /home/u/ws exist. */
+const HOST: PlanHost = {
+  realPath: (p) => (["/", "/home", "/home/u", "/home/u/ws"].includes(p) ? p : null),
+  typeOf: (p) => (["/", "/home", "/home/u", "/home/u/ws"].includes(p) ? "directory" : null),
+  list(dir): DirEntry[] {
+    const children: Record<string, string[]> = { "/": ["home"], "/home": ["u"], "/home/u": ["ws"] };
+    return (children[dir] ?? []).map((name) => ({ name, type: "directory" }));
+  },
+};
+
+Deno.test("landlockDenyEntries() walls off Sentry's own directories in every group and every mode", async () => {
+  const { deny } = landlockDenyEntries({ policy: await policy("pause"), env: ENV, cwd: "/srv" });
+  // SENTRY_HOME is both the data and the config directory; a relative one resolves against cwd.
+  assert.deepEqual(deny.map((d) => [d.group, d.source, d.path]), [
+    ["read", "sentry", "/srv/state/sentry/**"],
+    ["write", "sentry", "/srv/state/sentry/**"],
+    ["delete", "sentry", "/srv/state/sentry/**"],
+  ]);
+  const xdg = landlockDenyEntries({ env: { HOME: "/home/u" }, cwd: "/" });
+  assert.deepEqual([...new Set(xdg.deny.map((d) => d.glob))], [
+    "/home/u/.local/share/sentry",
+    "/home/u/.config/sentry",
+  ]);
+});
+
+Deno.test("landlockDenyEntries() maps the policy's deny lists in mode block only, expanded", async () => {
+  const block = landlockDenyEntries({ policy: await policy("block"), env: ENV, cwd: "/" });
+  const read = block.deny.filter((d) => d.source === "files.read.deny");
+  assert.ok(read.some((d) => d.glob === "~/.ssh/**" && d.path === "/home/u/.ssh/**"));
+  assert.ok(block.deny.some((d) => d.source === "files.write.deny" && d.glob === "/usr/**"));
+  assert.ok(block.deny.some((d) => d.source === "files.delete.deny" && d.group === "delete"));
+  for (const mode of ["monitor", "alert", "pause", "kill"] as const) {
+    const other = landlockDenyEntries({ policy: await policy(mode), env: ENV, cwd: "/" });
+    assert.ok(other.deny.every((d) => d.source === "sentry"), mode);
+  }
+  const off = await policy("block");
+  off.resolved = { ...off.resolved, monitors: { ...off.resolved.monitors, files: false } };
+  assert.ok(
+    landlockDenyEntries({ policy: off, env: ENV, cwd: "/" }).deny.every((d) =>
+      d.source === "sentry"
+    ),
+  );
+});
+
+Deno.test("landlockDenyEntries() lists a deny glob that does not expand as unenforceable", async () => {
+  const p = await policy("block");
+  p.resolved = {
+    ...p.resolved,
+    files: { ...p.resolved.files, read: { ...p.resolved.files.read, deny: ["${NOPE}/x/**"] } },
+  };
+  const { unenforceable } = landlockDenyEntries({ policy: p, env: ENV, cwd: "/" });
+  assert.deepEqual(unenforceable.map((u) => [u.source, u.glob]), [[
+    "files.read.deny",
+    "${NOPE}/x/**",
+  ]]);
+  assert.match(unenforceable[0]?.reason ?? "", /Unset variable "NOPE"/);
+  const plan = landlockPlanFor({ policy: p, env: ENV, cwd: "/", abi: 7, host: HOST });
+  assert.equal(plan.unenforceable[0]?.glob, "${NOPE}/x/**");
+});
+
+Deno.test("landlockNotices() says what Landlock walls off, names each rule it cannot enforce, and what this kernel lacks", async () => {
+  const block = await policy("block");
+  const plan = landlockPlanFor({ policy: block, env: ENV, cwd: "/", abi: 7, host: HOST });
+  const notices = landlockNotices({ plan, reason: null, policy: block });
+  assert.equal(notices[0]?.type, "info");
+  assert.match(
+    notices[0]?.message ?? "",
+    /^Landlock \(ABI 7, \d+ rules\) walls off Sentry's own files and the policy's deny lists; the agent cannot signal or trace processes outside its own tree$/,
+  );
+  const warn = notices.find((n) => n.message.startsWith("Landlock cannot enforce"));
+  assert.equal(warn?.type, "warn");
+  assert.match(warn?.message ?? "", /files\.read\.deny "\/proc\/\*\/environ" \(it is under \/proc/);
+  assert.match(warn?.message ?? "", /files\.write\.deny "\/proc\/sys\/\*\*"/);
+
+  const old: LandlockPlan = { ...plan, abi: 5, scoped: 0, unenforceable: [] };
+  const pause = landlockNotices({ plan: old, reason: null, policy: await policy("pause") });
+  assert.deepEqual(pause.map((n) => n.type), ["info", "warn"]);
+  assert.match(pause[0]?.message ?? "", /walls off Sentry's own files$/);
+  assert.match(pause[1]?.message ?? "", /ABI 5 has no signal scoping/);
+
+  const none = landlockNotices({ plan: null, reason: "this kernel has no Landlock (ENOSYS)" });
+  assert.equal(none.length, 1);
+  assert.equal(none[0]?.type, "warn");
+  assert.match(
+    none[0]?.message ?? "",
+    /^Landlock is not available \(this kernel has no Landlock \(ENOSYS\)\): the agent can signal Sentry/,
+  );
+});
