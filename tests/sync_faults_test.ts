@@ -105,8 +105,12 @@ Deno.test("sync: the collector is down at start, then comes up: every event arri
     const uploader = createUploader(host.journal, uploaderOptions(collector.url, collector));
     const running = uploader.start();
     const writing = journalSteadily(host, { count: 3000, perTick: 50, everyMs: 20 });
-    await delay(600);
-    const down = uploader.status();
+    // Under load an attempt may still be under way at any fixed moment: wait for the back-off.
+    let down = uploader.status();
+    for (let i = 0; i < 100 && down.state !== "backoff"; i++) {
+      await delay(50);
+      down = uploader.status();
+    }
     assert.equal(down.state, "backoff");
     assert.match(down.lastError?.message ?? "", /Cannot reach the collector.*refused/i);
     collector.start();
