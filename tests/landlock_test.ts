@@ -217,7 +217,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "Landlock in the other modes still walls off Sentry's own files and processes, and leaves the deny lists to the supervisor",
+    "Landlock in the other modes walls off Sentry's processes (no signal, no ptrace) but no path, so the agent keeps every file right",
   ignore: why !== null,
   async fn() {
     await withSandbox(async (sb) => {
@@ -234,7 +234,6 @@ def attempt(name, fn):
     except OSError as e:
         out[name] = ["err", e.errno]
 home = ${JSON.stringify(sb.data)}
-attempt("token_unlink", lambda: os.unlink(os.path.join(home, "api-token")))
 attempt("kill_sentry", lambda: os.kill(os.getppid(), signal.SIGKILL))
 attempt("write_ws", lambda: open("fine.txt", "w").write("yes"))
 print(json.dumps(out))
@@ -255,13 +254,13 @@ print(json.dumps(out))
         agent,
       ], { timeoutMs: 60_000 });
       assert.equal(run.code, 0, run.stderr);
-      assert.match(run.stderr, /Landlock \(ABI \d+, \d+ rules\) walls off Sentry's own files;/);
+      assert.match(run.stderr, /Landlock \(ABI \d+, \d+ rules\) is on .*mode block only\)/);
       assert.doesNotMatch(run.stderr, /Landlock cannot enforce/);
       const out = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
-      assert.deepEqual(out.token_unlink, ["err", 13]);
+      // Outside mode block no path is walled off (nothing is lost to the ancestors' rule); the
+      // token's own mode (0600, Sentry's user) is what guards it there.
       assert.deepEqual(out.kill_sentry, ["err", 1]);
       assert.deepEqual(out.write_ws, ["ok", 3]);
-      assert.equal(await Deno.readTextFile(join(sb.data, "api-token")), "secret-token\n");
     });
   },
 });

@@ -54,12 +54,17 @@ export function landlockDenyEntries(
 ): { deny: DenyEntry[]; unenforceable: Unenforceable[] } {
   const deny: DenyEntry[] = [];
   const unenforceable: Unenforceable[] = [];
-  for (const dir of ownDirs(options)) {
-    for (const group of RIGHT_GROUPS) {
-      deny.push({ group, source: "sentry", glob: dir, path: `${escape(dir)}/**` });
+  const policy = options.policy;
+  // Path rules cost the agent something (nothing can be created directly in an ancestor of a
+  // walled path, such as ~): only in mode block, which asks for hard walls. In every mode the
+  // scope still keeps the agent from signalling or tracing Sentry.
+  if (policy === undefined || mapsDenyLists(policy)) {
+    for (const dir of ownDirs(options)) {
+      for (const group of RIGHT_GROUPS) {
+        deny.push({ group, source: "sentry", glob: dir, path: `${escape(dir)}/**` });
+      }
     }
   }
-  const policy = options.policy;
   if (policy !== undefined && mapsDenyLists(policy)) {
     const context = { home: policy.home, workspace: policy.workspace, env: options.env };
     for (const group of RIGHT_GROUPS) {
@@ -115,8 +120,10 @@ export function landlockNotices(
   const lists = mapsDenyLists(options.policy);
   const out: LandlockNotice[] = [{
     type: "info",
-    message: `Landlock (ABI ${plan.abi}, ${plan.rules.length} rules) walls off Sentry's own files${
-      lists ? " and the policy's deny lists" : ""
+    message: `Landlock (ABI ${plan.abi}, ${plan.rules.length} rules) ${
+      lists
+        ? "walls off Sentry's own files and the policy's deny lists"
+        : "is on (Sentry's own files are walled off in mode block only)"
     }${
       plan.scoped !== 0 ? "; the agent cannot signal or trace processes outside its own tree" : ""
     }`,

@@ -25,13 +25,15 @@ const HOST: PlanHost = {
   },
 };
 
-Deno.test("landlockDenyEntries() walls off Sentry's own directories in every group and every mode", async () => {
-  const { deny } = landlockDenyEntries({ policy: await policy("pause"), env: ENV, cwd: "/srv" });
+Deno.test("landlockDenyEntries() walls off Sentry's own directories in every group in mode block, and none in the others", async () => {
+  const other = landlockDenyEntries({ policy: await policy("pause"), env: ENV, cwd: "/srv" });
+  assert.deepEqual(other.deny, [], "path rules cost the agent: only mode block asks for them");
+  const { deny } = landlockDenyEntries({ policy: await policy("block"), env: ENV, cwd: "/srv" });
   // SENTRY_HOME is both the data and the config directory; a relative one resolves against cwd.
-  assert.deepEqual(deny.map((d) => [d.group, d.source, d.path]), [
-    ["read", "sentry", "/srv/state/sentry/**"],
-    ["write", "sentry", "/srv/state/sentry/**"],
-    ["delete", "sentry", "/srv/state/sentry/**"],
+  assert.deepEqual(deny.filter((d) => d.source === "sentry").map((d) => [d.group, d.path]), [
+    ["read", "/srv/state/sentry/**"],
+    ["write", "/srv/state/sentry/**"],
+    ["delete", "/srv/state/sentry/**"],
   ]);
   const xdg = landlockDenyEntries({ env: { HOME: "/home/u" }, cwd: "/" });
   assert.deepEqual([...new Set(xdg.deny.map((d) => d.glob))], [
@@ -92,7 +94,7 @@ Deno.test("landlockNotices() says what Landlock walls off, names each rule it ca
   const old: LandlockPlan = { ...plan, abi: 5, scoped: 0, unenforceable: [] };
   const pause = landlockNotices({ plan: old, reason: null, policy: await policy("pause") });
   assert.deepEqual(pause.map((n) => n.type), ["info", "warn"]);
-  assert.match(pause[0]?.message ?? "", /walls off Sentry's own files$/);
+  assert.match(pause[0]?.message ?? "", /own files are walled off in mode block only\)$/);
   assert.match(pause[1]?.message ?? "", /ABI 5 has no signal scoping/);
 
   const none = landlockNotices({ plan: null, reason: "this kernel has no Landlock (ENOSYS)" });
