@@ -17,6 +17,8 @@ import { runRecallBench } from "./recall_bench.ts";
 import { runRollbackBench } from "./rollback_bench.ts";
 import { runSyncBench } from "./sync_bench.ts";
 import { runTiersBench } from "./tiers_bench.ts";
+import { runNoiseBench } from "./noise_bench.ts";
+import { runPauseBench } from "./pause_bench.ts";
 
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
@@ -33,6 +35,10 @@ if (import.meta.main) {
   await runOverheadBench({ quick });
   section("sensing tiers: recall, slowdown, Sentry's cost, events/s, drain at exit (issue 10)");
   await runTiersBench({ quick });
+  section("sensing noise: interpreters' ordinary reads under every template (issue 10)");
+  await runNoiseBench({ quick });
+  section("pause: from a denied action to the whole tree frozen, cgroup and signals (issue 11)");
+  await runPauseBench({ quick });
   section("rollback: snapshot and restore against cp -a");
   await runRollbackBench({ quick });
   section("sync: outbox to collector throughput, and lag at 1,000 events/s");
