@@ -518,15 +518,6 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: named(
-    "a seccomp denial holds against a thread that rewrites the path after the check",
-    "issue 11: the sensing tier always answers continue",
-  ),
-  ignore: true,
-  fn: () => {},
-});
-
 /** What the unprivileged helper prints. */
 interface HelperResult {
   uid: number;
