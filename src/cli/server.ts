@@ -199,6 +199,10 @@ async function serveCollector(
       live: poller,
     },
   });
+  // Ctrl-C stops cleanly from the moment the collector says it listens.
+  const stop = () => ac.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
   listener.serve(app.fetch);
   const host = opts.listen.includes(":") && !opts.listen.startsWith("[")
     ? `[${opts.listen}]`
@@ -208,9 +212,6 @@ async function serveCollector(
   eprintln(`sentry: hosts upload with: sentry login --endpoint ${url} --api-key KEY`);
   const dataFlag = opts.data === undefined ? "" : ` --data ${opts.data}`;
   eprintln(`sentry: the dashboard's token: sentry server token${dataFlag}`);
-  const stop = () => ac.abort();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
   try {
     await listener.server.finished;
   } finally {

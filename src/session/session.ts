@@ -168,6 +168,8 @@ export class Session {
   /** Until when unattributed inotify events are Sentry's own restore writes, not the agent's. */
   #ownWritesUntil = 0;
   #ownWrites = 0;
+  /** A kill started by a response, awaited by {@link stop}. */
+  #killing: Promise<unknown> | null = null;
   readonly #listeners = new Set<(event: AgentEvent) => void>();
 
   /** Builds the sensors; nothing runs until `start()`. */
@@ -364,7 +366,7 @@ export class Session {
         void this.rollback(event);
       }
     } else if (response === "kill") {
-      void this.kill(event);
+      this.#killing = this.kill(event);
     }
   }
 
@@ -771,6 +773,8 @@ export class Session {
   async stop(): Promise<void> {
     clearInterval(this.#statsTimer);
     clearTimeout(this.#pauseTimer);
+    // A kill the policy started finishes (and is journaled and said) before the session ends.
+    await this.#killing?.catch(() => {});
     this.#abort.abort();
     await this.#running;
     this.#saveStats();
