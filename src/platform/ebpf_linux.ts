@@ -13,6 +13,7 @@
  * @module
  */
 
+import { errnoOf, openLibc } from "./_libc.ts";
 import { COUNTER, COUNTER_SLOTS, sumPerCpu } from "./ebpf_record.ts";
 
 const LIBBPF_SYMBOLS = {
@@ -64,7 +65,6 @@ export class EbpfError extends Error {
   }
 }
 
-const LIBC_NAMES = ["libc.so.6"];
 /** The libraries libbpf needs, in the order they must be opened. */
 const EMBEDDED = ["libz.so.1", "libelf.so.1", "libbpf.so.1"] as const;
 
@@ -81,24 +81,15 @@ function readEnv(name: string): string | undefined {
   }
 }
 
-function openLibc(): Libc {
+function libcFor(): Libc {
   if (libc !== null) return libc;
-  const problems: string[] = [];
-  for (const name of LIBC_NAMES) {
-    try {
-      libc = Deno.dlopen(name, LIBC_SYMBOLS);
-      return libc;
-    } catch (error) {
-      problems.push(`${name}: ${(error as Error).message}`);
-    }
-  }
-  throw new EbpfError(`Cannot open the C library: ${problems.join("; ")}`);
+  const opened = openLibc(LIBC_SYMBOLS);
+  if (typeof opened === "string") throw new EbpfError(opened);
+  libc = opened;
+  return libc;
 }
 
-function errno(c: Libc): number {
-  const p = c.symbols.__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
+const errno = errnoOf;
 
 function cstr(text: string): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(text + "\0");
@@ -137,7 +128,7 @@ function embeddedPath(c: Libc, name: string): string | null {
  */
 export function openLibbpf(): Libbpf {
   if (libbpf !== null) return libbpf;
-  const c = openLibc();
+  const c = libcFor();
   let host: string;
   // SENTRY_LIBBPF=embedded skips the host's copy (one too old, say, or to test the embedded one).
   const embeddedOnly = readEnv("SENTRY_LIBBPF") === "embedded";
@@ -260,7 +251,7 @@ export class EbpfTracer {
    */
   static open(options: EbpfTracerOptions = {}): EbpfTracer {
     const lib = openLibbpf();
-    const c = openLibc();
+    const c = libcFor();
     const log: string[] = [];
     const printer = new Deno.UnsafeCallback(
       { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,
@@ -359,7 +350,7 @@ export class EbpfTracer {
     if (
       this.#lib.symbols.bpf_map_update_elem(this.#trackedFd, key, new Uint8Array([1]), 0n) !== 0
     ) {
-      throw new EbpfError(`Cannot track pid ${pid}: errno ${errno(openLibc())}`);
+      throw new EbpfError(`Cannot track pid ${pid}: errno ${errno(libcFor())}`);
     }
   }
 

@@ -19,6 +19,7 @@
  * @module
  */
 
+import { errnoOf, openLibc } from "./_libc.ts";
 import { WakeablePoll } from "./_wakeable_poll.ts";
 import { errnoName } from "./kernel_abi.ts";
 import {
@@ -209,7 +210,7 @@ export class FanotifyGroup {
    * released everything it opened.
    */
   static open(options: FanotifyGroupOptions = {}): FanotifyGroup {
-    const lib = openLibc();
+    const lib = libcFor();
     const owned: number[] = [];
     try {
       const base = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID |
@@ -464,21 +465,9 @@ function cString(text: string): Uint8Array {
   return bytes;
 }
 
-function openLibc(): Libc {
+function libcFor(): Libc {
   if (Deno.build.os !== "linux") throw new FanotifyError(`needs Linux, not "${Deno.build.os}"`, 0);
-  const problems: string[] = [];
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      return Deno.dlopen(name, SYMBOLS);
-    } catch (error) {
-      problems.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-      if (error instanceof Deno.errors.NotCapable) break;
-    }
-  }
-  throw new FanotifyError(`cannot open the C library: ${problems.join("; ")}`, 0);
-}
-
-function errnoOf(lib: Libc): number {
-  const pointer = lib.symbols.__errno_location();
-  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
+  const opened = openLibc(SYMBOLS);
+  if (typeof opened === "string") throw new FanotifyError(opened, 0);
+  return opened;
 }

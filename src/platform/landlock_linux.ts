@@ -12,6 +12,7 @@
  * @module
  */
 
+import { errnoOf, openLibc } from "./_libc.ts";
 import type { DirEntry, EntryType, LandlockPlan, PlanHost } from "./landlock_plan.ts";
 import { FILE_ACCESS } from "./landlock_plan.ts";
 import { errnoName } from "./kernel_abi.ts";
@@ -61,24 +62,16 @@ function open(): Libc | null {
     unavailable = `Landlock needs Linux, not ${Deno.build.os}`;
     return null;
   }
-  const problems: string[] = [];
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      libc = Deno.dlopen(name, SYMBOLS);
-      return libc;
-    } catch (error: unknown) {
-      problems.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-      if (error instanceof Deno.errors.NotCapable) break;
-    }
+  const opened = openLibc(SYMBOLS);
+  if (typeof opened === "string") {
+    unavailable = opened;
+    return null;
   }
-  unavailable = `Cannot open the C library: ${problems.join("; ")}`;
-  return null;
+  libc = opened;
+  return libc;
 }
 
-function errno(handle: Libc): number {
-  const pointer = handle.symbols.__errno_location();
-  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
-}
+const errno = errnoOf;
 
 /** What the kernel offers: its Landlock ABI (0 when there is none), and why not. */
 export interface LandlockSupport {

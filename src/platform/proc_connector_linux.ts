@@ -13,6 +13,7 @@
  * @module
  */
 
+import { errnoOf, openLibc } from "./_libc.ts";
 import { WakeablePoll } from "./_wakeable_poll.ts";
 import { errnoName } from "./kernel_abi.ts";
 import { CN_MSG_BYTES, NLMSG_HEADER_BYTES, PROC_EVENT } from "./proc_connector_record.ts";
@@ -144,7 +145,7 @@ export class ProcConnector {
    * having released whatever it had opened.
    */
   static open(options: ProcConnectorOptions = {}): ProcConnector {
-    const lib = openLibc();
+    const lib = libcFor();
     const errno = () => errnoOf(lib);
     const fd = lib.symbols.socket(
       AF_NETLINK,
@@ -274,23 +275,11 @@ function listenRequest(op: number, events: number | null): Uint8Array {
   return bytes;
 }
 
-function openLibc(): Libc {
+function libcFor(): Libc {
   if (Deno.build.os !== "linux") {
     throw new ProcConnectorError(`needs Linux, not "${Deno.build.os}"`, 0);
   }
-  const problems: string[] = [];
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      return Deno.dlopen(name, SYMBOLS);
-    } catch (error) {
-      problems.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-      if (error instanceof Deno.errors.NotCapable) break;
-    }
-  }
-  throw new ProcConnectorError(`cannot open the C library: ${problems.join("; ")}`, 0);
-}
-
-function errnoOf(lib: Libc): number {
-  const pointer = lib.symbols.__errno_location();
-  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
+  const opened = openLibc(SYMBOLS);
+  if (typeof opened === "string") throw new ProcConnectorError(opened, 0);
+  return opened;
 }

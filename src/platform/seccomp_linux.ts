@@ -15,6 +15,7 @@
  * @module
  */
 
+import { errnoOf, openLibc } from "./_libc.ts";
 import { errnoName } from "./kernel_abi.ts";
 
 const SYMBOLS = {
@@ -117,18 +118,13 @@ function open(): Libc | null {
       `The seccomp tier needs Linux on x86_64, not ${Deno.build.os} on ${Deno.build.arch}`;
     return null;
   }
-  const problems: string[] = [];
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      libc = Deno.dlopen(name, SYMBOLS);
-      return libc;
-    } catch (error: unknown) {
-      problems.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-      if (error instanceof Deno.errors.NotCapable) break;
-    }
+  const opened = openLibc(SYMBOLS);
+  if (typeof opened === "string") {
+    unavailable = opened;
+    return null;
   }
-  unavailable = `Cannot open the C library: ${problems.join("; ")}`;
-  return null;
+  libc = opened;
+  return libc;
 }
 
 function lib(): Libc {
@@ -137,10 +133,7 @@ function lib(): Libc {
   return handle;
 }
 
-function errno(handle: Libc): number {
-  const pointer = handle.symbols.__errno_location();
-  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
-}
+const errno = errnoOf;
 
 /** A failed system call: which call, and the errno it set. */
 export class SyscallError extends Error {
