@@ -14,6 +14,7 @@ import {
   splitList,
 } from "../policy/mod.ts";
 import { UsageError } from "./errors.ts";
+import { configDir, dataDir } from "../platform/mod.ts";
 
 /** The flags that choose and patch a policy, as commander parses them. */
 export interface PolicyFlags {
@@ -106,6 +107,8 @@ export interface LoadedPolicy {
   compiled: CompiledPolicy;
   workspace: string;
   home: string;
+  /** Sentry's own directories (data and configuration), which the guard keeps from the agent. */
+  guarded: string[];
 }
 
 /** Where relative paths and `~` resolve. Injected for tests. */
@@ -132,10 +135,25 @@ export async function loadPolicyFromFlags(
   const resolved = applyPatch(base, patchFromFlags(flags));
   const workspace = resolve(environment.cwd, flags.workspace ?? resolved.workspace);
   resolved.workspace = workspace;
+  const guarded = sentryDirs(environment);
   const compiled = compilePolicy(resolved, {
     home: environment.home,
     workspace,
     env: environment.env,
+    guarded,
   });
-  return { resolved, compiled, workspace, home: environment.home };
+  return { resolved, compiled, workspace, home: environment.home, guarded };
+}
+
+/** Sentry's data and configuration directories, absolute, without duplicates. */
+export function sentryDirs(environment: PolicyEnvironment): string[] {
+  const dirs = new Set<string>();
+  for (const find of [dataDir, configDir]) {
+    try {
+      dirs.add(resolve(environment.cwd, find(environment.env)));
+    } catch {
+      // No HOME and no SENTRY_HOME: Sentry cannot open a journal either, and says so there.
+    }
+  }
+  return [...dirs];
 }

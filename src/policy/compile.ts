@@ -21,8 +21,12 @@ import type {
   RuleMatch,
 } from "./schema.ts";
 
-/** What a policy compiles against: the user's home, the workspace and the environment. */
-export type CompileContext = ExpandContext;
+/**
+ * What a policy compiles against: the user's home, the workspace and the environment, and the
+ * directories of Sentry's own that no agent may touch (its data and configuration: the journal,
+ * the token, the snapshots, the pids files).
+ */
+export type CompileContext = ExpandContext & { guarded?: readonly string[] };
 
 /** One file section, compiled: each list is a {@link GlobSet} labelled with the globs as written. */
 export interface CompiledAccess {
@@ -81,6 +85,11 @@ export interface CompiledPolicy {
   /** The enabled rules that can match each kind, in policy order. */
   rulesByKind: ReadonlyMap<Kind, CompiledRule[]>;
   sensitivity: Sensitivity;
+  /**
+   * Sentry's own directories, absolute and without a trailing slash: every file action of the
+   * agent beneath one is denied (`guard.sentry_home`), whatever the policy says.
+   */
+  guarded: readonly string[];
   /** Host names the policy mentions: the network sensor resolves them to addresses. */
   namedHosts: string[];
   /** The expanded path globs of the rules' targets: the watch sensor covers their directories. */
@@ -179,6 +188,7 @@ export function compilePolicy(policy: ResolvedPolicy, context: CompileContext): 
     },
     rulesByKind,
     sensitivity: compileSensitivity(context.home),
+    guarded: (context.guarded ?? []).map((d) => d.replace(/\/+$/, "") || "/"),
     namedHosts: [...hosts],
     ruleFileGlobs: rules.flatMap((r) => [...(r.match.pathTargets?.globs ?? [])]),
   };

@@ -56,7 +56,10 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
   const process = processOf(action);
   let verdict: Verdict;
   const monitor = monitorOf(action.kind);
-  if (!policy.monitors[monitor]) {
+  const guard = guardVerdict(action, policy);
+  if (guard !== null) {
+    verdict = guard;
+  } else if (!policy.monitors[monitor]) {
     verdict = { deny: false, rule: `monitors.${monitor}`, violation: null, ruleResponse: null };
   } else {
     verdict = sectionVerdict(action, policy, process, factors);
@@ -105,7 +108,38 @@ export function evaluate(input: Action, policy: CompiledPolicy): Decision {
     unattributed: action.pid === null,
     failed,
     blocked: blocked && verdict.deny,
+    guard: guard !== null,
   });
+}
+
+/**
+ * Sentry's own guard, which no policy can loosen: a file action beneath Sentry's data or
+ * configuration (`guard.sentry_home`), or a signal, trace or memory write aimed at a process
+ * outside the agent's tree (`proc.control`, `guard.process`), is denied. Null when it does not
+ * apply.
+ */
+function guardVerdict(action: Action, policy: CompiledPolicy): Verdict | null {
+  if (action.kind === "proc.control") {
+    const how = typeof action.detail?.syscall === "string" ? action.detail.syscall : "control";
+    return denied(
+      "guard.process",
+      `${how} aimed at ${action.target}, a process outside the agent's own tree (Sentry, its ` +
+        "watchdog or another program): the agent may not signal, trace or write to it",
+    );
+  }
+  if (!action.kind.startsWith("file.") || policy.guarded.length === 0) return null;
+  const from = action.detail?.from;
+  for (const path of typeof from === "string" ? [action.target, from] : [action.target]) {
+    const dir = policy.guarded.find((d) => path === d || path.startsWith(d === "/" ? d : d + "/"));
+    if (dir !== undefined) {
+      return denied(
+        "guard.sentry_home",
+        `${path} is beneath ${dir}, Sentry's own data (the journal, the token, the snapshots): ` +
+          "out of the agent's reach whatever the policy says",
+      );
+    }
+  }
+  return null;
 }
 
 /**
@@ -134,7 +168,13 @@ function normalizeFileAction(action: Action): Action {
 function decide(
   verdict: Verdict,
   drafts: FactorDraft[],
-  how: { policy: CompiledPolicy; unattributed: boolean; failed: boolean; blocked: boolean },
+  how: {
+    policy: CompiledPolicy;
+    unattributed: boolean;
+    failed: boolean;
+    blocked: boolean;
+    guard: boolean;
+  },
 ): Decision {
   const { policy } = how;
   const { thresholds } = policy;
@@ -171,6 +211,8 @@ function decide(
   // one the kernel refused (it did nothing).
   if ((!verdict.deny || how.unattributed || how.failed) && rank > ALLOW_RANK) rank = ALLOW_RANK;
   if (rank > policy.modeCap) rank = policy.modeCap;
+  // Sentry's guard holds in every mode, monitor included: what it stopped is journaled as such.
+  if (how.guard && how.blocked && rank < BLOCK_RANK) rank = BLOCK_RANK;
   return {
     verdict: verdict.deny ? "deny" : "allow",
     risk: sum,
@@ -184,6 +226,7 @@ function monitorOf(kind: Kind): keyof CompiledPolicy["monitors"] {
   switch (kind) {
     case "proc.exec":
     case "proc.exit":
+    case "proc.control":
       return "processes";
     case "net.connect":
     case "net.listen":
@@ -302,6 +345,9 @@ function sectionVerdict(
       commandFactors(process.names, process.args, factors);
       return processVerdict(process, policy);
     case "proc.exit":
+      return ALLOWED("processes");
+    case "proc.control":
+      // Decided by the guard before the sections: unreachable.
       return ALLOWED("processes");
     case "net.connect":
     case "net.listen":

@@ -1164,3 +1164,52 @@ Deno.test("`evaluate()` allows unix sockets as local IPC unless a `unix:` entry 
     "deny",
   );
 });
+
+Deno.test("`evaluate()` denies any file action beneath Sentry's own directories, whatever the policy says", () => {
+  const open = parsePolicy(
+    "name: open\nmode: monitor\nmonitors: { files: false }\nfiles:\n  read: { default: allow, allow: ['**'] }\n  write: { default: allow }\n  delete: { default: allow }\n",
+    "open.yaml",
+  );
+  const policy = compilePolicy(resolveLayers([{ source: "test", policy: open }]), {
+    ...CTX,
+    guarded: ["/home/agent/.local/share/sentry/", "/home/agent/.config/sentry"],
+  });
+  const token = decide(policy, {
+    kind: "file.read",
+    target: "/home/agent/.local/share/sentry/api.token",
+    pid: 10,
+    detail: { blocked: "EACCES" },
+  });
+  assert.equal(token.verdict, "deny");
+  assert.equal(token.rule, "guard.sentry_home");
+  assert.equal(token.response, "block", "a guard block is journaled as one even in mode monitor");
+  const renamedAway = decide(policy, {
+    kind: "file.rename",
+    target: "/tmp/j.db",
+    pid: 10,
+    detail: { from: "/home/agent/.config/sentry/../sentry/config.yaml" },
+  });
+  assert.equal(renamedAway.rule, "guard.sentry_home", "a rename's source counts, normalized");
+  assert.equal(renamedAway.response, "none", "not blocked: mode monitor caps the response");
+  const sibling = decide(policy, {
+    kind: "file.read",
+    target: "/home/agent/.local/share/sentry-other/x",
+    pid: 10,
+  });
+  assert.equal(sibling.verdict, "allow", "a sibling with the same prefix is not beneath it");
+});
+
+Deno.test("`evaluate()` denies a proc.control aimed outside the tree, even with the process monitor off", () => {
+  const policy = compileYaml("name: t\nmode: kill\nmonitors: { processes: false }\n");
+  const d = decide(policy, {
+    kind: "proc.control",
+    target: "pid 4242 (sentry)",
+    pid: 10,
+    detail: { syscall: "kill", signal: "SIGSTOP", blocked: "EPERM" },
+  });
+  assert.equal(d.verdict, "deny");
+  assert.equal(d.rule, "guard.process");
+  assert.match(d.factors.find((f) => f.id === "violation")?.reason ?? "", /kill aimed at pid 4242/);
+  assert.ok(d.factors.some((f) => f.id === "blocked"));
+  assert.ok(KINDS.includes("proc.control"));
+});

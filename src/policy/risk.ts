@@ -15,6 +15,7 @@ export const POINTS = {
     "file.rename": 10,
     "proc.exec": 10,
     "proc.exit": 0,
+    "proc.control": 30,
     "net.connect": 10,
     "net.listen": 15,
     "db.connect": 20,

@@ -265,7 +265,7 @@ export interface SeccompSensorOptions {
    * The policy the worker enforces before each call runs (block mode), or absent to observe
    * only. The worker compiles it itself and decides with the same `evaluate()`.
    */
-  policy?: { resolved: ResolvedPolicy; workspace: string; home: string };
+  policy?: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] };
   /**
    * The Landlock plan the launcher applied to the agent. The worker opens files on the agent's
    * behalf with Sentry's own rights, so it must refuse what the plan denies (Sentry's own files

@@ -143,7 +143,7 @@ export interface SuperviseStart {
    * The policy to enforce (block mode), or null to observe only. Compiled in the worker: the
    * decision is taken here, while the caller waits, never across a thread hop.
    */
-  policy: { resolved: ResolvedPolicy; workspace: string; home: string } | null;
+  policy: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] } | null;
   /** The agent's Landlock plan: an open it denies is refused, never made on the agent's behalf. */
   landlock?: LandlockPlan | null;
 }
@@ -374,6 +374,7 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     home: start.policy.home,
     // The same environment the main thread compiled with: this process's own.
     env: Deno.env.toObject(),
+    ...(start.policy.guarded === undefined ? {} : { guarded: start.policy.guarded }),
   });
   // Only a policy that can block needs a decision here (mode block, pause, rollback or kill);
   // in mode monitor or alert every call runs, and the supervisor only observes.

@@ -63,7 +63,7 @@ export interface TierContext {
   /** Sentry's own files, never reported. */
   ignorePaths: readonly string[];
   /** The session's policy, for a tier that decides before a call runs (seccomp). */
-  policy: { resolved: ResolvedPolicy; workspace: string; home: string };
+  policy: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] };
 }
 
 /** A kernel sensing tier that is loaded and ready: its sensors, and the kernel resources it owns. */
@@ -128,7 +128,7 @@ export interface TierOpenOptions {
    * The session's policy: the seccomp tier maps its deny lists onto Landlock (mode `block`)
    * in the launcher, which runs before the tier's sensors get the policy.
    */
-  policy?: { resolved: ResolvedPolicy; workspace: string; home: string } | undefined;
+  policy?: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] } | undefined;
   /** The environment Sentry's own directories are found from; default this process's. */
   env?: Readonly<Record<string, string>> | undefined;
 }
