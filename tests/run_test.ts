@@ -76,7 +76,12 @@ sys.exit(3)
       const rootExec = ofKind(events, "proc.exec").find((e) =>
         e.pid === root && e.cmdline.includes(agent)
       );
-      assert.ok(rootExec, "proc.exec of the agent");
+      assert.ok(
+        rootExec,
+        `proc.exec of the agent: ${
+          JSON.stringify(ofKind(events, "proc.exec").filter((e) => e.pid === root))
+        }`,
+      );
       assert.equal(rootExec.exe, await Deno.realPath(PYTHON));
       const readerExec = ofKind(events, "proc.exec").find((e) => e.pid === readerPid);
       assert.ok(readerExec, `proc.exec of the reader ${readerPid}`);

@@ -11,6 +11,7 @@ import { registerControlCommands } from "./control.ts";
 import { registerDoctorCommand } from "./doctor.ts";
 import { registerEventsCommand } from "./events.ts";
 import { registerLauncherCommand } from "./launcher.ts";
+import { registerWallLauncherCommand } from "./wall_launcher.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerRollbackCommands } from "./rollback.ts";
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerDoctorCommand(program);
   registerSyncCommands(program);
   registerLauncherCommand(program);
+  registerWallLauncherCommand(program);
   for (const cmd of program.commands) configureTree(cmd);
   return program;
 }

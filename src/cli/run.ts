@@ -26,7 +26,7 @@ interface WatchFlags extends PolicyFlags {
   name?: string;
   json?: boolean;
   interval: string;
-  onExit: "resume" | "kill";
+  onExit?: "resume" | "kill";
   killGrace: string;
   rollback: boolean;
   api: boolean;
@@ -47,8 +47,10 @@ function addWatchFlags(cmd: Command): Command {
       String(DEFAULT_INTERVAL_MS),
     )
     .addOption(
-      new Option("--on-exit <action>", "what to do with a paused agent when Sentry exits")
-        .choices(["resume", "kill"]).default("resume"),
+      new Option(
+        "--on-exit <action>",
+        "what the watchdog does with the agent if Sentry dies (default: the policy's on_sentry_exit, resume)",
+      ).choices(["resume", "kill"]),
     )
     .option("--kill-grace <ms>", "time between SIGTERM and SIGKILL when killing", "3000")
     .addOption(
@@ -137,7 +139,7 @@ async function options(flags: WatchFlags) {
     ...(flags.name === undefined ? {} : { agent: flags.name }),
     intervalMs: positive("--interval", flags.interval, 5),
     killGraceMs,
-    onExit: flags.onExit,
+    onExit: flags.onExit ?? policy.resolved.on_sentry_exit,
     rollback: flags.rollback !== false,
     onNotice,
     env,

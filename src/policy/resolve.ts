@@ -91,6 +91,7 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
       timeout: pick<string | null>((p) => p.pause?.timeout, null),
       on_timeout: pick((p) => p.pause?.on_timeout, "kill"),
     },
+    on_sentry_exit: pick((p) => p.on_sentry_exit, "resume"),
     thresholds: {
       alert: pick((p) => p.thresholds?.alert, 30),
       pause: pick((p) => p.thresholds?.pause, 60),

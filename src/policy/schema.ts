@@ -100,6 +100,12 @@ export const PolicyFile = z.strictObject({
     /** What a pause that times out ends in: `kill` (default) or `resume`. */
     on_timeout: z.enum(["resume", "kill"]).optional(),
   }).optional(),
+  /**
+   * What the watchdog does with the agent if Sentry itself dies: `resume` (default: a paused
+   * agent goes on, unwatched) or `kill`. `run --on-exit` overrides it. A session that dies before
+   * it let the agent go is always killed.
+   */
+  on_sentry_exit: z.enum(["resume", "kill"]).optional(),
   thresholds: z.strictObject({
     alert: z.number().int().min(0).max(100).optional(),
     pause: z.number().int().min(0).max(100).optional(),
@@ -182,6 +188,8 @@ export interface ResolvedPolicy {
   block: { pause: boolean };
   /** How long a pause may last unattended (a duration, or null: no limit), and what then. */
   pause: { timeout: string | null; on_timeout: "resume" | "kill" };
+  /** What the watchdog does with the agent if Sentry dies. */
+  on_sentry_exit: "resume" | "kill";
   thresholds: { alert: number; pause: number; rollback: number; kill: number };
   monitors: {
     files: boolean;

@@ -67,6 +67,7 @@ export interface ProcSensorOptions {
 export class ProcSensor implements Sensor {
   readonly name = "proc";
   readonly members = new Map<number, Member>();
+  #rootExeced = false;
   readonly #options: ProcSensorOptions;
   readonly #known = new Map<number, number>();
   readonly #hooks: ScanHook[] = [];
@@ -153,6 +154,15 @@ export class ProcSensor implements Sensor {
     return this.#counter.snapshot();
   }
 
+  /**
+   * Whether a member is still Sentry's launcher (the root before it execs the agent): its
+   * memory and CPU are Sentry's, not the agent's.
+   */
+  isLauncher(member: { pid: number }): boolean {
+    return member.pid === this.rootPid && this.#options.rootIsLauncher === true &&
+      !this.#rootExeced;
+  }
+
   /** Scans /proc once: finds new members and exits, refreshes stats, then runs the hooks. */
   scan(): void {
     const { platform } = this.#options;
@@ -186,6 +196,7 @@ export class ProcSensor implements Sensor {
         member.exe = exe;
         member.cmdline = platform.readCmdline(member.pid) ?? member.cmdline;
         member.cwd = platform.readCwd(member.pid) ?? member.cwd;
+        if (member.pid === this.rootPid) this.#rootExeced = true;
         this.#reportExec(member, { replaced: true });
         this.markBusy(now);
       }

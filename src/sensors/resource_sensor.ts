@@ -216,7 +216,8 @@ export class ResourceSensor implements Sensor {
       const before = this.#lastTicks.get(m.pid);
       // A process first seen brings the CPU it used before the scan saw it.
       const delta = before === undefined ? ticks : ticks - before;
-      if (delta > 0) this.#total += delta;
+      // Sentry's launcher (the root before its exec) is not the agent's CPU.
+      if (delta > 0 && !tree.isLauncher(m)) this.#total += delta;
       this.#lastTicks.set(m.pid, ticks);
     }
     this.#history.push({ t: now, ticks: this.#total });
@@ -271,7 +272,9 @@ export class ResourceSensor implements Sensor {
 
   #memoryMb(): number {
     let bytes = 0;
-    for (const m of this.#options.tree.members.values()) bytes += m.stat.rssBytes;
+    for (const m of this.#options.tree.members.values()) {
+      if (!this.#options.tree.isLauncher(m)) bytes += m.stat.rssBytes;
+    }
     return Math.round(bytes / 1024 / 1024);
   }
 

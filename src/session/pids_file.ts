@@ -5,7 +5,12 @@
  * time from /proc/PID/stat, which proves a pid still names the same process), and, when the
  * tree lives in a cgroup of its own, a line `cgroup {json}` with its {@link CgroupSpec}.
  *
- * Readers written before the cgroup line skip it: it does not start with a number.
+ * While the session is still starting (the agent has not been let go), a line `starting` says so:
+ * a watchdog that finds it kills the tree whatever `--on-exit` says, since the agent would
+ * otherwise run with nothing watching it from its first instruction.
+ *
+ * Readers written before the cgroup and starting lines skip them: they do not start with a
+ * number.
  *
  * @module
  */
@@ -18,6 +23,8 @@ export interface PidsFile {
   processes: ProcessRef[];
   /** The session's cgroup, or null when it has none (signals only). */
   cgroup: CgroupSpec | null;
+  /** True while the session has not let the agent go yet; absent means false. */
+  starting?: boolean;
 }
 
 /** Parses a pids file; lines that do not parse are left out. */
@@ -25,6 +32,10 @@ export function parsePidsFile(text: string): PidsFile {
   const file: PidsFile = { processes: [], cgroup: null };
   for (const raw of text.split("\n")) {
     const line = raw.trim();
+    if (line === "starting") {
+      file.starting = true;
+      continue;
+    }
     if (line.startsWith("cgroup ")) {
       file.cgroup = parseCgroupLine(line.slice("cgroup ".length)) ?? file.cgroup;
       continue;
@@ -60,6 +71,7 @@ function parseCgroupLine(json: string): CgroupSpec | null {
 export function formatPidsFile(file: PidsFile): string {
   const lines = file.processes.map((p) => `${p.pid} ${p.start}`);
   if (file.cgroup !== null) lines.push(`cgroup ${JSON.stringify(file.cgroup)}`);
+  if (file.starting === true) lines.push("starting");
   return lines.join("\n") + "\n";
 }
 

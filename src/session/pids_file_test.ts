@@ -29,3 +29,11 @@ Deno.test("parsePidsFile() skips what does not parse, and reads files without a 
   // A relative path could name anything: refused.
   assert.equal(parsePidsFile(`cgroup {"version":2,"path":"sentry/x","origin":null}`).cgroup, null);
 });
+
+Deno.test("a pids file says `starting` until the agent is let go, and older files read as started", () => {
+  const starting = { processes: [{ pid: 7, start: 99 }], cgroup: null, starting: true };
+  assert.equal(formatPidsFile(starting), "7 99\nstarting\n");
+  assert.deepEqual(parsePidsFile(formatPidsFile(starting)), starting);
+  assert.equal(parsePidsFile("7 99\n").starting, undefined);
+  assert.equal(formatPidsFile({ ...starting, starting: false }), "7 99\n");
+});

@@ -161,6 +161,8 @@ export class Session {
   #acting = false;
   #killed = false;
   #pidsVersion = -1;
+  /** Whether the agent has been let go (an attached agent always was). */
+  #started: boolean;
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #counts = { events: 0, denied: 0 };
   /** Paths the agent changed (targets of writes, creates, deletes and renames): what a rollback checks. */
@@ -176,6 +178,7 @@ export class Session {
   constructor(config: SessionConfig, deps: SessionDeps) {
     this.config = config;
     this.#deps = deps;
+    this.#started = config.kind !== "run";
     this.#ulid = deps.ulid ?? createUlid(deps.now === undefined ? {} : { now: deps.now });
     const { compiled } = config.policy;
     const monitors = compiled.monitors;
@@ -839,7 +842,19 @@ export class Session {
     writePidsFile(this.config.pidsFile, {
       processes: this.#refs(),
       cgroup: this.config.cgroup?.spec() ?? null,
+      starting: !this.#started,
     });
+  }
+
+  /**
+   * Marks the session started: the agent has been let go. Until then the pids file says
+   * `starting`, and a watchdog that finds it (Sentry died during start-up) kills the tree.
+   */
+  markStarted(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#pidsVersion = -1;
+    this.#writePids();
   }
 }
 

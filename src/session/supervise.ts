@@ -19,6 +19,7 @@ import { killAgent } from "./tree_actions.ts";
 import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
 import { protect } from "./protect.ts";
+import { planWall, wallLauncherArgs, type WallPlan } from "./wall.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
 import {
   type KernelTier,
@@ -37,6 +38,12 @@ export type SupervisedPolicy = SessionConfig["policy"];
 /** What `run` and `attach` share. */
 export interface SuperviseOptions {
   policy: SupervisedPolicy;
+  /**
+   * `run`, tiers without a launcher of their own: put up the agent's wall (Landlock scoping,
+   * and as root Sentry's directories hidden and dangerous capabilities dropped); default true.
+   * False only for benchmarks that measure the bare tier.
+   */
+  wall?: boolean;
   /** The agent's name; defaults to the command's base name. */
   agent?: string;
   intervalMs: number;
@@ -433,9 +440,26 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     if (ownJournal) journal.close();
     throw error;
   }
-  // A tier with its own launcher (seccomp) installs itself there; otherwise a shell stops itself.
+  // A tier with its own launcher (seccomp) installs itself there; otherwise Sentry's wall
+  // launcher puts up the agent's wall and stops itself (a shell does the stop off Linux).
   const tierLauncher = kernel?.launcher;
-  const [launcher, ...launcherRest] = tierLauncher?.args(command) ?? launcherArgs(command);
+  let wall: { argv: string[]; cleanup: () => void } | null = null;
+  if (tierLauncher === undefined && Deno.build.os === "linux" && options.wall !== false) {
+    try {
+      wall = wallLauncherArgs(command, {
+        plan: planAgentWall(policy, options, kernel?.tier ?? "poll"),
+        session: id,
+      });
+    } catch (error) {
+      await watchdog.release();
+      await closeCgroup(cgroup, options);
+      await kernel?.close();
+      if (ownJournal) journal.close();
+      throw error;
+    }
+  }
+  const [launcher, ...launcherRest] = tierLauncher?.args(command) ?? wall?.argv ??
+    launcherArgs(command);
   const child = new Deno.Command(launcher as string, {
     args: launcherRest,
     stdin: "inherit",
@@ -453,7 +477,11 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     ? []
     : [{ pid: rootPid, start: launcherStat.starttime }];
   // On failure, the session rewrites it at its first scan.
-  writePidsFile(pidsFile, { processes: launcherRef, cgroup: cgroup?.spec() ?? null });
+  writePidsFile(pidsFile, {
+    processes: launcherRef,
+    cgroup: cgroup?.spec() ?? null,
+    starting: true,
+  });
   let session: Session;
   let services: Service[] = [];
   try {
@@ -467,7 +495,16 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       }
       stoppedOk = true;
     } else {
-      stoppedOk = await waitStopped(rootPid, 5000);
+      stoppedOk = await waitStopped(rootPid, wall === null ? 5000 : 30_000);
+      wall?.cleanup();
+      if (wall !== null && !stoppedOk) {
+        // The wall launcher said why on stderr; the agent never ran.
+        const s = await Promise.race([exited, delay(2000).then(() => null)]);
+        throw new SuperviseError(
+          "the agent's wall could not be put up, so it did not run (see above)",
+          s?.code === 126 || s?.code === 127 ? s.code : 1,
+        );
+      }
     }
     // The launcher is tracked while it is stopped: the kernel sees the agent's exec and all after.
     if (stoppedOk) kernel?.track(rootPid, { existing: false });
@@ -476,7 +513,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       try {
         if (stoppedOk) cgroup.add(rootPid);
         else cgroup.adoptTree(rootPid, (pid) => listChildren(pid));
-        writePidsFile(pidsFile, { processes: launcherRef, cgroup: cgroup.spec() });
+        writePidsFile(pidsFile, { processes: launcherRef, cgroup: cgroup.spec(), starting: true });
       } catch (error) {
         if (options.freezer === "cgroup") {
           throw new SuperviseError(`--freezer cgroup: ${(error as Error).message}`);
@@ -529,6 +566,8 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     if (tierLauncher !== undefined) tierLauncher.go();
     // Sentry's own child, not reaped: its pid cannot name another process.
     else if (stoppedOk && status === null) Deno.kill(rootPid, "SIGCONT");
+    // From here a watchdog applies --on-exit; before, it kills the tree (never unwatched).
+    session.markStarted();
   } catch (error) {
     // Setup failed before the agent ran a single instruction: end the launcher, not the agent.
     // It is Sentry's own child, not reaped yet: its pid cannot name another process.
@@ -796,4 +835,44 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     await kernel?.close();
     if (ownJournal) journal.close();
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Plans the wall of a tier without a launcher of its own (see src/session/wall.ts) and says
+ * what it does. Sentry's directories are made (0700) first, so that they can be hidden; they are
+ * not hidden when the workspace or the current directory lies beneath one (the agent would keep
+ * a way in through its working directory), and Sentry says so.
+ */
+function planAgentWall(
+  policy: SupervisedPolicy,
+  options: SuperviseOptions,
+  tier: string,
+): WallPlan {
+  const guarded = [...policy.compiled.guarded];
+  const cwd = Deno.cwd();
+  const inside = (path: string) =>
+    guarded.find((d) => path === d || path.startsWith(d.endsWith("/") ? d : `${d}/`));
+  const overlap = inside(policy.workspace) ?? inside(cwd);
+  if (overlap !== undefined) {
+    options.onNotice({
+      type: "warn",
+      message:
+        `the workspace or the current directory lies beneath ${overlap}, Sentry's own directory: it cannot be hidden from the agent`,
+    });
+  }
+  if (overlap === undefined && Deno.uid() === 0) {
+    for (const dir of guarded) Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+  const { plan, notices } = planWall({
+    policy: { ...policy, guarded: overlap === undefined ? guarded : [] },
+    env: options.env,
+    cwd,
+    tier,
+  });
+  for (const notice of notices) options.onNotice(notice);
+  return plan;
 }

@@ -128,7 +128,9 @@ export interface TierOpenOptions {
    * The session's policy: the seccomp tier maps its deny lists onto Landlock (mode `block`)
    * in the launcher, which runs before the tier's sensors get the policy.
    */
-  policy?: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] } | undefined;
+  policy?:
+    | { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] }
+    | undefined;
   /** The environment Sentry's own directories are found from; default this process's. */
   env?: Readonly<Record<string, string>> | undefined;
 }

@@ -1,5 +1,6 @@
 import { openJournal } from "../journal/mod.ts";
-import { identify, SessionCgroup } from "../platform/mod.ts";
+import { identify, readCmdline, readStat, SessionCgroup } from "../platform/mod.ts";
+import type { ProcessRef } from "../platform/mod.ts";
 import { linuxControl } from "./linux_control.ts";
 import { readPidsFile, writePidsFile } from "./pids_file.ts";
 import { killAgent, resumeAgent } from "./tree_actions.ts";
@@ -33,7 +34,10 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
     // A broken pipe is the same as EOF: Sentry is gone.
   }
   if (text.includes("ok\n")) return 0;
-  const file = readPidsFile(options.pidsFile) ?? { processes: [], cgroup: null };
+  const file = readPidsFile(options.pidsFile) ?? { processes: [], cgroup: null, starting: true };
+  // A session that never let its agent go must not let it run now, unwatched: kill it.
+  const onExit = file.starting === true ? "kill" : options.onExit;
+  if (file.processes.length === 0) file.processes.push(...findLaunchers(options.session));
   // Named in the pids file, or else found by the session's name: never left behind.
   const cgroup = file.cgroup === null
     ? SessionCgroup.find({ session: options.session })[0] ?? null
@@ -41,11 +45,11 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
   // The start time proves each pid still names the same process.
   const live = () => file.processes.filter((p) => identify(p) === "same");
   const tree = { control: linuxControl(), cgroup, list: live };
-  const result = options.onExit === "kill"
+  const result = onExit === "kill"
     ? await killAgent(tree, { graceMs: 2000 })
     : await resumeAgent(tree);
   const closed = cgroup === null ? null : await cgroup.close();
-  if (options.onExit === "kill") {
+  if (onExit === "kill") {
     try {
       Deno.removeSync(options.pidsFile);
     } catch {
@@ -63,15 +67,15 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
           state: "crashed",
           endedAt: new Date().toISOString(),
           note:
-            `Sentry exited without cleaning up; the watchdog ${
-              options.onExit === "kill" ? "killed" : "resumed"
-            } ` +
+            `Sentry exited without cleaning up${
+              file.starting === true ? " before the agent was let go" : ""
+            }; the watchdog ${onExit === "kill" ? "killed" : "resumed"} ` +
             `${result.done.length} process(es)`,
         });
       }
       journal.recordResponse({
         session: options.session,
-        action: options.onExit === "kill" ? "kill" : "resume",
+        action: onExit === "kill" ? "kill" : "resume",
         outcome: result.failed.length === 0 ? "ok" : "partial",
         detail: {
           by: "watchdog",
@@ -91,4 +95,29 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
     // The journal may be gone; the processes were handled, which is what matters.
   }
   return 0;
+}
+
+/**
+ * The launchers of a session that died before it wrote its pids file: processes whose argv
+ * holds `__launch ... --session ID` (Sentry's wall launcher), with their start times.
+ */
+function findLaunchers(session: string): ProcessRef[] {
+  const found: ProcessRef[] = [];
+  let entries: Iterable<Deno.DirEntry>;
+  try {
+    entries = Deno.readDirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === Deno.pid) continue;
+    const argv = readCmdline(pid);
+    if (argv === null || !argv.includes("__launch")) continue;
+    const at = argv.indexOf("--session");
+    if (at < 0 || argv[at + 1] !== session) continue;
+    const stat = readStat(pid);
+    if (stat !== null) found.push({ pid, start: stat.starttime });
+  }
+  return found;
 }
