@@ -19,7 +19,10 @@
  *   a file created there later gets none of the group's rights. Existing files keep theirs;
  * - Landlock rules are on inodes: an existing hard link elsewhere, or a bind mount of a denied
  *   directory, reaches the same file under rights of its own;
- * - EXECUTE and IOCTL_DEV are not handled: exec stays the seccomp supervisor's decision.
+ * - EXECUTE is handled only when a plan denies it (the binaries of denied commands, group
+ *   `execute`), with the same sibling scheme: a file created later directly in an ancestor
+ *   (`/usr/bin` when `/usr/bin/nc` is denied) cannot be executed, and a copy of a denied binary
+ *   under another name elsewhere (or a hard link) runs. IOCTL_DEV is never handled.
  *
  * Which deny globs Landlock can express: an exact path, or a static prefix followed by `/**`, or
  * a last segment with wildcards (optionally followed by `/**`), which is expanded against the
@@ -62,11 +65,17 @@ export const SCOPE = {
 export const FILE_ACCESS = ACCESS_FS.EXECUTE | ACCESS_FS.WRITE_FILE | ACCESS_FS.READ_FILE |
   ACCESS_FS.TRUNCATE | ACCESS_FS.IOCTL_DEV;
 
-/** A group of rights a deny list takes away. */
-export type RightGroup = "read" | "write" | "delete";
+/**
+ * A group of rights a deny list takes away: the three of the policy's file sections, and
+ * `execute` for the binaries of denied commands.
+ */
+export type RightGroup = "read" | "write" | "delete" | "execute";
 
-/** The groups, in plan order. */
-export const RIGHT_GROUPS: readonly RightGroup[] = ["read", "write", "delete"];
+/** The groups of the policy's file sections (and of Sentry's own directories), in plan order. */
+export const RIGHT_GROUPS: readonly ("read" | "write" | "delete")[] = ["read", "write", "delete"];
+
+/** Every group a plan knows, in plan order; `execute` is handled only when something denies it. */
+export const PLAN_GROUPS: readonly RightGroup[] = [...RIGHT_GROUPS, "execute"];
 
 const A = ACCESS_FS;
 const GROUP_BITS: Readonly<Record<RightGroup, number>> = {
@@ -74,6 +83,7 @@ const GROUP_BITS: Readonly<Record<RightGroup, number>> = {
   write: A.WRITE_FILE | A.TRUNCATE | A.MAKE_CHAR | A.MAKE_DIR | A.MAKE_REG | A.MAKE_SOCK |
     A.MAKE_FIFO | A.MAKE_BLOCK | A.MAKE_SYM | A.REFER,
   delete: A.REMOVE_FILE | A.REMOVE_DIR,
+  execute: A.EXECUTE,
 };
 
 /** A group's rights on a kernel of Landlock `abi` (REFER came with ABI 2, TRUNCATE with 3). */
@@ -142,7 +152,10 @@ export interface LandlockPlan {
    * `beneath` when everything under the path is denied too, false for a directory that loses
    * the group's rights itself while its entries keep them.
    */
-  denied: Record<RightGroup, DeniedPath[]>;
+  denied: Record<"read" | "write" | "delete", DeniedPath[]> & {
+    /** The binaries that lose EXECUTE (absent in a plan that denies no command). */
+    execute?: DeniedPath[];
+  };
   /** The deny globs it could not express. */
   unenforceable: Unenforceable[];
 }
@@ -183,7 +196,7 @@ export function planLandlock(options: PlanOptions): LandlockPlan {
   const lister = cachedLister(host);
   const unenforceable: Unenforceable[] = [];
   const byGroup = new Map<RightGroup, { entry: DenyEntry; targets: Target[] }[]>(
-    RIGHT_GROUPS.map((g) => [g, []]),
+    PLAN_GROUPS.map((g) => [g, []]),
   );
   for (const entry of options.deny) {
     const result = targetsOf(entry.path, host, lister);
@@ -197,9 +210,16 @@ export function planLandlock(options: PlanOptions): LandlockPlan {
   const grant = (path: string, bits: number) => {
     if (bits !== 0) access.set(path, (access.get(path) ?? 0) | bits);
   };
-  const denied = { read: [], write: [], delete: [] } as Record<RightGroup, DeniedPath[]>;
+  const denied = { read: [], write: [], delete: [], execute: [] } as Record<
+    RightGroup,
+    DeniedPath[]
+  >;
   let handledFs = 0;
-  for (const group of RIGHT_GROUPS) {
+  // EXECUTE is handled only when something denies it: handling it costs a rule per sibling.
+  const groups = PLAN_GROUPS.filter((g) =>
+    g !== "execute" || options.deny.some((d) => d.group === "execute")
+  );
+  for (const group of groups) {
     const bits = groupAccess(group, abi);
     handledFs |= bits;
     let live = byGroup.get(group) ?? [];
@@ -346,9 +366,12 @@ export function parseLandlockPlan(text: string): LandlockPlan {
     ) throw bad(`rules[${i}]`);
     return { path: rule.path, access: rule.access };
   });
-  const denied = { read: [], write: [], delete: [] } as Record<RightGroup, DeniedPath[]>;
+  const denied = { read: [], write: [], delete: [], execute: [] } as Record<
+    RightGroup,
+    DeniedPath[]
+  >;
   const d = v.denied as Record<string, unknown> | undefined;
-  for (const group of RIGHT_GROUPS) {
+  for (const group of PLAN_GROUPS) {
     const list = d?.[group] ?? [];
     if (
       !Array.isArray(list) ||

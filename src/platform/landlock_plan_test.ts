@@ -81,7 +81,7 @@ function deny(group: RightGroup, ...paths: string[]): DenyEntry[] {
 
 /** The denied paths as globs: `/a/**` for a tree, `/a` for a directory without its entries. */
 function denied(plan: LandlockPlan, group: RightGroup): string[] {
-  return plan.denied[group].map((d) => (d.beneath ? `${d.path}/**` : d.path));
+  return (plan.denied[group] ?? []).map((d) => (d.beneath ? `${d.path}/**` : d.path));
 }
 
 function ruleMap(plan: LandlockPlan): Record<string, number> {
@@ -128,7 +128,7 @@ function assertInvariant(
   host: ReturnType<typeof fakeHost>,
   group: RightGroup,
 ) {
-  const denied = plan.denied[group];
+  const denied = plan.denied[group] ?? [];
   const under = (path: string, dir: string) =>
     path === dir || path.startsWith(dir === "/" ? "/" : `${dir}/`);
   const bits = groupAccess(group, plan.abi);
@@ -441,4 +441,30 @@ Deno.test("planLandlock() keeps the invariant on 300 random trees and deny lists
     }
     for (const group of ["read", "write", "delete"] as const) assertInvariant(plan, host, group);
   }
+});
+
+Deno.test("planLandlock() takes EXECUTE from a denied binary only, and handles it only when something denies it", () => {
+  const host = fakeHost([...TREE, "/usr/bin/nc", "/usr/bin/ls", "/usr/local/bin/tool"]);
+  const none = planLandlock({ abi: 7, deny: deny("read", "/home/u/.ssh/**"), host });
+  assert.equal(none.handledFs & A.EXECUTE, 0, "nothing denies exec: EXECUTE stays unhandled");
+  const plan = planLandlock({
+    abi: 7,
+    deny: [{ group: "execute", source: "processes.deny", glob: "nc", path: "/usr/bin/nc" }],
+    host,
+  });
+  assert.equal(plan.handledFs & A.EXECUTE, A.EXECUTE);
+  assert.deepEqual(denied(plan, "execute"), ["/usr/bin/nc/**"]);
+  assert.equal(landlockAllows(plan, { path: "/usr/bin/nc", access: A.EXECUTE }), false);
+  assert.equal(landlockAllows(plan, { path: "/usr/bin/ls", access: A.EXECUTE }), true);
+  assert.equal(landlockAllows(plan, { path: "/usr/bin/python3", access: A.EXECUTE }), true);
+  assert.equal(landlockAllows(plan, { path: "/usr/local/bin/tool", access: A.EXECUTE }), true);
+  assertInvariant(plan, host, "execute");
+  // Reading the denied binary is still allowed: only exec is taken.
+  assert.equal(landlockAllows(plan, { path: "/usr/bin/nc", access: A.READ_FILE }), true);
+  const back = parseLandlockPlan(JSON.stringify(plan));
+  assert.deepEqual(back.denied.execute, plan.denied.execute);
+  // A plan written before the execute group reads back with none.
+  const old = JSON.parse(JSON.stringify(none));
+  delete old.denied.execute;
+  assert.deepEqual(parseLandlockPlan(JSON.stringify(old)).denied.execute, []);
 });

@@ -11,7 +11,10 @@
  *    file and socket operations from kernel threads that no seccomp filter sees;
  * 4. the syscalls Sentry watches return `SECCOMP_RET_USER_NOTIF` (the supervisor decides);
  *    `sendto` only when it carries an address (argument 4 is not NULL), so that the sends on
- *    connected sockets, by far the most common, never leave the kernel;
+ *    connected sockets, by far the most common, never leave the kernel. Besides the policy's
+ *    syscalls (files, network, exec), this includes {@link GUARD_SYSCALLS} in every mode:
+ *    signals, ptrace and cross-process memory access, which the supervisor fails with EPERM
+ *    when they aim outside the agent's tree (Sentry's own guard, not policy);
  * 5. everything else is allowed.
  *
  * @module
@@ -38,31 +41,60 @@ export const SYSCALL_NR: Readonly<Record<string, number>> = {
   sendto: 44,
   sendmsg: 46,
   execve: 59,
+  kill: 62,
   rename: 82,
   rmdir: 84,
   creat: 85,
   link: 86,
   unlink: 87,
   symlink: 88,
+  ptrace: 101,
+  rt_sigqueueinfo: 129,
+  tkill: 200,
+  tgkill: 234,
   openat: 257,
   unlinkat: 263,
   renameat: 264,
   linkat: 265,
   symlinkat: 266,
+  rt_tgsigqueueinfo: 297,
   sendmmsg: 307,
+  process_vm_readv: 310,
+  process_vm_writev: 311,
   renameat2: 316,
   execveat: 322,
+  pidfd_send_signal: 424,
   io_uring_setup: 425,
   io_uring_enter: 426,
   io_uring_register: 427,
   openat2: 437,
+  pidfd_getfd: 438,
 };
+
+/**
+ * The syscalls that act on another process: every way to send a signal, ptrace, reading or
+ * writing another process's memory, and taking a descriptor out of it. The supervisor fails
+ * them with EPERM when the target is outside the agent's tree (Sentry, its watchdog, any other
+ * program), in every mode: they are in {@link NOTIFY_SYSCALLS}.
+ */
+export const GUARD_SYSCALLS: readonly string[] = [
+  "kill",
+  "tkill",
+  "tgkill",
+  "rt_sigqueueinfo",
+  "rt_tgsigqueueinfo",
+  "pidfd_send_signal",
+  "ptrace",
+  "process_vm_readv",
+  "process_vm_writev",
+  "pidfd_getfd",
+];
 
 /**
  * The syscalls the supervisor is asked about by default: every way to open, create, delete,
  * rename or link a file, to connect or send to an address, and to run a program. `sendmmsg` is
  * here too: like `sendmsg` it can carry an address per message (the supervisor records only
- * those that do).
+ * those that do). Then Sentry's guard: {@link GUARD_SYSCALLS}.
  */
 export const NOTIFY_SYSCALLS: readonly string[] = [
   "open",
@@ -85,6 +117,7 @@ export const NOTIFY_SYSCALLS: readonly string[] = [
   "sendmmsg",
   "execve",
   "execveat",
+  ...GUARD_SYSCALLS,
 ];
 
 /** The syscalls that fail with EPERM because the filter could not see what they do. */

@@ -3,6 +3,7 @@ import {
   buildSeccompFilter,
   decodeProgram,
   encodeProgram,
+  GUARD_SYSCALLS,
   NOTIFY_SYSCALLS,
   SYSCALL_NR,
 } from "./seccomp_filter.ts";
@@ -134,4 +135,13 @@ Deno.test("encodeProgram() and decodeProgram() round-trip struct sock_filter byt
   assert.deepEqual([...bytes], [0x15, 0, 2, 7, 0x3e, 0, 0, 0xc0]);
   assert.deepEqual(decodeProgram(bytes), ins);
   assert.throws(() => decodeProgram(new Uint8Array(7)), RangeError);
+});
+
+Deno.test("the seccomp filter sends every signal, ptrace and cross-process memory call to the supervisor", () => {
+  // x86_64 numbers, independent of SYSCALL_NR: kill, ptrace, rt_sigqueueinfo, tkill, tgkill,
+  // rt_tgsigqueueinfo, process_vm_readv, process_vm_writev, pidfd_send_signal, pidfd_getfd.
+  for (const nr of [62, 101, 129, 200, 234, 297, 310, 311, 424, 438]) {
+    assert.equal(run(program, { nr }), USER_NOTIF, `syscall ${nr}`);
+  }
+  for (const name of GUARD_SYSCALLS) assert.ok(NOTIFY_SYSCALLS.includes(name), name);
 });

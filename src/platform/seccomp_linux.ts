@@ -42,6 +42,7 @@ const SYMBOLS = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   pread: { parameters: ["i32", "buffer", "u64", "i64"], result: "i64" },
@@ -926,4 +927,133 @@ export class FileOpener {
   close(fd: number): void {
     if (fd >= 0) this.#lib.symbols.close(fd);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supervisor's own connects on the caller's socket (block mode)
+
+const SYS_PIDFD_OPEN = 434n;
+const SYS_PIDFD_GETFD = 438n;
+/** `PIDFD_THREAD` (= O_EXCL, Linux 6.9): a pidfd on one thread, whose own fd table it reaches. */
+const PIDFD_THREAD = 0o200n;
+const F_GETFL = 3;
+const F_SETFL = 4;
+/** `O_NONBLOCK`: a file status flag, shared by every descriptor of one open file description. */
+export const O_NONBLOCK = 0o4000;
+const SO_SNDTIMEO_OLD = 21;
+const S_IFSOCK = 0o140000;
+const POLLOUT = 0x4;
+
+/**
+ * What the supervisor does on a caller's socket to connect it itself: take the caller's very
+ * socket (`pidfd_getfd`: the same open file description, not a copy of it), read and set its
+ * flags, connect it, and wait for the connect to finish. Every method returns `-errno` on
+ * failure instead of throwing: the errno is the caller's answer.
+ */
+export class SocketOps {
+  readonly #lib: Libc;
+  readonly #stat = new Uint8Array(144);
+  readonly #timeval = new BigInt64Array(2);
+  readonly #length = new Uint32Array(1);
+
+  /** Opens libc for this isolate. */
+  constructor() {
+    this.#lib = lib();
+  }
+
+  /**
+   * A descriptor, in this process, of the open file that fd `fd` of thread `tid` (of process
+   * `pid`) names: `pidfd_open` (per thread where the kernel can, else per process) then
+   * `pidfd_getfd`. Returns the fd or `-errno` (EBADF: no such fd; ESRCH: gone; EPERM: not
+   * allowed to take it).
+   */
+  take(options: { pid: number; tid: number; fd: number }): number {
+    const s = this.#lib.symbols;
+    let pidfd = Number(s.syscall(SYS_PIDFD_OPEN, BigInt(options.tid), PIDFD_THREAD, 0n, 0n));
+    if (pidfd < 0) pidfd = Number(s.syscall(SYS_PIDFD_OPEN, BigInt(options.pid), 0n, 0n, 0n));
+    if (pidfd < 0) return -errno(this.#lib);
+    const fd = Number(s.syscall(SYS_PIDFD_GETFD, BigInt(pidfd), BigInt(options.fd), 0n, 0n));
+    const code = fd < 0 ? errno(this.#lib) : 0;
+    s.close(pidfd);
+    return fd < 0 ? -code : fd;
+  }
+
+  /** Whether a descriptor is a socket (false when fstat fails). */
+  isSocket(fd: number): boolean {
+    if (this.#lib.symbols.fstat(fd, this.#stat) !== 0) return false;
+    return (new DataView(this.#stat.buffer).getUint32(24, true) & 0o170000) === S_IFSOCK;
+  }
+
+  /** The file status flags (`F_GETFL`), or `-errno`. */
+  flags(fd: number): number {
+    const flags = this.#lib.symbols.fcntl(fd, F_GETFL, 0n);
+    return flags === -1 ? -errno(this.#lib) : flags;
+  }
+
+  /** Sets the file status flags (`F_SETFL`): 0 or `-errno`. */
+  setFlags(fd: number, flags: number): number {
+    return this.#lib.symbols.fcntl(fd, F_SETFL, BigInt(flags)) === -1 ? -errno(this.#lib) : 0;
+  }
+
+  /** connect(2) with a `struct sockaddr`: 0 or `-errno` (EINTR is retried). */
+  connect(fd: number, addr: Uint8Array): number {
+    const bytes = new Uint8Array(addr);
+    for (;;) {
+      if (this.#lib.symbols.connect(fd, bytes, bytes.length) === 0) return 0;
+      const e = errno(this.#lib);
+      if (e !== EINTR) return -e;
+    }
+  }
+
+  /**
+   * The socket's send timeout (`SO_SNDTIMEO`) in ms, which also bounds a blocking connect:
+   * 0 when none is set.
+   */
+  sendTimeoutMs(fd: number): number {
+    this.#timeval.fill(0n);
+    this.#length[0] = 16;
+    const r = this.#lib.symbols.getsockopt(
+      fd,
+      SOL_SOCKET,
+      SO_SNDTIMEO_OLD,
+      new Uint8Array(this.#timeval.buffer),
+      new Uint8Array(this.#length.buffer),
+    );
+    if (r !== 0) return 0;
+    const [sec = 0n, usec = 0n] = this.#timeval;
+    return Number(sec) * 1000 + Math.ceil(Number(usec) / 1000);
+  }
+
+  /** Closes a descriptor. */
+  close(fd: number): void {
+    if (fd >= 0) this.#lib.symbols.close(fd);
+  }
+}
+
+/**
+ * Waits (poll(2), on the calling thread) until the listener is readable or hung up, one of the
+ * `sockets` is writable or in error, or `timeoutMs` passes (-1: no limit). Returns the
+ * listener's state and, per socket, whether it is ready. A signal ends the wait early (nothing
+ * ready).
+ */
+export function pollListenerAndSockets(
+  listenerFd: number,
+  options: { sockets: readonly number[]; timeoutMs: number },
+): { listener: PollState; ready: boolean[] } {
+  const handle = lib();
+  const count = 1 + options.sockets.length;
+  const pfd = new Uint8Array(8 * count);
+  const view = new DataView(pfd.buffer);
+  view.setInt32(0, listenerFd, true);
+  view.setInt16(4, POLLIN, true);
+  options.sockets.forEach((fd, i) => {
+    view.setInt32(8 * (i + 1), fd, true);
+    view.setInt16(8 * (i + 1) + 4, POLLOUT, true);
+  });
+  const n = handle.symbols.poll(pfd, BigInt(count), Math.max(-1, Math.floor(options.timeoutMs)));
+  if (n <= 0) return { listener: "timeout", ready: options.sockets.map(() => false) };
+  return {
+    listener: pollState(view.getInt16(6, true)),
+    ready: options.sockets.map((_, i) => view.getInt16(8 * (i + 1) + 6, true) !== 0),
+  };
 }

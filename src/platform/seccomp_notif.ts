@@ -433,3 +433,123 @@ function readArgv(
   }
   return argv;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calls that act on another process (Sentry's guard)
+
+/** What a signal, ptrace or cross-process call aims at, from its register arguments. */
+export type ControlTarget =
+  /** One task by number (a process or a thread: the kernel takes either). */
+  | { kind: "task"; id: number }
+  /** Every process of a process group (`kill(-pgid)`). */
+  | { kind: "group"; pgid: number }
+  /** The caller's own process group (`kill(0)`). */
+  | { kind: "own_group" }
+  /** Every process the caller may signal (`kill(-1)`). */
+  | { kind: "all" }
+  /** The process a pidfd of the caller names. */
+  | { kind: "pidfd"; fd: number }
+  /** The caller's parent (`ptrace(PTRACE_TRACEME)` makes it the tracer). */
+  | { kind: "parent" };
+
+/** A decoded call of {@link decodeControl}. */
+export interface ControlCall {
+  syscall: string;
+  target: ControlTarget;
+  /** The signal number, for the signal calls (0 only checks that the target exists). */
+  signal?: number;
+  /** The ptrace request's name (`PTRACE_ATTACH`), for ptrace. */
+  request?: string;
+}
+
+/** ptrace requests by number (x86_64), for the journal. */
+const PTRACE_REQUESTS: Readonly<Record<number, string>> = {
+  0: "PTRACE_TRACEME",
+  1: "PTRACE_PEEKTEXT",
+  2: "PTRACE_PEEKDATA",
+  3: "PTRACE_PEEKUSER",
+  4: "PTRACE_POKETEXT",
+  5: "PTRACE_POKEDATA",
+  6: "PTRACE_POKEUSER",
+  7: "PTRACE_CONT",
+  8: "PTRACE_KILL",
+  9: "PTRACE_SINGLESTEP",
+  12: "PTRACE_GETREGS",
+  13: "PTRACE_SETREGS",
+  14: "PTRACE_GETFPREGS",
+  15: "PTRACE_SETFPREGS",
+  16: "PTRACE_ATTACH",
+  17: "PTRACE_DETACH",
+  24: "PTRACE_SYSCALL",
+  0x4200: "PTRACE_SETOPTIONS",
+  0x4201: "PTRACE_GETEVENTMSG",
+  0x4202: "PTRACE_GETSIGINFO",
+  0x4203: "PTRACE_SETSIGINFO",
+  0x4204: "PTRACE_GETREGSET",
+  0x4205: "PTRACE_SETREGSET",
+  0x4206: "PTRACE_SEIZE",
+  0x4207: "PTRACE_INTERRUPT",
+  0x4208: "PTRACE_LISTEN",
+  0x4209: "PTRACE_PEEKSIGINFO",
+};
+
+/** The name of a ptrace request, or `PTRACE_<n>` for one not in the table. */
+export function ptraceRequestName(request: number): string {
+  return PTRACE_REQUESTS[request] ?? `PTRACE_${request}`;
+}
+
+/** A pid_t or int argument: the low 32 bits, signed. */
+function intArg(value: bigint | undefined): number {
+  return Number(BigInt.asIntN(32, value ?? 0n));
+}
+
+/**
+ * Decodes a call that acts on another process (kill, tkill, tgkill, rt_sigqueueinfo,
+ * rt_tgsigqueueinfo, pidfd_send_signal, ptrace, process_vm_readv/writev, pidfd_getfd) from its
+ * registers alone: nothing is read from the caller's memory, so nothing a racing thread writes
+ * can change what the supervisor decides on. Null for any other syscall. Pure.
+ */
+export function decodeControl(notif: SeccompNotif): ControlCall | null {
+  const name = syscallName(notif.nr);
+  const a = (i: number) => intArg(notif.args[i]);
+  const task = (id: number): ControlTarget => ({ kind: "task", id });
+  switch (name) {
+    case "kill": {
+      const pid = a(0);
+      const target: ControlTarget = pid > 0
+        ? task(pid)
+        : pid === 0
+        ? { kind: "own_group" }
+        : pid === -1
+        ? { kind: "all" }
+        : { kind: "group", pgid: pid === -2147483648 ? 0 : -pid };
+      return { syscall: name, target, signal: a(1) };
+    }
+    case "tkill":
+      return { syscall: name, target: task(a(0)), signal: a(1) };
+    case "tgkill":
+      // The thread is what receives the signal; the kernel checks it belongs to the group.
+      return { syscall: name, target: task(a(1)), signal: a(2) };
+    case "rt_sigqueueinfo":
+      return { syscall: name, target: task(a(0)), signal: a(1) };
+    case "rt_tgsigqueueinfo":
+      return { syscall: name, target: task(a(1)), signal: a(2) };
+    case "pidfd_send_signal":
+      return { syscall: name, target: { kind: "pidfd", fd: a(0) }, signal: a(1) };
+    case "ptrace": {
+      const request = Number(BigInt.asIntN(64, notif.args[0] ?? 0n));
+      return {
+        syscall: name,
+        target: request === 0 ? { kind: "parent" } : task(a(1)),
+        request: ptraceRequestName(request),
+      };
+    }
+    case "process_vm_readv":
+    case "process_vm_writev":
+      return { syscall: name, target: task(a(0)) };
+    case "pidfd_getfd":
+      return { syscall: name, target: { kind: "pidfd", fd: a(0) } };
+    default:
+      return null;
+  }
+}

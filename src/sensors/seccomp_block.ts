@@ -8,11 +8,15 @@
  * then. For the open family, the supervisor opens the file itself (first with O_PATH, which
  * reads no byte, truncates nothing and never waits on a FIFO), decides on the path of the file
  * it actually holds (symlinks and `..` resolved by the kernel), and hands that very file to the
- * caller (`SECCOMP_IOCTL_NOTIF_ADDFD`): the caller's memory is never read again. Other calls
- * (delete, rename, link, connect, exec) are decided on the arguments the supervisor copied and
- * failed with an errno when denied; when allowed they run with "continue", so a racing thread
- * could still swap an allowed argument for a denied one there: Landlock is the hard wall for
- * what it can express (see the README's block-mode section).
+ * caller (`SECCOMP_IOCTL_NOTIF_ADDFD`): the caller's memory is never read again. It does so in
+ * every mode while Sentry's own directories are guarded (`guard.sentry_home`), so that the
+ * agent cannot read the token or edit the journal even in mode monitor. An allowed connect is
+ * made by the supervisor too, on the caller's own socket with the copied address (see
+ * seccomp_connect.ts). Other calls (delete, rename, link, exec, send) are decided on the
+ * arguments the supervisor copied and failed with an errno when denied; when allowed they run
+ * with "continue", so a racing thread could still swap an allowed argument for a denied one
+ * there: Landlock is the hard wall for what it can express (paths, and in mode block the
+ * binaries of denied commands, which lose the right to be executed; see landlock_policy.ts).
  *
  * Fails closed: if the supervisor dies, the kernel fails every watched call with ENOSYS.
  *
@@ -50,11 +54,14 @@ export function callerEvent(action: KernelAction, caller: BlockCaller): SensorEv
 
 /**
  * Whether a decided action is blocked: denied with a response of `block` or more (a policy in
- * mode `block` gives every denial `block`).
+ * mode `block` gives every denial `block`), or denied by Sentry's own guard (`guard.*`: its
+ * data and configuration directories), which blocks in every mode, monitor included.
  */
 export function blocks(event: SensorEvent, policy: CompiledPolicy): boolean {
   const decision = evaluate({ ...event, pid: event.pid ?? null }, policy);
-  return decision.verdict === "deny" && responseRank(decision.response) >= responseRank("block");
+  if (decision.verdict !== "deny") return false;
+  return decision.rule.startsWith("guard.") ||
+    responseRank(decision.response) >= responseRank("block");
 }
 
 /** The errno a blocked action gets: EPERM for the network, EACCES for files and exec. */

@@ -19,14 +19,22 @@
  *   is stopped (SIGSTOP) or hangs, the tree's filtered calls wait for it.
  * - If the supervisor goes away before it says "go", the launcher exits 1 and the agent never
  *   runs: a launch that did not finish never leaves the agent running unwatched.
- * - A notification is answered "continue" for now; the syscall's outcome is therefore unknown
- *   (`result: null`), except for an exec of a file that does not exist (a PATH search miss),
- *   reported as -ENOENT and folded.
+ * - A notification that is let through is answered "continue"; the syscall's outcome is then
+ *   unknown (`result: null`), except for an exec of a file that does not exist (a PATH search
+ *   miss), reported as -ENOENT and folded. Opens and (in block mode) connects the supervisor
+ *   makes itself carry their real result.
+ *
+ * Sentry's guard, in every mode: signals (kill, tkill, tgkill, rt_sigqueueinfo,
+ * rt_tgsigqueueinfo, pidfd_send_signal), ptrace, process_vm_readv/writev and pidfd_getfd aimed
+ * outside the agent's tree fail with EPERM and are journaled as `proc.control` (see
+ * seccomp_guard.ts for how the tree is told from the rest); opens beneath Sentry's own
+ * directories are made by the supervisor and refused, race-proof.
  *
  * @module
  */
 
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { configDir, dataDir } from "../platform/mod.ts";
 import {
   accept,
   closeFd,
@@ -227,7 +235,8 @@ export class SeccompSupervisor {
     if (this.#listenerFd < 0) throw new Error("No seccomp listener to supervise: await it first");
     const fd = this.#listenerFd;
     this.#listenerFd = -1;
-    return new SeccompSensor(fd, options);
+    // The launcher's pid is the agent's root: the guard tells the tree from the rest by it.
+    return new SeccompSensor(fd, { ...options, root: options.root ?? this.#pid });
   }
 
   /** Tells the launcher to run the agent (`execve`). Start the sensor first. */
@@ -246,6 +255,27 @@ export class SeccompSupervisor {
     this.#listenFd = this.#connFd = this.#listenerFd = -1;
     await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * The policy as the worker gets it, with Sentry's own directories to guard: the caller's list
+ * when it gives one, else this process's data and configuration directories (found as the CLI
+ * finds them: `SENTRY_HOME`, XDG, `HOME`, made absolute), so that the guard never lapses because
+ * a caller left the list out.
+ */
+function policyWithGuard(policy: SeccompSensorOptions["policy"]): SuperviseStart["policy"] {
+  if (policy === undefined) return null;
+  if (policy.guarded !== undefined) return policy;
+  const env = Deno.env.toObject();
+  const guarded = new Set<string>();
+  for (const find of [dataDir, configDir]) {
+    try {
+      guarded.add(resolve(Deno.cwd(), find(env)));
+    } catch {
+      // No HOME and no SENTRY_HOME: Sentry has no directory of its own to guard.
+    }
+  }
+  return { ...policy, guarded: [...guarded] };
 }
 
 /** Options for {@link SeccompSensor}. */
@@ -272,6 +302,12 @@ export interface SeccompSensorOptions {
    * above all); a worker that does not read it yet ignores it.
    */
   landlock?: LandlockPlan | null;
+  /**
+   * The agent's root process (the launcher's pid, which the agent keeps after its execve);
+   * {@link SeccompSupervisor.createSensor} fills it in. Without it, the guard cannot tell the
+   * tree from the rest and lets signals through (counted as a blind spot).
+   */
+  root?: number | null;
 }
 
 /** The worker's counters as the sensor reports them. */
@@ -336,7 +372,7 @@ export class SeccompSensor implements Sensor {
     if (this.#fd < 0) throw new Error("The seccomp sensor was already started");
     const fd = this.#fd;
     this.#fd = -1;
-    const control = new SharedArrayBuffer(8);
+    const control = new SharedArrayBuffer(12);
     const batchMs = this.#options.batchMs ?? 20;
     let workerTid = 0;
     let batches = 0;
@@ -384,15 +420,16 @@ export class SeccompSensor implements Sensor {
       this.#ready.reject(new Error(`The seccomp worker failed to start: ${event.message}`));
       ended.resolve();
     };
-    const start: SuperviseStart & { landlock: LandlockPlan | null } = {
+    const start: SuperviseStart = {
       landlock: this.#options.landlock ?? null,
+      root: this.#options.root ?? null,
       role: "supervise",
       listenerFd: fd,
       control,
       syncWakeUp: this.#options.syncWakeUp ?? true,
       batchMax: this.#options.batchMax ?? 256,
       batchMs,
-      policy: this.#options.policy ?? null,
+      policy: policyWithGuard(this.#options.policy),
     };
     installWakeSignal();
     worker.postMessage(start);
@@ -404,7 +441,10 @@ export class SeccompSensor implements Sensor {
     // (the agent went quiet) are fetched by waking it with a signal.
     let seen = 0;
     const kicker = setInterval(() => {
-      if (workerTid !== 0 && Atomics.load(stop, 1) > 0 && batches === seen) wakeThread(workerTid);
+      if (
+        workerTid !== 0 &&
+        ((Atomics.load(stop, 1) > 0 && batches === seen) || Atomics.load(stop, 2) > 0)
+      ) wakeThread(workerTid);
       seen = batches;
     }, batchMs);
     try {
@@ -476,6 +516,23 @@ export class SeccompSensor implements Sensor {
       cmdline: caller.cmdline,
     });
     const ts = new Date(record.ms).toISOString();
+    if (record.control !== undefined) {
+      // Sentry's guard refused a signal, trace or memory access aimed outside the tree.
+      this.#counter.counters.emitted++;
+      emit({
+        pid: caller.pid,
+        ppid: caller.ppid,
+        exe: caller.exe,
+        cmdline: caller.cmdline,
+        kind: "proc.control",
+        target: record.control.target,
+        detail: caller.tid !== caller.pid
+          ? { ...record.control.detail, tid: caller.tid }
+          : { ...record.control.detail },
+        sensor: this.name,
+        ts,
+      });
+    }
     for (const action of record.actions) {
       // A PATH search miss (the file is not there): no program ran; fold it as the eBPF tier does.
       if (action.op === "exec" && action.result === -2) {

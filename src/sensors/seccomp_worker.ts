@@ -12,6 +12,12 @@
  *   receive ioctl itself (with SYNC_WAKE_UP the kernel switches from the caller straight to this
  *   thread); the main thread interrupts it with a signal (`wakeThread`) to stop it, or to fetch
  *   records that waited longer than a batch interval because the agent went quiet.
+ *   Besides the policy's decisions it enforces Sentry's own guard in every mode: signals,
+ *   ptrace and cross-process memory calls aimed outside the agent's tree fail with EPERM
+ *   (seccomp_guard.ts), and opens beneath Sentry's directories are made by the supervisor and
+ *   refused. In block mode an allowed connect is made by the supervisor on the caller's own
+ *   socket (seccomp_connect.ts); a blocking one is answered when it finishes, while the loop
+ *   polls the listener and the waiting sockets together, so no other caller waits on it.
  * - `handover` (in the launcher): sends the listener fd to the supervisor over the control
  *   socket (SCM_RIGHTS) and waits for "go". It runs here because the launcher's main thread is
  *   already under the filter, and its own `sendmsg` would wait for a supervisor that does not
@@ -27,13 +33,18 @@ import {
   gettid,
   MemoryReader,
   NOTIF_SIZE,
+  O_NONBLOCK,
+  pollListenerAndSockets,
   ProcReader,
   readSome,
   SeccompListener,
   sendWithFd,
+  SocketOps,
 } from "../platform/seccomp_linux.ts";
 import {
   AT_FDCWD,
+  type ControlCall,
+  decodeControl,
   decodeNotif,
   encodeResponse,
   readSyscall,
@@ -47,7 +58,7 @@ import {
 import type { KernelAction } from "./kernel_action.ts";
 import { responseRank } from "../events/kinds.ts";
 import { procSelf } from "../platform/ebpf_record.ts";
-import { landlockAllowsOpen, type LandlockPlan } from "../platform/landlock_plan.ts";
+import { landlockAllowsOpen, type LandlockPlan, SCOPE } from "../platform/landlock_plan.ts";
 import { type CompiledPolicy, compilePolicy, type ResolvedPolicy } from "../policy/mod.ts";
 import {
   blocks,
@@ -59,6 +70,15 @@ import {
   parseStatusIdentity,
   splitPath,
 } from "./seccomp_block.ts";
+import {
+  classifyControl,
+  controlDetail,
+  parseTaskInfo,
+  type TaskInfo,
+  type TaskView,
+  type TreeIdentity,
+} from "./seccomp_guard.ts";
+import { connectPlan, connectStep, timeoutResult, unixSockaddrAt } from "./seccomp_connect.ts";
 
 /** What the caller of a syscall is, read from /proc while it was blocked. */
 export interface CallerInfo {
@@ -106,6 +126,11 @@ export interface SeccompRecord {
   actions: KernelAction[];
   /** The errno the call was failed with; absent when it was let through. */
   denied?: number;
+  /**
+   * A signal, trace or memory call aimed outside the agent's tree, which Sentry's guard failed
+   * (`denied` holds the errno): a `proc.control` event.
+   */
+  control?: { target: string; detail: Record<string, unknown> };
 }
 
 /** The worker's exact counters. */
@@ -130,7 +155,9 @@ export interface SuperviseStart {
   listenerFd: number;
   /**
    * Int32Array view: [0] is set to 1 by the main thread to stop the loop; [1] is the number of
-   * records waiting in the worker (the main thread wakes it when they wait too long).
+   * records waiting in the worker (the main thread wakes it when they wait too long); [2] is 1
+   * while the worker waits for connects it makes for callers (the main thread then wakes it at
+   * each batch interval, so that a receive that found nothing cannot hold them up).
    */
   control: SharedArrayBuffer;
   /** Turn on SYNC_WAKE_UP (default true). */
@@ -146,6 +173,11 @@ export interface SuperviseStart {
   policy: { resolved: ResolvedPolicy; workspace: string; home: string; guarded?: string[] } | null;
   /** The agent's Landlock plan: an open it denies is refused, never made on the agent's behalf. */
   landlock?: LandlockPlan | null;
+  /**
+   * The agent's root process (the launcher's pid): the guard tells the tree from the rest by
+   * it. Absent or null: signals and traces are let through unjudged (counted as a blind spot).
+   */
+  root?: number | null;
 }
 
 /** Messages of the `supervise` role to the main thread. */
@@ -288,6 +320,15 @@ class CallerCache {
     return info;
   }
 
+  /**
+   * Whether process `pid` is one the supervisor has answered for, and still the same process
+   * (the kept /proc file still reads): it made a watched call, so it runs under the filter.
+   */
+  known(pid: number): boolean {
+    const entry = this.#entries.get(pid);
+    return entry !== undefined && entry.info.pid === pid && this.#proc.alive(entry.fd);
+  }
+
   /** Marks every thread of a process as running a new program (after its execve). */
   execed(pid: number): void {
     for (const entry of this.#entries.values()) if (entry.info.pid === pid) entry.stale = true;
@@ -340,7 +381,11 @@ export const SECCOMP_BLIND_SPOTS: Readonly<Record<string, string>> = {
   unattributed:
     "syscalls whose caller could not be read from /proc; recorded with the thread id as pid and no exe",
   unemulated_open:
-    "opens in block mode the supervisor could not make itself (another uid, root or mount namespace, a FIFO, device or socket): decided on their path and let through, so a racing thread could swap it",
+    "opens the supervisor could not make itself (another uid, root or mount namespace, a FIFO, device or socket): decided on their path and let through, so a racing thread could swap it",
+  unemulated_connect:
+    "connects in block mode the supervisor could not make itself (a unix socket of another uid, root or mount namespace, a relative path too long for sun_path, an abstract socket under Landlock's scope, a socket it could not take): decided on the copied address and let through, so a racing thread could swap it",
+  unguarded_control:
+    "signals, traces or memory accesses aimed at another process that the guard could not judge (the agent's root was not known): let through; Landlock's scope, where the kernel has it, still confines signals and ptrace to the tree",
 };
 
 function emptyStats(): SeccompWorkerStats {
@@ -379,6 +424,11 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
   // Only a policy that can block needs a decision here (mode block, pause, rollback or kill);
   // in mode monitor or alert every call runs, and the supervisor only observes.
   const policy = compiled !== null && compiled.modeCap >= responseRank("block") ? compiled : null;
+  // Sentry's guard holds in every mode: opens beneath Sentry's own directories are made by the
+  // supervisor (decided on what it holds) and refused, in mode monitor too; other file actions
+  // there are refused on their copied paths.
+  const guard = compiled !== null && compiled.guarded.length > 0 ? compiled : null;
+  const decider = policy ?? guard;
   const opener = new FileOpener();
   const me = opener.identity();
   const ownMountNs = new ProcReader().readLink("/proc/self/ns/mnt");
@@ -387,6 +437,21 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
   const proc = new ProcReader();
   const target = new Target(proc);
   const callers = new CallerCache(proc);
+  const sockets = new SocketOps();
+  const view: TaskView = {
+    task: (id) => readTask(proc, id),
+    group: (pgid) => processGroup(proc, pgid),
+  };
+  const rootInfo = start.root === undefined || start.root === null ? null : view.task(start.root);
+  const tree: TreeIdentity | null = rootInfo === null ? null : {
+    root: { pid: rootInfo.tgid, start: rootInfo.start },
+    filters: rootInfo.filters,
+    sentry: Deno.pid,
+    known: (pid) => callers.known(pid),
+  };
+  /** Connects the supervisor makes for callers whose socket blocks, until they finish. */
+  let waiting: PendingConnect[] = [];
+  let sweptAt = performance.now();
   const notif = new Uint8Array(NOTIF_SIZE);
   const response = new Uint8Array(SECCOMP_NOTIF_RESP_SIZE);
   let pending: SeccompRecord[] = [];
@@ -423,6 +488,11 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       blind(stats, "unattributed");
       caller = { pid: n.pid, tid: n.pid, ppid: null, exe: null, cmdline: [] };
     }
+    const aimed = decodeControl(n);
+    if (aimed !== null) {
+      guardControl(n, aimed, caller);
+      return;
+    }
     target.tid = n.pid;
     let read: SyscallRead;
     let actions: KernelAction[] = [];
@@ -443,15 +513,24 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       blind(stats, read.failure === "memory" ? "unreadable_memory" : "unresolvable_directory");
     }
     let verdict = decide({ syscall, caller, actions, failure: read.failure });
-    if (policy !== null && verdict.kind === "continue" && actions.length > 0) {
+    if (policy !== null && verdict.kind === "continue" && syscall === "connect") {
+      // Decided on the copied address; when allowed, connected by the supervisor itself with
+      // that very address, so a thread that rewrites it afterwards changes nothing.
+      if (read.failure === "memory") verdict = { kind: "errno", errno: EFAULT };
+      else if (read.failure === null) {
+        const errno = decideActions(actions, { caller, policy });
+        if (errno !== null) verdict = { kind: "errno", errno };
+        else if (emulateConnect(n, { caller, actions })) return;
+      }
+    } else if (decider !== null && verdict.kind === "continue" && actions.length > 0) {
       const open = actions.length === 1 && actions[0]?.op === "open" && emulated.has(syscall)
         ? actions[0]
         : null;
       if (open !== null && open.op === "open") {
         // The supervisor opens the file itself and hands it over: decided on what it holds.
-        const done = emulateOpen(n, { action: open, caller, policy });
+        const done = emulateOpen(n, { action: open, caller, policy: decider });
         if (done === null) {
-          const errno = decideActions(actions, { caller, policy });
+          const errno = decideActions(actions, { caller, policy: decider });
           if (errno !== null) verdict = { kind: "errno", errno };
         } else {
           actions = [done.action];
@@ -464,7 +543,7 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
           if (done.blocked) verdict = { kind: "errno", errno: EACCES };
         }
       } else {
-        const errno = decideActions(actions, { caller, policy });
+        const errno = decideActions(actions, { caller, policy: decider });
         if (errno !== null) verdict = { kind: "errno", errno };
       }
     }
@@ -488,8 +567,13 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
   };
 
   /** Queues the decoded actions of an answered call for the main thread. */
-  const keep = (caller: CallerInfo, actions: KernelAction[], denied: number | undefined) => {
-    if (actions.length === 0) return;
+  const keep = (
+    caller: CallerInfo,
+    actions: KernelAction[],
+    denied: number | undefined,
+    aimed?: SeccompRecord["control"],
+  ) => {
+    if (actions.length === 0 && aimed === undefined) return;
     if (pending.length === 0) firstAt = performance.now();
     let index = callerIndex.get(caller);
     if (index === undefined) {
@@ -498,6 +582,7 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     }
     const record: SeccompRecord = { ms: Date.now(), caller: index, actions };
     if (denied !== undefined) record.denied = denied;
+    if (aimed !== undefined) record.control = aimed;
     pending.push(record);
     Atomics.store(control, 1, pending.length);
   };
@@ -651,6 +736,227 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     return null;
   };
 
+  /**
+   * Sentry's guard, in every mode: a signal, trace or memory call aimed outside the agent's
+   * tree fails with EPERM and becomes a `proc.control` record; one aimed inside runs. Decided on
+   * the registers alone (and /proc), so no racing thread can change the target after the check.
+   */
+  const guardControl = (n: SeccompNotif, call: ControlCall, caller: CallerInfo) => {
+    let outside: { pid: number | null; target: string } | null = null;
+    if (tree === null) {
+      if (call.signal !== 0) blind(stats, "unguarded_control");
+    } else {
+      const self = readTask(proc, caller.tid);
+      const verdict = classifyControl(call, {
+        view,
+        tree,
+        self: { pid: caller.pid, ppid: self?.ppid ?? caller.ppid, pgrp: self?.pgrp ?? null },
+        pidfdTarget: call.target.kind === "pidfd"
+          ? pidfdPid(proc, caller.tid, call.target.fd)
+          : null,
+      });
+      if (!verdict.inside) outside = verdict;
+    }
+    const answer = outside === null
+      ? { kind: "continue" as const }
+      : { kind: "errno" as const, errno: EPERM };
+    if (!listener.respond(encodeResponse({ id: n.id, answer }, response))) {
+      blind(stats, "caller_gone");
+      return;
+    }
+    stats.answered++;
+    if (outside === null) return;
+    stats.denied++;
+    keep(caller, [], EPERM, {
+      target: outside.target,
+      detail: controlDetail(call, { targetPid: outside.pid, blocked: "EPERM" }),
+    });
+  };
+
+  /**
+   * Whether the supervisor's own path lookups see what the caller's would: the same fsuid and
+   * fsgid, the same root and mount namespace. Null when not (or when /proc cannot say).
+   */
+  const sameView = (caller: CallerInfo) => {
+    const status = proc.readBytes(`/proc/${caller.tid}/status`);
+    const who = status === null ? null : parseStatusIdentity(new TextDecoder().decode(status));
+    if (
+      who === null || who.fsuid !== me.uid || who.fsgid !== me.gid ||
+      proc.readLink(`/proc/${caller.tid}/root`) !== "/" ||
+      proc.readLink(`/proc/${caller.tid}/ns/mnt`) !== ownMountNs
+    ) return null;
+    return who;
+  };
+
+  /** Answers a connect the supervisor made (or refused) with its result, and records it. */
+  const answerConnect = (
+    id: bigint,
+    o: { caller: CallerInfo; actions: readonly KernelAction[]; result: number },
+  ) => {
+    const answer = o.result >= 0
+      ? { kind: "value" as const, value: 0 }
+      : { kind: "errno" as const, errno: -o.result };
+    if (!listener.respond(encodeResponse({ id, answer }, response))) {
+      blind(stats, "caller_gone");
+      return;
+    }
+    stats.answered++;
+    const done = o.actions.map((a) => ("result" in a ? { ...a, result: o.result } : a));
+    keep(o.caller, done as KernelAction[], undefined);
+  };
+
+  /**
+   * Makes an allowed connect in the supervisor, on the caller's own socket (pidfd_getfd), with
+   * the address the supervisor copied and decided on. A socket that does not block gets the
+   * kernel's answer at once (EINPROGRESS included); for one that blocks, the connect runs
+   * non-blocking and the caller is answered when it finishes, while other notifications are
+   * answered meanwhile. Returns false when it cannot be made here: then the call is let through
+   * as decided (counted).
+   */
+  const emulateConnect = (
+    n: SeccompNotif,
+    o: { caller: CallerInfo; actions: readonly KernelAction[] },
+  ): boolean => {
+    const { caller, actions } = o;
+    const first = actions[0];
+    const copied = first !== undefined && first.op === "connect" ? first.addr : new Uint8Array(0);
+    const plan = connectPlan({
+      addr: copied,
+      addrlen: Number(BigInt.asIntN(32, n.args[2] ?? 0n)),
+      nullAddress: (n.args[1] ?? 0n) === 0n,
+    });
+    const give = (result: number) => {
+      answerConnect(n.id, { caller, actions, result });
+      return true;
+    };
+    const cannot = () => {
+      blind(stats, "unemulated_connect");
+      return false;
+    };
+    if (plan.kind === "error") return give(-plan.errno);
+    const unix = plan.kind === "unix-relative" || plan.family !== "other";
+    if (
+      plan.kind === "direct" && plan.family === "unix-abstract" &&
+      ((start.landlock?.scoped ?? 0) & SCOPE.ABSTRACT_UNIX_SOCKET) !== 0
+    ) {
+      // Landlock keeps the agent from abstract sockets outside its domain; the supervisor is
+      // in no domain, so a connect it made would step over that wall.
+      return cannot();
+    }
+    if (
+      (plan.kind === "unix-relative" || plan.family === "unix-path") && sameView(caller) === null
+    ) {
+      // A path is looked up with the supervisor's rights and mounts: only for the same ones.
+      return cannot();
+    }
+    const fd = sockets.take({
+      pid: caller.pid,
+      tid: caller.tid,
+      fd: Number(BigInt.asIntN(32, n.args[0] ?? 0n)),
+    });
+    if (fd === -EBADF) return give(-EBADF);
+    if (fd < 0) return cannot();
+    if (!sockets.isSocket(fd)) {
+      sockets.close(fd);
+      return give(-ENOTSOCK);
+    }
+    let addr = plan.kind === "unix-relative" ? null : plan.addr;
+    let dirfd = -1;
+    if (plan.kind === "unix-relative") {
+      dirfd = opener.openPath(`/proc/${caller.tid}/cwd`, { nofollow: false, directory: true });
+      addr = dirfd < 0 ? null : unixSockaddrAt(`/proc/self/fd/${dirfd}`, plan.path);
+      if (addr === null) {
+        opener.close(dirfd);
+        sockets.close(fd);
+        return cannot();
+      }
+    }
+    const flags = sockets.flags(fd);
+    if (flags < 0 || addr === null) {
+      opener.close(dirfd);
+      sockets.close(fd);
+      return flags < 0 ? give(flags) : cannot();
+    }
+    const blocking = (flags & O_NONBLOCK) === 0;
+    // O_NONBLOCK belongs to the open file description, which the caller shares: it is set for
+    // the connect call only, and put back before anything else runs on this thread.
+    if (blocking) sockets.setFlags(fd, flags | O_NONBLOCK);
+    const result = sockets.connect(fd, addr);
+    if (blocking) sockets.setFlags(fd, flags);
+    const step = blocking ? connectStep(result, { unix, again: false }) : null;
+    if (step === null || step.kind === "answer") {
+      opener.close(dirfd);
+      sockets.close(fd);
+      return give(step === null ? result : step.result);
+    }
+    const timeout = sockets.sendTimeoutMs(fd);
+    const now = performance.now();
+    waiting.push({
+      id: n.id,
+      fd,
+      dirfd,
+      addr,
+      unix,
+      flags,
+      deadline: timeout > 0 ? now + timeout : null,
+      retryAt: step.kind === "retry" ? now + CONNECT_RETRY_MS : null,
+      caller,
+      actions,
+    });
+    return true;
+  };
+
+  /** Settles waiting connects: finished (`ready`), due for a retry, timed out or abandoned. */
+  const progressConnects = (ready: readonly boolean[]) => {
+    const now = performance.now();
+    const sweep = now - sweptAt >= CONNECT_SWEEP_MS;
+    if (sweep) sweptAt = now;
+    const still: PendingConnect[] = [];
+    for (const [i, p] of waiting.entries()) {
+      let result: number | null = null;
+      if (ready[i] === true || (p.retryAt !== null && now >= p.retryAt)) {
+        sockets.setFlags(p.fd, p.flags | O_NONBLOCK);
+        const step = connectStep(sockets.connect(p.fd, p.addr), { unix: p.unix, again: true });
+        sockets.setFlags(p.fd, p.flags);
+        if (step.kind === "answer") result = step.result;
+        else p.retryAt = step.kind === "retry" ? now + CONNECT_RETRY_MS : null;
+      }
+      if (result === null && p.deadline !== null && now >= p.deadline) {
+        result = timeoutResult({ unix: p.unix });
+      }
+      if (result === null && sweep && !listener.isValid(p.id)) {
+        // The caller was interrupted (a signal) or killed: the kernel dropped the notification;
+        // a restarted connect comes as a new one and finds the connection under way.
+        blind(stats, "caller_gone");
+        closePending(p);
+        continue;
+      }
+      if (result === null) {
+        still.push(p);
+        continue;
+      }
+      closePending(p);
+      answerConnect(p.id, { caller: p.caller, actions: p.actions, result });
+    }
+    waiting = still;
+  };
+
+  const closePending = (p: PendingConnect) => {
+    sockets.close(p.fd);
+    opener.close(p.dirfd);
+  };
+
+  /** How long the loop may wait before a waiting connect needs it (ms). */
+  const connectWaitMs = () => {
+    const now = performance.now();
+    let next = sweptAt + CONNECT_SWEEP_MS;
+    for (const p of waiting) {
+      if (p.retryAt !== null) next = Math.min(next, p.retryAt);
+      if (p.deadline !== null) next = Math.min(next, p.deadline);
+    }
+    return Math.max(0, Math.min(next - now, start.batchMs));
+  };
+
   try {
     const sync = start.syncWakeUp ? listener.setSyncWakeUp() : false;
     post({ type: "ready", syncWakeUp: sync, tid: gettid() });
@@ -658,6 +964,26 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     // CPU straight from the caller to this thread. The main thread wakes it with a signal to
     // stop, or to hand over records that have waited too long (EINTR: "interrupted").
     while (Atomics.load(control, 0) === 0) {
+      if (waiting.length > 0) {
+        // Connects under way: wait on the listener and their sockets together.
+        Atomics.store(control, 2, 1);
+        const polled = pollListenerAndSockets(listener.fd, {
+          sockets: waiting.map((p) => p.fd),
+          timeoutMs: connectWaitMs(),
+        });
+        progressConnects(polled.ready);
+        if (polled.listener === "hangup") {
+          reason = "hangup";
+          break;
+        }
+        if (polled.listener !== "readable") {
+          if (
+            pending.length > 0 &&
+            (pending.length >= start.batchMax || performance.now() - firstAt >= start.batchMs)
+          ) flush();
+          continue;
+        }
+      } else Atomics.store(control, 2, 0);
       const got = listener.receive(notif);
       if (got === "ok") handle(decodeNotif(notif));
       else if (got === "gone") {
@@ -673,6 +999,8 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
         (pending.length >= start.batchMax || performance.now() - firstAt >= start.batchMs)
       ) flush();
     }
+    for (const p of waiting) closePending(p);
+    waiting = [];
     flush();
     post({ type: "done", reason, stats: structuredClone(stats) });
   } catch (error) {
@@ -688,6 +1016,70 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
 }
 
 const O_CREAT = 0o100;
+const EPERM = 1;
+const EBADF = 9;
+const EFAULT = 14;
+const ENOTSOCK = 88;
+/** How often a unix connect whose listener's backlog is full is tried again (ms). */
+const CONNECT_RETRY_MS = 5;
+/** How often waiting connects are checked for callers that stopped waiting (ms). */
+const CONNECT_SWEEP_MS = 500;
+
+/** A connect the supervisor makes for a caller whose socket blocks, until it finishes. */
+interface PendingConnect {
+  /** The notification to answer. */
+  id: bigint;
+  /** The caller's socket, taken with pidfd_getfd. */
+  fd: number;
+  /** The caller's cwd (O_PATH) for a relative unix path, else -1. */
+  dirfd: number;
+  addr: Uint8Array;
+  unix: boolean;
+  /** The socket's file status flags as the caller had them. */
+  flags: number;
+  /** When SO_SNDTIMEO runs out (performance.now() ms), or null. */
+  deadline: number | null;
+  /** When to try a unix connect again (its listener's backlog was full), or null. */
+  retryAt: number | null;
+  caller: CallerInfo;
+  actions: readonly KernelAction[];
+}
+
+/** What /proc says of a task, with its process group; null when it is gone. */
+function readTask(proc: ProcReader, id: number): (TaskInfo & { pgrp: number }) | null {
+  if (!Number.isInteger(id) || id <= 0) return null;
+  const status = proc.readBytes(`/proc/${id}/status`);
+  const stat = proc.readBytes(`/proc/${id}/stat`);
+  if (status === null || stat === null) return null;
+  const decoder = new TextDecoder();
+  return parseTaskInfo(decoder.decode(status), decoder.decode(stat));
+}
+
+/** The processes of a process group, listed from /proc now. */
+function processGroup(proc: ProcReader, pgid: number): number[] {
+  const out: number[] = [];
+  let entries: Iterable<Deno.DirEntry>;
+  try {
+    entries = Deno.readDirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const task = readTask(proc, Number(entry.name));
+    if (task !== null && task.pgrp === pgid) out.push(task.tgid);
+  }
+  return out;
+}
+
+/** The pid a pidfd of a thread names (`Pid:` in its fdinfo), or null (not a pidfd, or gone). */
+function pidfdPid(proc: ProcReader, tid: number, fd: number): number | null {
+  if (fd < 0) return null;
+  const info = proc.readBytes(`/proc/${tid}/fdinfo/${fd}`);
+  if (info === null) return null;
+  const pid = /^Pid:\s*(-?\d+)/m.exec(new TextDecoder().decode(info))?.[1];
+  return pid === undefined || Number(pid) <= 0 ? null : Number(pid);
+}
 
 function toKernelAction(action: SyscallAction, caller: CallerInfo, proc: ProcReader): KernelAction {
   const base = { pid: caller.pid, tid: caller.tid, result: null };

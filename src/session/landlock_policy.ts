@@ -6,10 +6,25 @@
  * too, since there every denial is a block; in the other modes a denial's response depends on
  * its risk, which only the supervisor can weigh, so the deny lists stay with it.
  *
+ * In mode `block`, the binaries of denied commands (`processes.deny`) lose Landlock's EXECUTE
+ * right too, so that a denied command stays denied against a thread that rewrites the execve
+ * path after the supervisor's check: an entry by name is looked up, at start, in every
+ * directory of the agent's PATH and the usual bin directories, each match resolved to its real
+ * file; an entry by path is mapped as a path glob. What stays open, and why:
+ * - a copy of the binary under another name or in another place (or a hard link) runs: Landlock
+ *   walls inodes by path, not programs by content; a binary installed after start is not covered;
+ * - an entry with `args`, or with both a name and a path, cannot be expressed (the supervisor
+ *   still refuses it on the arguments it copied, which a racing thread can swap);
+ * - a multi-call binary (busybox; a file that runs under two or more names the entry does not
+ *   match) is left out, since walling it would deny every command it provides (listed as
+ *   unenforceable); a single other name is taken for an alias (`slogin` for `ssh`) and walled;
+ * - an interpreter running a denied script by name (`sh ./nc`) is the supervisor's decision.
+ *
  * @module
  */
 
 import { resolve } from "node:path";
+import picomatch from "picomatch";
 import { expandGlob, type ResolvedPolicy } from "../policy/mod.ts";
 import { configDir, dataDir } from "../platform/mod.ts";
 import {
@@ -86,9 +101,117 @@ export function landlockPlanFor(
   options: LandlockPlanOptions & { abi: number; host: PlanHost },
 ): LandlockPlan {
   const { deny, unenforceable } = landlockDenyEntries(options);
+  const commands = deniedCommandEntries(options);
+  deny.push(...commands.deny);
+  unenforceable.push(...commands.unenforceable);
   const plan = planLandlock({ abi: options.abi, deny, host: options.host });
   plan.unenforceable.unshift(...unenforceable);
   return plan;
+}
+
+/** Whether denied commands lose EXECUTE: mode `block`, with process monitoring on. */
+export function mapsDeniedCommands(policy: LandlockPolicy | undefined): boolean {
+  return policy !== undefined && policy.resolved.mode === "block" &&
+    policy.resolved.monitors.processes;
+}
+
+/** Where a command named in `processes.deny` is looked for, besides the agent's PATH. */
+export const BIN_DIRS: readonly string[] = [
+  "/usr/local/sbin",
+  "/usr/local/bin",
+  "/usr/sbin",
+  "/usr/bin",
+  "/sbin",
+  "/bin",
+];
+
+/**
+ * The `execute` deny entries for the policy's denied commands (mode `block`): an entry by name
+ * becomes the real file of every match in the agent's PATH (`env.PATH`) and {@link BIN_DIRS};
+ * an entry by path its expanded glob. Entries Landlock cannot express are returned as
+ * unenforceable. Pure given `host`.
+ */
+export function deniedCommandEntries(
+  options: LandlockPlanOptions & { host: PlanHost },
+): { deny: DenyEntry[]; unenforceable: Unenforceable[] } {
+  const deny: DenyEntry[] = [];
+  const unenforceable: Unenforceable[] = [];
+  const policy = options.policy;
+  if (policy === undefined || !mapsDeniedCommands(policy)) return { deny, unenforceable };
+  const { host } = options;
+  const dirs = [
+    ...new Set([
+      ...(options.env.PATH ?? "").split(":").filter((d) => d.startsWith("/")),
+      ...BIN_DIRS,
+    ]),
+  ];
+  // Every program name in those directories, by the real file it runs (read once, lazily).
+  let names: Map<string, Set<string>> | null = null;
+  const programs = () => {
+    if (names !== null) return names;
+    names = new Map();
+    for (const dir of dirs) {
+      let listed: readonly { name: string; type: string }[];
+      try {
+        listed = host.list(dir);
+      } catch {
+        continue;
+      }
+      for (const entry of listed) {
+        if (entry.type !== "file" && entry.type !== "symlink") continue;
+        const real = host.realPath(`${dir}/${entry.name}`);
+        if (real === null || host.typeOf(real) !== "file") continue;
+        const set = names.get(real) ?? new Set<string>();
+        set.add(entry.name);
+        names.set(real, set);
+      }
+    }
+    return names;
+  };
+  const context = { home: policy.home, workspace: policy.workspace, env: options.env };
+  const source = "processes.deny";
+  for (const entry of policy.resolved.processes.deny) {
+    const text = typeof entry === "string" ? entry : JSON.stringify(entry);
+    const e = typeof entry === "string"
+      ? (entry.includes("/") ? { path: entry } : { name: entry })
+      : entry;
+    const skip = (reason: string) => unenforceable.push({ source, glob: text, reason });
+    if (e.args !== undefined) {
+      skip("Landlock cannot match a command's arguments");
+      continue;
+    }
+    if (e.name !== undefined && e.path !== undefined) {
+      skip("Landlock maps a command by name or by path, not both");
+      continue;
+    }
+    if (e.path !== undefined) {
+      try {
+        deny.push({ group: "execute", source, glob: text, path: expandGlob(e.path, context) });
+      } catch (error) {
+        skip((error as Error).message);
+      }
+      continue;
+    }
+    if (e.name === undefined) continue;
+    const matches = picomatch(e.name, { dot: true });
+    for (const [real, runAs] of programs()) {
+      if (![...runAs].some((n) => matches(n))) continue;
+      const own = real.slice(real.lastIndexOf("/") + 1);
+      // One more name is an alias (slogin for ssh); two or more, a multi-call binary (busybox,
+      // systemctl as halt, reboot...), whose other programs must keep running.
+      const others = [...runAs].filter((n) => !matches(n) && n !== own).sort();
+      if (others.length >= 2) {
+        skip(
+          `"${real}" also runs as ${
+            others.slice(0, 3).map((n) => `"${n}"`).join(", ")
+          } (a multi-call binary): walling it would deny those too`,
+        );
+        continue;
+      }
+      deny.push({ group: "execute", source, glob: text, path: escape(real) });
+    }
+  }
+  return { deny, unenforceable };
 }
 
 /** A line for the operator at start. */
@@ -118,6 +241,7 @@ export function landlockNotices(
     }];
   }
   const lists = mapsDenyLists(options.policy);
+  const execute = plan.denied.execute?.length ?? 0;
   const out: LandlockNotice[] = [{
     type: "info",
     message: `Landlock (ABI ${plan.abi}, ${plan.rules.length} rules) ${
@@ -126,6 +250,10 @@ export function landlockNotices(
         : "is on (Sentry's own files are walled off in mode block only)"
     }${
       plan.scoped !== 0 ? "; the agent cannot signal or trace processes outside its own tree" : ""
+    }${
+      execute > 0
+        ? `; ${execute} binar${execute === 1 ? "y" : "ies"} of denied commands cannot be executed`
+        : ""
     }`,
   }];
   if (plan.scoped === 0) {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { loadPolicy, type ResolvedPolicy } from "../policy/mod.ts";
 import type { DirEntry, LandlockPlan, PlanHost } from "../platform/landlock_plan.ts";
 import {
+  deniedCommandEntries,
   landlockDenyEntries,
   landlockNotices,
   landlockPlanFor,
@@ -104,4 +105,89 @@ Deno.test("landlockNotices() says what Landlock walls off, names each rule it ca
     none[0]?.message ?? "",
     /^Landlock is not available \(this kernel has no Landlock \(ENOSYS\)\): the agent can signal Sentry/,
   );
+});
+
+/** Bin directories with a plain binary, an alias, an alternatives link and a multi-call one. */
+const BINS: PlanHost = (() => {
+  const files: Record<string, string> = {
+    "/usr/bin/nc.openbsd": "file",
+    "/usr/bin/nc": "/usr/bin/nc.openbsd",
+    "/usr/bin/ssh": "file",
+    "/usr/bin/slogin": "/usr/bin/ssh",
+    "/usr/bin/busybox": "file",
+    "/usr/bin/telnet": "/usr/bin/busybox",
+    "/usr/bin/sh": "/usr/bin/busybox",
+    "/usr/bin/ls": "/usr/bin/busybox",
+    "/opt/tools/scp": "file",
+  };
+  const dirs = new Set(["/", "/usr", "/usr/bin", "/opt", "/opt/tools", "/home", "/home/u"]);
+  return {
+    realPath: (p) => {
+      if (dirs.has(p)) return p;
+      const f = files[p];
+      return f === undefined ? null : f === "file" ? p : f;
+    },
+    typeOf: (p) =>
+      dirs.has(p)
+        ? "directory"
+        : files[p] === undefined
+        ? null
+        : files[p] === "file"
+        ? "file"
+        : "symlink",
+    list(dir) {
+      if (!dirs.has(dir)) throw new Error("No such file or directory (os error 2)");
+      const prefix = dir === "/" ? "/" : `${dir}/`;
+      return [...Object.keys(files), ...dirs]
+        .filter((p) => p !== dir && p.startsWith(prefix) && !p.slice(prefix.length).includes("/"))
+        .map((p) => ({
+          name: p.slice(prefix.length),
+          type: dirs.has(p) ? "directory" : files[p] === "file" ? "file" : "symlink",
+        }));
+    },
+  };
+})();
+
+async function withDeny(mode: ResolvedPolicy["mode"], deny: ResolvedPolicy["processes"]["deny"]) {
+  const p = await policy(mode);
+  p.resolved = { ...p.resolved, processes: { ...p.resolved.processes, deny } };
+  return p;
+}
+
+Deno.test("deniedCommandEntries() walls the real binaries of denied commands on PATH in mode block", async () => {
+  const p = await withDeny("block", [
+    "nc",
+    "ssh",
+    "telnet",
+    "scp",
+    "/usr/bin/ls",
+    { name: "curl", args: "-d" },
+    { name: "x", path: "/opt/**" },
+  ]);
+  const env = { ...ENV, PATH: "/opt/tools:/usr/bin" };
+  const { deny, unenforceable } = deniedCommandEntries({ policy: p, env, cwd: "/", host: BINS });
+  assert.deepEqual(deny.map((d) => [d.glob, d.path]), [
+    ["nc", "/usr/bin/nc.openbsd"],
+    ["ssh", "/usr/bin/ssh"],
+    ["scp", "/opt/tools/scp"],
+    ["/usr/bin/ls", "/usr/bin/ls"],
+  ]);
+  assert.ok(deny.every((d) => d.group === "execute" && d.source === "processes.deny"));
+  assert.deepEqual(unenforceable.map((u) => u.glob), [
+    "telnet",
+    JSON.stringify({ name: "curl", args: "-d" }),
+    JSON.stringify({ name: "x", path: "/opt/**" }),
+  ]);
+  assert.match(unenforceable[0]?.reason ?? "", /multi-call/);
+  for (const mode of ["monitor", "pause", "kill"] as const) {
+    const other = deniedCommandEntries({
+      policy: await withDeny(mode, ["nc"]),
+      env,
+      cwd: "/",
+      host: BINS,
+    });
+    assert.deepEqual(other.deny, [], mode);
+  }
+  const plan = landlockPlanFor({ policy: p, env, cwd: "/", abi: 7, host: BINS });
+  assert.ok((plan.denied.execute ?? []).some((d) => d.path === "/usr/bin/nc.openbsd"));
 });
