@@ -115,11 +115,10 @@ Deno.test({
           "--no-api",
           "--policy",
           "coding-agent",
-          // The pause may hold the exfiltration in flight: end it so the run finishes.
-          "--pause-timeout",
-          "500ms",
-          "--on-pause-timeout",
-          "resume",
+          // Alerts only: a pause (the reverse-shell rule fires on bash's exec) would freeze the
+          // tree between the connect and the read, and this test measures the sensing alone.
+          "--mode",
+          "alert",
           "--",
           "bash",
           "-c",
@@ -137,7 +136,7 @@ Deno.test({
         assert.match(connect.exe ?? "", /bash$/);
         // bash connects in the process that then runs cat: the same pid, before its exec.
         assert.equal(connect.pid, read.pid);
-        assert.ok(Date.parse(read.ts) - Date.parse(connect.ts) < 50);
+        assert.ok(Date.parse(read.ts) - Date.parse(connect.ts) < 50, run.stderr);
         // The agent's own exec is journaled, though it is a shell.
         const root = events.find((e) => e.kind === "proc.exec" && e.cmdline[0] === "bash");
         assert.ok(root, "the agent's own exec");
@@ -149,7 +148,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the ebpf tier follows a double fork, setsid and a move to a new network namespace",
+  name: "the ebpf tier follows a double fork, setsid and a move to new user and network namespaces",
   ignore,
   async fn() {
     await withSandbox(async (sb) => {
@@ -158,12 +157,15 @@ Deno.test({
         "agent.py",
         `
 import ctypes, os, socket, time
+# A new user namespace with it: a root agent runs without CAP_SYS_ADMIN, and any agent may
+# still make both, as an unprivileged user can.
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         ${pyWrite(sb.path("grandchild.pid"), "os.getpid()")}
-        assert ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) == 0
+        assert ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
         open(${JSON.stringify(join(ws, "after_unshare.txt"))}, "w").write("x")
         try:
             socket.create_connection(("10.99.0.1", 80), timeout=0.2)

@@ -15,6 +15,12 @@
 
 import { errnoOf, openLibc } from "./_libc.ts";
 import { COUNTER, COUNTER_SLOTS, sumPerCpu } from "./ebpf_record.ts";
+import {
+  listProcessGroup,
+  readPidfdTarget,
+  readTarget,
+  type TargetInfo,
+} from "./ebpf_target_linux.ts";
 
 const LIBBPF_SYMBOLS = {
   libbpf_set_print: { parameters: ["function"], result: "pointer" },
@@ -197,6 +203,11 @@ export interface EbpfCounters {
   ioUring: number;
   /** Records written to the ring buffer. */
   emitted: number;
+  /**
+   * Threads of tracked processes the kernel could not note (its thread table was full): a
+   * signal or trace aimed at one is classified from /proc instead.
+   */
+  threadsLost: number;
 }
 
 /**
@@ -245,7 +256,7 @@ export class EbpfTracer {
   }
 
   /**
-   * Loads the program, attaches its five tracepoints and opens its ring buffer. Throws an
+   * Loads the program, attaches its six tracepoints and opens its ring buffer. Throws an
    * {@link EbpfError} (with the verifier's log) when the host does not allow it; nothing is
    * left loaded then.
    */
@@ -407,7 +418,26 @@ export class EbpfTracer {
       compat: read(COUNTER.COMPAT),
       ioUring: read(COUNTER.IO_URING),
       emitted: read(COUNTER.EMITTED),
+      threadsLost: read(COUNTER.THREADS_LOST),
     };
+  }
+
+  /**
+   * A control record's target as /proc shows it now (its process, name and process group), or
+   * null when it is gone. Read while the record is fresh.
+   */
+  describe(pid: number): TargetInfo | null {
+    return readTarget(pid);
+  }
+
+  /** The host pid that process `pid`'s pidfd `fd` holds, from its fdinfo; null when unknown. */
+  pidfdTarget(pid: number, fd: number): number | null {
+    return readPidfdTarget(pid, fd);
+  }
+
+  /** The live members of a process group. */
+  groupMembers(pgid: number): number[] {
+    return listProcessGroup(pgid);
   }
 
   /** Detaches every program and frees the maps and the ring buffer. Safe to call twice. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { EbpfTracer } from "./ebpf_linux.ts";
-import { decodeRecord, EV } from "./ebpf_record.ts";
+import { decodeControl, decodeRecord, EV } from "./ebpf_record.ts";
 
 function unavailable(): string | null {
   try {
@@ -197,6 +197,96 @@ Deno.test({
       assert.deepEqual(seen, { memfd: true, host: false }, stderr);
     } finally {
       unstageNativeLibs(root);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "EbpfTracer resolves a control's target in the kernel: the tree's threads inside, a pidfd's process outside",
+  ignore,
+  async fn() {
+    const decoy = new Deno.Command("sleep", { args: ["30"] }).spawn();
+    const code = [
+      "import os, signal, sys, threading",
+      "os.write(1, b'ready\\n')",
+      "sys.stdin.readline()",
+      "ev = threading.Event()",
+      "th = threading.Thread(target=ev.wait)",
+      "th.start()",
+      "signal.pthread_kill(th.ident, 0)",
+      "ev.set()",
+      "th.join()",
+      `fd = os.pidfd_open(${decoy.pid})`,
+      "signal.pidfd_send_signal(fd, 0)",
+      `os.kill(${decoy.pid}, 0)`,
+      "os._exit(0)",
+    ].join("\n");
+    const child = new Deno.Command(PYTHON, {
+      args: ["-S", "-c", code],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const tracer = EbpfTracer.open({ ringBytes: 1 << 20 });
+    try {
+      assert.equal(await firstLine(child), "ready");
+      tracer.track(child.pid);
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("go\n"));
+      await writer.close();
+      assert.equal((await child.status).code, 0);
+      const controls: ReturnType<typeof decodeControl>[] = [];
+      tracer.drain((bytes) => {
+        const r = decodeRecord(bytes);
+        if (r.type === EV.CONTROL) controls.push(decodeControl(r));
+      });
+      const [thread, pidfd, kill] = controls;
+      assert.equal(controls.length, 3, JSON.stringify(controls));
+      // pthread_kill is tgkill(own pid, thread's tid): the thread is the tree's.
+      assert.equal(thread?.syscall, "tgkill");
+      assert.equal(thread?.inside, true);
+      assert.equal(thread?.targetTgid, child.pid);
+      assert.notEqual(thread?.tid, child.pid);
+      assert.equal(pidfd?.syscall, "pidfd_send_signal");
+      assert.equal(pidfd?.targetPid, decoy.pid);
+      assert.equal(pidfd?.targetTgid, decoy.pid);
+      assert.equal(pidfd?.inside, false);
+      assert.equal(kill?.targetPid, decoy.pid);
+      assert.equal(kill?.inside, false);
+      // /proc agrees while the decoy lives.
+      assert.equal(tracer.describe(decoy.pid)?.comm, "sleep");
+      assert.equal(tracer.describe(decoy.pid)?.ppid, Deno.pid);
+      assert.ok(tracer.groupMembers(tracer.describe(Deno.pid)?.pgrp ?? -1).includes(Deno.pid));
+    } finally {
+      tracer.close();
+      decoy.kill("SIGKILL");
+      await decoy.status;
+    }
+  },
+});
+
+Deno.test({
+  name: "EbpfTracer.pidfdTarget() reads the pid a pidfd holds from its fdinfo",
+  ignore,
+  async fn() {
+    const holder = new Deno.Command(PYTHON, {
+      args: [
+        "-S",
+        "-c",
+        "import os, sys\nfd = os.pidfd_open(os.getppid())\nos.write(1, f'{fd}\\n'.encode())\nsys.stdin.readline()",
+      ],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const tracer = EbpfTracer.open({ ringBytes: 4096 });
+    try {
+      const fd = Number(await firstLine(holder));
+      assert.equal(tracer.pidfdTarget(holder.pid, fd), Deno.pid);
+      assert.equal(tracer.pidfdTarget(holder.pid, 0), null, "stdin is no pidfd");
+    } finally {
+      tracer.close();
+      await holder.stdin.close();
+      await holder.status;
     }
   },
 });

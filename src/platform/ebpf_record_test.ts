@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import {
+  CONTROL_SIZE,
+  decodeControl,
   decodeRecord,
   EV,
   F,
   HEADER_SIZE,
   procSelf,
+  ptraceRequestName,
   recordAction,
   RecordError,
   splitArgv,
@@ -141,4 +144,240 @@ Deno.test("splitArgv() splits NUL-separated arguments and keeps empty ones", () 
 Deno.test("sumPerCpu() adds one u64 per CPU", () => {
   const v = new BigUint64Array([3n, 0n, 5n]);
   assert.equal(sumPerCpu(new Uint8Array(v.buffer)), 8);
+});
+
+/**
+ * Control records captured from the ring buffer of `sentry.bpf.o` on Linux 6.18: a python3
+ * agent (pid 12394, parent 12387, process group 12385) aimed signals, a trace and a memory write
+ * at a `sleep` outside its tree (pid 12393), at itself and one of its threads (12452), at its own
+ * group, at every process, at pids that do not exist, and, from a child it forked into a new pid
+ * namespace (host pid 12453), at that namespace's pid 1.
+ */
+const CONTROL = {
+  SIGSTOP:
+    "0d0000043e0000006a3000006a3000006330000000000000226729f1ad000000000000000000000000000000" +
+    "0000000020000000000000006930000000000000130000000000000069300000000000006130000000000000",
+  PROBE:
+    "0d0000043e0000006a3000006a300000633000000000000024652cf1ad000000000000000000000000000000" +
+    "0000000020000000000000006930000000000000000000000000000069300000000000006130000000000000",
+  SELF: "0d0000063e0000006a3000006a3000006330000000000000528c2cf1ad000000000000000000000000000000" +
+    "0000000020000000000000006a3000000000000000000000000000006a3000006a3000006130000000000000",
+  OWN_GROUP:
+    "0d0000003e0000006a3000006a3000006330000000000000bea22cf1ad000000000000000000000000000000" +
+    "0000000020000000000000000000000000000000000000000000000000000000000000006130000000000000",
+  ALL: "0d0000003e0000006a3000006a300000633000000000000011b62df1ad000000000000000000000000000000" +
+    "000000002000000000000000ffffffffffffffff000000000000000000000000000000006130000000000000",
+  NO_SUCH_PID:
+    "0d0000043e0000006a3000006a3000006330000000000000b7c92df1ad000000fdffffffffffffff00000000" +
+    "0000000020000000000000003f420f000000000000000000000000003f420f00000000006130000000000000",
+  PIDFD:
+    "0d000004a80100006a3000006a30000063300000000000004a4d2ef1ad000000000000000000000000000000" +
+    "0000000020000000000000000300000000000000000000000000000069300000693000006130000000000000",
+  ATTACH:
+    "0d000004650000006a3000006a300000633000000000000058fc2ef1ad000000000000000000000000000000" +
+    "0000000020000000000000006930000000000000100000000000000069300000000000006130000000000000",
+  TGKILL_SELF:
+    "0d000006ea0000006a3000006a300000633000006a300000598e34f1ad000000000000000000000000000000" +
+    "0000000020000000000000006a3000000000000000000000000000006a3000006a3000006130000000000000",
+  VM_WRITEV:
+    "0d000004370100006a3000006a3000006330000000000000833737f1ad000000f2ffffffffffffff00000000" +
+    "0000000020000000000000006930000000000000000000000000000069300000000000006130000000000000",
+  PROC_DIR_FD:
+    "0d000004a80100006a3000006a30000063300000000000007ab237f1ad000000000000000000000000000000" +
+    "0000000020000000000000000400000000000000000000000000000069300000693000006130000000000000",
+  TKILL_THREAD:
+    "0d000006c80000006a3000006a3000006330000000000000bcdb3ef1ad000000000000000000000000000000" +
+    "000000002000000000000000a4300000000000000000000000000000a43000006a3000006130000000000000",
+  NAMESPACED:
+    "0d0000003e000000a5300000a53000006a300000000000001a22f3f1ad000000000000000000000000000000" +
+    "0000000020000000000000000100000000000000000000000000000000000000000000006130000001000000",
+  NO_SUCH_GROUP:
+    "0d0000003e0000006a3000006a3000006330000000000000467908f2ad000000fdffffffffffffff00000000" +
+    "00000000200000000000000097cfffffffffffff000000000000000000000000000000006130000000000000",
+  HUGE_PID:
+    "0d0000043e0000006a3000006a3000006330000000000000bbcb0cf2ad000000fdffffffffffffff00000000" +
+    "000000002000000000000000ffffff7f000000000000000000000000ffffff7f000000006130000000000000",
+};
+
+const AGENT = 12394;
+const DECOY = 12393;
+
+function control(name: keyof typeof CONTROL) {
+  const a = recordAction(decodeRecord(hex(CONTROL[name])));
+  assert.equal(a?.op, "control", name);
+  if (a?.op !== "control") throw new Error("unreachable");
+  return a;
+}
+
+Deno.test("decodeRecord() reads a control record's header: type, syscall, caller and result", () => {
+  const r = decodeRecord(hex(CONTROL.SIGSTOP));
+  assert.equal(r.type, EV.CONTROL);
+  assert.equal(r.nr, 62);
+  assert.equal(r.pid, AGENT);
+  assert.equal(r.ppid, 12387);
+  assert.equal(r.ret, 0);
+  assert.equal(r.fields[0]?.length, CONTROL_SIZE);
+  assert.equal(r.flags & F.TARGET, F.TARGET);
+  assert.equal(r.flags & F.INSIDE, 0);
+});
+
+Deno.test("decodeControl() reads a kill of an outside process: signal, pid and no tree membership", () => {
+  const c = decodeControl(decodeRecord(hex(CONTROL.SIGSTOP)));
+  assert.deepEqual(c, {
+    syscall: "kill",
+    scope: "process",
+    arg: DECOY,
+    signal: "SIGSTOP",
+    signo: 19,
+    targetPid: DECOY,
+    targetTgid: null,
+    group: null,
+    inside: false,
+    namespaced: false,
+    result: 0,
+  });
+  assert.equal(control("PROBE").signal, "0", "signal 0 is named 0, an existence probe");
+});
+
+Deno.test("decodeControl() marks targets the kernel found in the tree: the caller, its threads", () => {
+  const self = control("SELF");
+  assert.equal(self.inside, true);
+  assert.equal(self.targetTgid, AGENT);
+  const tgkill = control("TGKILL_SELF");
+  assert.equal(tgkill.syscall, "tgkill");
+  assert.equal(tgkill.tid, AGENT);
+  assert.equal(tgkill.inside, true);
+  // tkill of a thread: the kernel's thread table names its process.
+  const thread = control("TKILL_THREAD");
+  assert.equal(thread.syscall, "tkill");
+  assert.equal(thread.targetPid, 12452);
+  assert.equal(thread.targetTgid, AGENT);
+  assert.equal(thread.inside, true);
+});
+
+Deno.test("decodeControl() reads kill's groups: 0 is the caller's group, -1 every process", () => {
+  const own = control("OWN_GROUP");
+  assert.equal(own.scope, "group");
+  assert.equal(own.arg, 0);
+  assert.equal(own.group, 12385);
+  assert.equal(own.targetPid, null);
+  const all = control("ALL");
+  assert.equal(all.scope, "all");
+  assert.equal(all.arg, -1);
+  const none = control("NO_SUCH_GROUP");
+  assert.equal(none.scope, "group");
+  assert.equal(none.arg, -DECOY);
+  assert.equal(none.group, DECOY);
+  assert.equal(none.result, -3); // ESRCH
+});
+
+Deno.test("decodeControl() reads a pidfd's target as the kernel resolved it, also a /proc dir fd", () => {
+  const pidfd = control("PIDFD");
+  assert.equal(pidfd.syscall, "pidfd_send_signal");
+  assert.equal(pidfd.pidfd, 3);
+  assert.equal(pidfd.targetPid, DECOY);
+  assert.equal(pidfd.targetTgid, DECOY);
+  assert.equal(pidfd.scope, "process");
+  const dir = control("PROC_DIR_FD");
+  assert.equal(dir.pidfd, 4);
+  assert.equal(dir.targetPid, DECOY);
+});
+
+Deno.test("decodeControl() reads ptrace's request and process_vm_writev's failure", () => {
+  const attach = control("ATTACH");
+  assert.equal(attach.request, "PTRACE_ATTACH");
+  assert.equal(attach.requestNo, 16);
+  assert.equal(attach.targetPid, DECOY);
+  assert.equal(attach.signal, undefined);
+  const vm = control("VM_WRITEV");
+  assert.equal(vm.syscall, "process_vm_writev");
+  assert.equal(vm.targetPid, DECOY);
+  assert.equal(vm.result, -14); // EFAULT: the remote address was bad, the access was allowed
+});
+
+Deno.test("decodeControl() leaves a pid numbered in a child pid namespace unresolved", () => {
+  const ns = control("NAMESPACED");
+  assert.equal(ns.namespaced, true);
+  assert.equal(ns.arg, 1);
+  assert.equal(ns.targetPid, null);
+  assert.equal(ns.inside, false);
+  const huge = control("HUGE_PID");
+  assert.equal(huge.arg, 0x7fffffff);
+  assert.equal(huge.result, -3);
+  assert.equal(control("NO_SUCH_PID").targetPid, 999999);
+});
+
+/** A control record with some bytes changed. */
+function altered(name: keyof typeof CONTROL, edit: (v: DataView, bytes: Uint8Array) => void) {
+  const bytes = hex(CONTROL[name]);
+  edit(new DataView(bytes.buffer), bytes);
+  return bytes;
+}
+
+Deno.test("decodeControl() rejects malformed control records with a clear RecordError", () => {
+  const cases: [string, Uint8Array, RegExp][] = [
+    [
+      "a short target field",
+      altered("SIGSTOP", (v) => v.setUint16(48, CONTROL_SIZE - 8, true)).subarray(0, -8),
+      /target field of 24 bytes, expected 32/,
+    ],
+    [
+      "a long target field",
+      (() => {
+        const b = new Uint8Array(hex(CONTROL.SIGSTOP).length + 8);
+        b.set(hex(CONTROL.SIGSTOP));
+        new DataView(b.buffer).setUint16(48, CONTROL_SIZE + 8, true);
+        return b;
+      })(),
+      /target field of 40 bytes, expected 32/,
+    ],
+    [
+      "no target field",
+      altered("SIGSTOP", (v) => v.setUint16(48, 0, true)).subarray(0, HEADER_SIZE),
+      /target field of 0 bytes/,
+    ],
+    [
+      "an extra field",
+      (() => {
+        const b = new Uint8Array(hex(CONTROL.SIGSTOP).length + 4);
+        b.set(hex(CONTROL.SIGSTOP));
+        new DataView(b.buffer).setUint16(52, 4, true);
+        return b;
+      })(),
+      /unexpected field 2/,
+    ],
+    [
+      "a syscall that acts on no process",
+      altered("SIGSTOP", (v) => v.setUint32(4, 257, true)),
+      /syscall 257, which acts on no process/,
+    ],
+    [
+      "a resolved target of pid 0",
+      altered("SIGSTOP", (v) => v.setUint32(HEADER_SIZE + 16, 0, true)),
+      /resolved to pid 0/,
+    ],
+    [
+      "inside the tree without a target",
+      altered("SELF", (v) => v.setUint16(2, F.INSIDE, true)),
+      /inside the tree without a resolved target/,
+    ],
+  ];
+  for (const [what, bytes, message] of cases) {
+    assert.throws(() => recordAction(decodeRecord(bytes)), (e: unknown) => {
+      assert.ok(e instanceof RecordError, what);
+      assert.match(e.message, message, what);
+      return true;
+    });
+  }
+  // A record cut inside its target field fails already in decodeRecord().
+  const cut = hex(CONTROL.SIGSTOP).subarray(0, HEADER_SIZE + 10);
+  assert.throws(() => decodeRecord(cut), /field 0 of 32 bytes runs past the record's 66 bytes/);
+  assert.throws(() => decodeControl(decodeRecord(hex(CAPTURED.OPEN))), /type 1 is not a control/);
+});
+
+Deno.test("ptraceRequestName() names the requests and numbers an unknown one", () => {
+  assert.equal(ptraceRequestName(16), "PTRACE_ATTACH");
+  assert.equal(ptraceRequestName(0x4206), "PTRACE_SEIZE");
+  assert.equal(ptraceRequestName(5), "PTRACE_POKEDATA");
+  assert.equal(ptraceRequestName(999), "ptrace request 999");
 });

@@ -18,7 +18,11 @@ export class Dedup {
 
   /** True when the event is not a repeat within the window; a repeat is counted. */
   admit(event: SensorEvent, now: number): boolean {
-    if (event.kind === "proc.exit" || event.kind === "proc.exec") return true;
+    // Each attempt on a process outside the tree is its own event (the sensors fold repeated
+    // probes themselves): a SIGSTOP right after a signal-0 probe must not disappear into it.
+    if (event.kind === "proc.exit" || event.kind === "proc.exec" || event.kind === "proc.control") {
+      return true;
+    }
     const key = `${event.pid}\u0000${event.kind}\u0000${event.target}`;
     const last = this.#seen.get(key);
     if (now - this.#lastSweep > this.#windowMs) this.#sweep(now);

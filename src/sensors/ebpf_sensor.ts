@@ -1,5 +1,6 @@
 import {
   decodeRecord,
+  type EbpfAction,
   type EbpfCounters,
   EV,
   F,
@@ -8,6 +9,7 @@ import {
   SYSCALL_NAMES,
 } from "../platform/mod.ts";
 import {
+  type ControlTarget,
   type KernelAction,
   type KernelEventContext,
   type ProcessTable,
@@ -27,7 +29,23 @@ export interface KernelTracer {
   counters(): EbpfCounters;
   /** CLOCK_BOOTTIME to wall clock, in nanoseconds. */
   readonly bootOffsetNs: bigint;
+  /** Whether the kernel tracks a process (it is the tree's, and alive). */
+  isTracked(pid: number): boolean;
+  /** A control's target as /proc shows it now, or null when it is gone. */
+  describe(pid: number): { tgid: number; comm: string; pgrp: number; ppid: number } | null;
+  /** The host pid a process's pidfd holds (its fdinfo), or null. */
+  pidfdTarget(pid: number, fd: number): number | null;
+  /** The live members of a process group. */
+  groupMembers(pgid: number): number[];
 }
+
+/** The decoded form of a control record. */
+type ControlRecordAction = Extract<EbpfAction, { op: "control" }>;
+
+const ESRCH = 3;
+const EBADF = 9;
+/** At most this many (caller, target) pairs are remembered to journal a probe once. */
+const PROBES_KEPT = 4096;
 
 /** The eBPF sensor's settings. */
 export interface EbpfSensorOptions {
@@ -47,6 +65,12 @@ export interface EbpfSensorOptions {
  * sensor decodes the ring buffer into events. It waits for records on a pool thread and decodes
  * on the main thread, in batches, and drains the buffer to the last record when it stops.
  *
+ * Signals, traces, memory accesses and fds taken (kill, tkill, tgkill, rt_sigqueueinfo,
+ * rt_tgsigqueueinfo, pidfd_send_signal, pidfd_getfd, ptrace, process_vm_readv/writev) are
+ * classified: aimed within the tree, they are the agent's own business and not journaled;
+ * aimed outside (Sentry, its watchdog, any other program, a group holding one, every process),
+ * they are `proc.control` events, with the kernel's answer (`blocked: "EPERM"` when refused).
+ *
  * Loss is exact: the kernel counts every record it could not write (`dropped`). Blind spots are
  * counted with the kernel's own evidence: 32-bit syscalls, io_uring instances, forks that could
  * not be tracked, paths cut at their limits.
@@ -58,6 +82,8 @@ export class EbpfSensor implements Sensor {
   readonly #context: KernelEventContext;
   #emit: ((event: SensorEvent) => void) | null = null;
   #records = 0;
+  /** Existence probes (signal 0) journaled already, by caller, target and outcome. */
+  readonly #probes = new Set<string>();
 
   /** Sets up the sensor; the program is already loaded and tracks the tree. */
   constructor(options: EbpfSensorOptions) {
@@ -116,14 +142,132 @@ export class EbpfSensor implements Sensor {
       "processes forked by the tree that the kernel could not track (its table was full)",
       k.untracked,
     );
+    spot(
+      "untracked_threads",
+      "threads of the tree the kernel could not note (its table was full): a signal or trace aimed at one is classified from /proc",
+      k.threadsLost,
+    );
     return stats;
+  }
+
+  /**
+   * Classifies a control record's target. A target of the tree (the kernel found it in its
+   * tables at sys_enter, or /proc names a tracked process now) is the agent's own business:
+   * null, nothing is journaled. So is a target that does not exist (ESRCH, and /proc has no
+   * such process). What lies outside, or cannot be told inside, is returned to be journaled;
+   * what cannot be classified at all (a pid numbered in a child pid namespace, a pidfd that
+   * cannot be read) is counted as a blind spot.
+   */
+  #control(
+    c: ControlRecordAction,
+    caller: number,
+  ): Omit<Extract<KernelAction, { op: "control" }>, "pid" | "tid" | "ts"> | null {
+    const t = this.#options.tracer;
+    // PTRACE_TRACEME names no target: it asks the caller's parent to trace it.
+    if (c.request === "PTRACE_TRACEME") return null;
+    if (c.inside) return null;
+    // A process is the tree's while the kernel tracks it; a child that has exited (a zombie, no
+    // longer tracked) until its parent reaps it, which a kill may race with.
+    const inTree = (pid: number, info = t.describe(pid)) =>
+      t.isTracked(pid) || (info !== null && info.ppid > 0 && t.isTracked(info.ppid));
+    let target: ControlTarget;
+    if (c.scope === "all") {
+      target = { scope: "all" };
+    } else {
+      let pid = c.targetPid;
+      if (pid === null && c.pidfd !== undefined) {
+        // The kernel could not read the pidfd's struct pid: its fdinfo says, while it is open.
+        if (c.result === -EBADF) return null;
+        pid = t.pidfdTarget(caller, c.pidfd);
+        if (pid === null) {
+          this.#counter.blind(
+            "unresolved_pidfd",
+            "signals sent through a pidfd whose target could not be read: not journaled",
+          );
+          return null;
+        }
+      }
+      if (c.scope === "group") {
+        const pgid = c.group ?? (pid === null ? null : t.describe(pid)?.pgrp ?? null);
+        if (pgid === null) return this.#namespaced();
+        const members = t.groupMembers(pgid);
+        // A group whose leader is the tree's is the tree's: only a process's own children can be
+        // moved into a group of its session, and `run` starts the agent in a session of its own.
+        // (Judged member by member, a fork that just hopped away looks adopted by Sentry.)
+        const leaderInside = t.isTracked(pgid);
+        const outside = leaderInside ? [] : members.filter((m) => !inTree(m));
+        if (members.length > 0 && outside.length === 0) return null;
+        // An empty group: it had no members (ESRCH), or they are gone; its leader says whose.
+        if (members.length === 0 && (c.result === -ESRCH || t.isTracked(pgid))) return null;
+        if (members.length === 0) {
+          // Gone before /proc could be read: who got the signal cannot be told now.
+          this.#counter.blind(
+            "group_gone",
+            "signals to a process group whose members were gone before they could be read",
+          );
+          return null;
+        }
+        target = {
+          scope: "group",
+          pgid,
+          outside: outside.map((m) => ({ pid: m, comm: t.describe(m)?.comm ?? null })),
+        };
+      } else {
+        if (pid === null) {
+          if (c.namespaced) return this.#namespaced();
+          // A pid of 0 or less names no process here (ptrace, tkill and the like fail).
+          return null;
+        }
+        const info = t.describe(pid);
+        const tgid = c.targetTgid ?? info?.tgid ?? pid;
+        if (inTree(tgid, info)) return null;
+        if (info === null && c.result === -ESRCH) return null;
+        const tid = pid !== tgid ? pid : c.tid !== undefined && c.tid !== tgid ? c.tid : undefined;
+        target = {
+          scope: "process",
+          pid: tgid,
+          ...(tid === undefined ? {} : { tid }),
+          comm: info?.comm ?? null,
+        };
+      }
+    }
+    if (c.signal === "0") {
+      // A probe changes nothing: journal it once per caller, target and outcome.
+      const key = `${caller}>${JSON.stringify(target)}:${c.result >= 0 ? "ok" : c.result}`;
+      if (this.#probes.has(key)) {
+        this.#counter.counters.deduplicated++;
+        return null;
+      }
+      if (this.#probes.size >= PROBES_KEPT) this.#probes.clear();
+      this.#probes.add(key);
+    }
+    return {
+      op: "control",
+      syscall: c.syscall,
+      target,
+      ...(c.pidfd === undefined ? { arg: c.arg } : { pidfd: c.pidfd }),
+      ...(c.signal === undefined ? {} : { signal: c.signal }),
+      ...(c.request === undefined ? {} : { request: c.request }),
+      ...(c.fd === undefined ? {} : { fd: c.fd }),
+      result: c.result,
+    };
+  }
+
+  #namespaced(): null {
+    this.#counter.blind(
+      "namespaced_control",
+      "signals and traces sent from a child pid namespace by pid number: the number is that namespace's, and the target is not classified",
+    );
+    return null;
   }
 
   #record(bytes: Uint8Array): void {
     this.#records++;
     let record;
+    let base;
     try {
       record = decodeRecord(bytes);
+      base = recordAction(record);
     } catch (error) {
       if (!(error instanceof RecordError)) throw error;
       this.#counter.blind("undecodable", "kernel records that could not be decoded");
@@ -141,7 +285,6 @@ export class EbpfSensor implements Sensor {
         "paths or command lines cut at the kernel program's limit (4096 bytes)",
       );
     }
-    const base = recordAction(record);
     if (base === null) {
       this.#counter.blind("unknown_record", "kernel records of an unknown type");
       return;
@@ -177,6 +320,12 @@ export class EbpfSensor implements Sensor {
           syscall: record.type === EV.EXEC ? "execve" : syscall,
         };
         break;
+      case "control": {
+        const control = this.#control(base, record.pid);
+        if (control === null) return;
+        action = { ...common, ...control };
+        break;
+      }
       default:
         action = { ...common, ...base, syscall } as KernelAction;
     }

@@ -66,7 +66,47 @@ export type KernelAction =
     syscall: string;
   }
   | ActionBase & { op: "fork"; ppid: number }
-  | ActionBase & { op: "exit"; status: number };
+  | ActionBase & { op: "exit"; status: number }
+  | ActionBase & {
+    op: "control";
+    syscall: string;
+    /** Whom it aimed at, outside the tree (the tier classified it). */
+    target: ControlTarget;
+    /**
+     * The pid as the caller passed it: for kill, 0 or -pgid aims at a process group and -1 at
+     * every process. Absent when the caller named its target by pidfd.
+     */
+    arg?: number;
+    /** The pidfd the target was named by. */
+    pidfd?: number;
+    /** The signal's name (`0` for an existence probe), for the signalling calls. */
+    signal?: string;
+    /** The ptrace request's name. */
+    request?: string;
+    /** The fd taken (pidfd_getfd). */
+    fd?: number;
+    result: number | null;
+  };
+
+/** The target of a control action that lies outside the agent's tree. */
+export type ControlTarget =
+  | {
+    scope: "process";
+    /** The process (thread group), host numbering. */
+    pid: number;
+    /** The thread aimed at, when it is not the process's main thread. */
+    tid?: number;
+    /** Its name, or null when it was gone before it could be read. */
+    comm: string | null;
+  }
+  | {
+    scope: "group";
+    /** The process group, host numbering. */
+    pgid: number;
+    /** Its members outside the tree, with their names (empty: none could be read). */
+    outside: { pid: number; comm: string | null }[];
+  }
+  | { scope: "all" };
 
 /** What the table knows of one process. */
 export interface ProcessInfo {
@@ -139,6 +179,8 @@ export interface KernelEventContext {
   databasePorts: ReadonlySet<number>;
 }
 
+const EPERM = 1;
+
 /** The outcome fields of an event's detail, from a syscall's return value. */
 function outcome(result: number | null): Record<string, unknown> {
   if (result === null) return { result: "unknown" };
@@ -155,8 +197,9 @@ function outcome(result: number | null): Record<string, unknown> {
  * The kinds: an open is a read, write or create from its flags; unlink and rmdir are deletes;
  * a rename's target is the new name and `detail.from` the old; link and symlink create their
  * new name. Connects and sendtos with an address are `net.connect`, or `db.connect` on a
- * database port. A failed syscall is journaled as failed (`detail.result`, `detail.errno`),
- * never as done.
+ * database port. A control (a signal, trace, memory access or fd taken) that the tier found
+ * aimed outside the tree is `proc.control`. A failed syscall is journaled as failed
+ * (`detail.result`, `detail.errno`), never as done.
  */
 export function toSensorEvent(
   action: KernelAction,
@@ -248,6 +291,8 @@ export function toSensorEvent(
           ...outcome(action.result),
         },
       });
+    case "control":
+      return event(action, context, controlBody(action));
     case "connect":
     case "sendto": {
       const addr = decodeSockaddr(action.addr);
@@ -265,6 +310,60 @@ export function toSensorEvent(
       });
     }
   }
+}
+
+/**
+ * A control action's event: `proc.control`, aimed at `pid 1234 (sentry)`, `process group 1234
+ * (sleep, sentry)` or `every process`. `detail.target_pid` is the pid as passed (0 or negative
+ * for a group, -1 for all), else the target's host pid. A refusal with EPERM is
+ * `blocked: "EPERM"`: under `run`, Sentry's Landlock scope is what refuses it. Signal 0 tests
+ * whether the target exists and changes nothing: it is marked `probe`.
+ */
+function controlBody(
+  action: Extract<KernelAction, { op: "control" }>,
+): { kind: Kind; target: string; detail: Record<string, unknown> } {
+  const t = action.target;
+  const named = (pid: number, comm: string | null) =>
+    comm === null ? `pid ${pid}` : `pid ${pid} (${comm})`;
+  let target: string;
+  let scope: Record<string, unknown> = {};
+  let targetPid: number;
+  switch (t.scope) {
+    case "process":
+      target = named(t.pid, t.comm);
+      targetPid = t.pid;
+      if (t.tid !== undefined && t.tid !== t.pid) scope = { target_tid: t.tid };
+      break;
+    case "group": {
+      const names = [...new Set(t.outside.map((o) => o.comm ?? String(o.pid)))];
+      target = `process group ${t.pgid}${names.length > 0 ? ` (${names.join(", ")})` : ""}`;
+      targetPid = action.arg ?? -t.pgid;
+      scope = { scope: "group", group: t.pgid, outside_pids: t.outside.map((o) => o.pid) };
+      break;
+    }
+    case "all":
+      target = "every process";
+      targetPid = -1;
+      scope = { scope: "all" };
+      break;
+  }
+  const refused = action.result !== null && action.result === -EPERM;
+  return {
+    kind: "proc.control",
+    target,
+    detail: {
+      syscall: action.syscall,
+      ...(action.signal === undefined ? {} : { signal: action.signal }),
+      ...(action.request === undefined ? {} : { request: action.request }),
+      target_pid: targetPid,
+      ...scope,
+      ...(action.pidfd === undefined ? {} : { pidfd: action.pidfd }),
+      ...(action.fd === undefined ? {} : { fd: action.fd }),
+      ...(action.signal === "0" ? { probe: true } : {}),
+      ...outcome(action.result),
+      ...(refused ? { blocked: "EPERM" } : {}),
+    },
+  };
 }
 
 /** Resolves `.`, `..` and repeated slashes lexically, so no path slips past a glob by its spelling. */

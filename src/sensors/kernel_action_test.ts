@@ -167,3 +167,94 @@ Deno.test("toSensorEvent() journals renames, links and symlinks with their sourc
   }, ctx);
   assert.equal(tid?.detail.tid, 4);
 });
+
+Deno.test("toSensorEvent() journals a control aimed outside as proc.control, blocked on EPERM", () => {
+  const ctx = context({ 20: { ppid: 19, exe: "/usr/bin/python3", cmdline: ["python3", "a.py"] } });
+  const stop = toSensorEvent({
+    pid: 20,
+    op: "control",
+    syscall: "kill",
+    target: { scope: "process", pid: 19, comm: "sentry" },
+    arg: 19,
+    signal: "SIGSTOP",
+    result: -1,
+  }, ctx);
+  assert.equal(stop?.kind, "proc.control");
+  assert.equal(stop?.target, "pid 19 (sentry)");
+  assert.equal(stop?.exe, "/usr/bin/python3");
+  assert.deepEqual(stop?.detail, {
+    syscall: "kill",
+    signal: "SIGSTOP",
+    target_pid: 19,
+    result: "failed",
+    errno: "EPERM",
+    blocked: "EPERM",
+  });
+  const attach = toSensorEvent({
+    pid: 20,
+    tid: 21,
+    op: "control",
+    syscall: "ptrace",
+    target: { scope: "process", pid: 30, tid: 31, comm: null },
+    arg: 31,
+    request: "PTRACE_SEIZE",
+    result: 0,
+  }, ctx);
+  assert.equal(attach?.target, "pid 30");
+  assert.deepEqual(attach?.detail, {
+    syscall: "ptrace",
+    request: "PTRACE_SEIZE",
+    target_pid: 30,
+    target_tid: 31,
+    result: "ok",
+    tid: 21,
+  });
+});
+
+Deno.test("toSensorEvent() names group and every-process controls, pidfds and probes", () => {
+  const ctx = context();
+  const group = toSensorEvent({
+    pid: 20,
+    op: "control",
+    syscall: "kill",
+    target: {
+      scope: "group",
+      pgid: 7,
+      outside: [{ pid: 7, comm: "bash" }, { pid: 8, comm: "bash" }, { pid: 9, comm: null }],
+    },
+    arg: -7,
+    signal: "SIGTERM",
+    result: 0,
+  }, ctx);
+  assert.equal(group?.target, "process group 7 (bash, 9)");
+  assert.equal(group?.detail.target_pid, -7);
+  assert.deepEqual(group?.detail.outside_pids, [7, 8, 9]);
+  const all = toSensorEvent({
+    pid: 20,
+    op: "control",
+    syscall: "kill",
+    target: { scope: "all" },
+    arg: -1,
+    signal: "SIGKILL",
+    result: 0,
+  }, ctx);
+  assert.equal(all?.target, "every process");
+  assert.equal(all?.detail.target_pid, -1);
+  const probe = toSensorEvent({
+    pid: 20,
+    op: "control",
+    syscall: "pidfd_send_signal",
+    target: { scope: "process", pid: 5, comm: "sentry" },
+    pidfd: 3,
+    signal: "0",
+    result: 0,
+  }, ctx);
+  assert.deepEqual(probe?.detail, {
+    syscall: "pidfd_send_signal",
+    signal: "0",
+    target_pid: 5,
+    pidfd: 3,
+    probe: true,
+    result: "ok",
+  });
+});

@@ -12,6 +12,12 @@
  * did), and a relative path that failed or names no fd (unlink, rename) reports the path of its
  * base directory (the dirfd's file or the cwd) beside the name as given.
  *
+ * Signals, traces and memory writes the tree aims at other processes (kill, tkill, tgkill,
+ * rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_send_signal, pidfd_getfd, ptrace, process_vm_readv,
+ * process_vm_writev) are recorded with their target as the kernel resolves it at sys_enter, while
+ * the target surely exists: its host pid and whether it belongs to the tree (`tracked`, or a
+ * thread of it in `threads`). A pidfd is resolved to the struct pid it holds.
+ *
  * Every record that cannot be written to the ring buffer is counted in `drops`, per CPU: the
  * reader adds them up, so loss is exact. Rebuild with `deno task bpf` (clang, libbpf-dev).
  */
@@ -36,6 +42,7 @@ enum {
 	EV_EXEC_FAILED = 10,
 	EV_FORK = 11,
 	EV_EXIT = 12,
+	EV_CONTROL = 13,
 };
 
 /* Header flags. */
@@ -45,6 +52,8 @@ enum {
 #define F_DIR2 (1 << 6)
 #define F_DEEP (1 << 7) /* a path walk stopped at its depth limit */
 #define F_CREATED (1 << 8) /* the open created the file (FMODE_CREATED) */
+#define F_INSIDE (1 << 9) /* a control's target belongs to the tracked tree */
+#define F_TARGET (1 << 10) /* a control's target_pid and target_tgid are the kernel's (host) */
 
 /* fmode_t: set by the VFS when an open created the file it returns (include/linux/fs.h). */
 #define FMODE_CREATED (1u << 20)
@@ -57,7 +66,8 @@ enum {
 	C_IOURING = 3, /* io_uring_setup by tracked processes: its I/O bypasses syscalls */
 	C_EMITTED = 4, /* records written */
 	C_PENDING_LOST = 5, /* sys_exit without its sys_enter (the saved arguments were evicted) */
-	C_COUNT = 6,
+	C_THREADS_LOST = 6, /* threads of tracked processes not kept in `threads` (map full) */
+	C_COUNT = 7,
 };
 
 #define FIELD_MAX 4096 /* PATH_MAX: the longest path or argv a field holds */
@@ -93,9 +103,22 @@ struct hdr {
 };
 _Static_assert(sizeof(struct hdr) == HDR_SIZE, "header layout");
 
+/* A control syscall's target, resolved at sys_enter: field 0 of an EV_CONTROL record. */
+struct ctl {
+	s64 arg; /* the target as passed: a pid with its sign (kill), or a pidfd */
+	u64 op; /* the signal, or the ptrace request */
+	u32 target_pid; /* the target's host pid (a tid for a thread), with F_TARGET */
+	u32 target_tgid; /* its thread group, with F_TARGET */
+	u32 caller_pgid; /* the caller's process group (host), which kill(0, ...) aims at */
+	u32 level; /* the caller's pid namespace level: above 0, `arg` is that namespace's number */
+};
+_Static_assert(sizeof(struct ctl) == 32, "control layout");
+
 struct pending {
 	u64 args[6];
 	u32 nr;
+	u32 flags; /* F_INSIDE, F_TARGET for a control syscall */
+	struct ctl ctl;
 };
 
 struct {
@@ -104,6 +127,25 @@ struct {
 	__type(key, u32);
 	__type(value, u8);
 } tracked SEC(".maps");
+
+/* Threads (tid -> tgid) of tracked processes other than their leaders, for a control's target. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, u32);
+} threads SEC(".maps");
+
+/*
+ * Processes of the tree that have exited but are not reaped yet (zombies), until their task is
+ * freed: a kill racing with the reaping of one's own child is aimed inside the tree.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u8);
+} exited SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -165,22 +207,51 @@ enum {
 	NR_SENDTO = 44,
 	NR_SENDMSG = 46,
 	NR_EXECVE = 59,
+	NR_KILL = 62,
 	NR_RENAME = 82,
 	NR_RMDIR = 84,
 	NR_CREAT = 85,
 	NR_LINK = 86,
 	NR_UNLINK = 87,
 	NR_SYMLINK = 88,
+	NR_PTRACE = 101,
+	NR_RT_SIGQUEUEINFO = 129,
+	NR_TKILL = 200,
+	NR_TGKILL = 234,
 	NR_OPENAT = 257,
 	NR_UNLINKAT = 263,
 	NR_RENAMEAT = 264,
 	NR_LINKAT = 265,
 	NR_SYMLINKAT = 266,
+	NR_RT_TGSIGQUEUEINFO = 297,
+	NR_PROCESS_VM_READV = 310,
+	NR_PROCESS_VM_WRITEV = 311,
 	NR_RENAMEAT2 = 316,
 	NR_EXECVEAT = 322,
+	NR_PIDFD_SEND_SIGNAL = 424,
 	NR_IO_URING_SETUP = 425,
 	NR_OPENAT2 = 437,
+	NR_PIDFD_GETFD = 438,
 };
+
+/* Syscalls that act on another process: a signal, a trace, a memory access, an fd taken. */
+static __always_inline bool is_control(long id)
+{
+	switch (id) {
+	case NR_KILL:
+	case NR_TKILL:
+	case NR_TGKILL:
+	case NR_RT_SIGQUEUEINFO:
+	case NR_RT_TGSIGQUEUEINFO:
+	case NR_PIDFD_SEND_SIGNAL:
+	case NR_PIDFD_GETFD:
+	case NR_PTRACE:
+	case NR_PROCESS_VM_READV:
+	case NR_PROCESS_VM_WRITEV:
+		return true;
+	}
+	return false;
+}
 
 static __always_inline bool wanted(long id)
 {
@@ -206,38 +277,7 @@ static __always_inline bool wanted(long id)
 	case NR_OPENAT2:
 		return true;
 	}
-	return false;
-}
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
-{
-	/* The syscall number is checked before the map: most syscalls of the host stop here. */
-	if (!wanted(id) && id != NR_IO_URING_SETUP)
-		return 0;
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_tracked(pid_tgid >> 32))
-		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT) {
-		/* An int 0x80 call numbers syscalls differently: count it, never misread it. */
-		count(C_COMPAT);
-		return 0;
-	}
-	if (id == NR_IO_URING_SETUP) {
-		count(C_IOURING);
-		return 0;
-	}
-	struct pending p = {};
-	p.nr = id;
-	p.args[0] = BPF_CORE_READ(regs, di);
-	p.args[1] = BPF_CORE_READ(regs, si);
-	p.args[2] = BPF_CORE_READ(regs, dx);
-	p.args[3] = BPF_CORE_READ(regs, r10);
-	p.args[4] = BPF_CORE_READ(regs, r8);
-	p.args[5] = BPF_CORE_READ(regs, r9);
-	bpf_map_update_elem(&pending, &pid_tgid, &p, BPF_ANY);
-	return 0;
+	return is_control(id);
 }
 
 static __always_inline struct heap *heap_get(void)
@@ -445,6 +485,203 @@ static __always_inline struct file *fd_file(int fd)
 	return f;
 }
 
+/*
+ * The kernel types a control's target is resolved through. The `___ctl` flavour keeps them apart
+ * from vmlinux_min.h's declarations; CO-RE matches them to the kernel's types by the name before
+ * the `___`.
+ */
+struct hlist_node___ctl {
+	struct hlist_node___ctl *next;
+} __attribute__((preserve_access_index));
+
+struct hlist_head___ctl {
+	struct hlist_node___ctl *first;
+} __attribute__((preserve_access_index));
+
+struct upid___ctl {
+	int nr;
+} __attribute__((preserve_access_index));
+
+struct pid___ctl {
+	unsigned int level;
+	struct hlist_head___ctl tasks[4];
+	struct upid___ctl numbers[1];
+} __attribute__((preserve_access_index));
+
+struct signal_struct___ctl {
+	struct pid___ctl *pids[4];
+} __attribute__((preserve_access_index));
+
+struct task_struct___ctl {
+	int tgid;
+	struct pid___ctl *thread_pid;
+	struct hlist_node___ctl pid_links[4];
+	struct signal_struct___ctl *signal;
+} __attribute__((preserve_access_index));
+
+struct super_block___ctl {
+	unsigned long s_magic;
+} __attribute__((preserve_access_index));
+
+struct inode___ctl {
+	struct super_block___ctl *i_sb;
+	void *i_private;
+} __attribute__((preserve_access_index));
+
+struct file___ctl {
+	void *private_data;
+	struct inode___ctl *f_inode;
+} __attribute__((preserve_access_index));
+
+struct proc_inode___ctl {
+	struct pid___ctl *pid;
+	struct inode___ctl vfs_inode;
+} __attribute__((preserve_access_index));
+
+#define PIDTYPE_PID 0
+#define PIDTYPE_PGID 2
+#define PROC_SUPER_MAGIC 0x9fa0 /* a /proc/<pid> directory, which pidfd_send_signal accepts */
+#define PID_FS_MAGIC 0x50494446 /* a pidfd, 6.9 and later: the inode's i_private */
+#define ANON_INODE_FS_MAGIC 0x09041934 /* a pidfd before 6.9: the file's private_data */
+
+/*
+ * Whether a host pid is a process of the tree (alive, or a zombie) or a thread of one; its tgid
+ * goes to `tgid`.
+ */
+static __always_inline bool tree_member(u32 pid, u32 *tgid)
+{
+	if (is_tracked(pid) || bpf_map_lookup_elem(&exited, &pid)) {
+		*tgid = pid;
+		return true;
+	}
+	u32 *group = bpf_map_lookup_elem(&threads, &pid);
+	if (group) {
+		*tgid = *group;
+		return true;
+	}
+	return false;
+}
+
+/* The struct pid a pidfd (or a /proc/<pid> directory fd) holds, or null. */
+static __always_inline struct pid___ctl *pidfd_pid(int fd)
+{
+	struct file___ctl *f = (struct file___ctl *)fd_file(fd);
+	if (!f)
+		return 0;
+	struct inode___ctl *inode = BPF_CORE_READ(f, f_inode);
+	unsigned long magic = BPF_CORE_READ(inode, i_sb, s_magic);
+	if (magic == PROC_SUPER_MAGIC) {
+		struct proc_inode___ctl *pi =
+			(void *)inode - bpf_core_field_offset(struct proc_inode___ctl, vfs_inode);
+		return BPF_CORE_READ(pi, pid);
+	}
+	if (magic == PID_FS_MAGIC)
+		return BPF_CORE_READ(inode, i_private);
+	if (magic == ANON_INODE_FS_MAGIC)
+		return BPF_CORE_READ(f, private_data);
+	return 0;
+}
+
+/*
+ * Resolves a control syscall's target while it surely exists (a SIGKILLed child may be gone by
+ * sys_exit): its host pid, its thread group, and whether it is the tree's. A number is the
+ * caller's pid namespace's: it is the host's only at level 0. A pidfd names its struct pid, whose
+ * first number is the host's, wherever the caller lives.
+ */
+static __always_inline void resolve_control(struct pending *p)
+{
+	struct task_struct___ctl *task = (struct task_struct___ctl *)bpf_get_current_task_btf();
+	struct pid___ctl *own = BPF_CORE_READ(task, thread_pid);
+	u32 level = BPF_CORE_READ(own, level);
+	struct pid___ctl *pgrp = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]);
+	p->ctl.level = level;
+	p->ctl.caller_pgid = BPF_CORE_READ(pgrp, numbers[0].nr);
+	int n = (int)p->args[0];
+	switch (p->nr) {
+	case NR_KILL:
+	case NR_RT_SIGQUEUEINFO:
+		p->ctl.op = p->args[1];
+		break;
+	case NR_TKILL:
+		p->ctl.op = p->args[1];
+		break;
+	case NR_TGKILL:
+	case NR_RT_TGSIGQUEUEINFO:
+		p->ctl.op = p->args[2];
+		break;
+	case NR_PIDFD_SEND_SIGNAL:
+		p->ctl.op = p->args[1];
+		break;
+	case NR_PTRACE:
+		p->ctl.op = p->args[0];
+		n = (int)p->args[1];
+		break;
+	}
+	p->ctl.arg = n;
+	u32 target = 0;
+	if (p->nr == NR_PIDFD_SEND_SIGNAL || p->nr == NR_PIDFD_GETFD) {
+		struct pid___ctl *pid = pidfd_pid(n);
+		if (!pid)
+			return;
+		target = BPF_CORE_READ(pid, numbers[0].nr);
+		struct hlist_node___ctl *node = BPF_CORE_READ(pid, tasks[PIDTYPE_PID].first);
+		u32 tgid = target;
+		if (node) {
+			struct task_struct___ctl *t =
+				(void *)node - bpf_core_field_offset(struct task_struct___ctl, pid_links);
+			tgid = BPF_CORE_READ(t, tgid);
+		}
+		p->ctl.target_tgid = tgid;
+	} else {
+		/* kill(0), kill(-1), kill(-pgrp) aim at groups; a namespace's number is not the host's. */
+		if (n <= 0 || level != 0)
+			return;
+		target = n;
+	}
+	if (target == 0)
+		return;
+	p->ctl.target_pid = target;
+	p->flags |= F_TARGET;
+	u32 tgid = 0;
+	if (tree_member(target, &tgid)) {
+		p->ctl.target_tgid = tgid;
+		p->flags |= F_INSIDE;
+	}
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
+{
+	/* The syscall number is checked before the map: most syscalls of the host stop here. */
+	if (!wanted(id) && id != NR_IO_URING_SETUP)
+		return 0;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_tracked(pid_tgid >> 32))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT) {
+		/* An int 0x80 call numbers syscalls differently: count it, never misread it. */
+		count(C_COMPAT);
+		return 0;
+	}
+	if (id == NR_IO_URING_SETUP) {
+		count(C_IOURING);
+		return 0;
+	}
+	struct pending p = {};
+	p.nr = id;
+	p.args[0] = BPF_CORE_READ(regs, di);
+	p.args[1] = BPF_CORE_READ(regs, si);
+	p.args[2] = BPF_CORE_READ(regs, dx);
+	p.args[3] = BPF_CORE_READ(regs, r10);
+	p.args[4] = BPF_CORE_READ(regs, r8);
+	p.args[5] = BPF_CORE_READ(regs, r9);
+	if (is_control(id))
+		resolve_control(&p);
+	bpf_map_update_elem(&pending, &pid_tgid, &p, BPF_ANY);
+	return 0;
+}
+
 /* Field i gets the base directory of a relative name: the dirfd's file or the cwd. */
 static __always_inline void put_base_dir(struct heap *h, int i, int dirfd, const char *name)
 {
@@ -632,6 +869,30 @@ static __always_inline void on_exec_failed(struct heap *h, struct pending *p, s6
 	submit(h);
 }
 
+/*
+ * A control syscall: field 0 is its `struct ctl`; aux32 the second id (tgkill's and
+ * rt_tgsigqueueinfo's tid, pidfd_getfd's fd), aux pidfd_send_signal's flags.
+ */
+static __always_inline void on_control(struct heap *h, struct pending *p, s64 ret)
+{
+	struct hdr *e = hdr_init(h, EV_CONTROL, p->nr, ret);
+	e->flags = p->flags;
+	switch (p->nr) {
+	case NR_TGKILL:
+	case NR_RT_TGSIGQUEUEINFO:
+	case NR_PIDFD_GETFD:
+		e->aux32 = p->args[1];
+		break;
+	case NR_PIDFD_SEND_SIGNAL:
+		e->aux = p->args[3];
+		break;
+	}
+	struct ctl *c = (struct ctl *)&h->buf[HDR_SIZE];
+	*c = p->ctl;
+	e->len[0] = sizeof(struct ctl);
+	submit(h);
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
@@ -679,6 +940,18 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	case NR_EXECVEAT:
 		on_exec_failed(h, &saved, ret);
 		break;
+	case NR_KILL:
+	case NR_TKILL:
+	case NR_TGKILL:
+	case NR_RT_SIGQUEUEINFO:
+	case NR_RT_TGSIGQUEUEINFO:
+	case NR_PIDFD_SEND_SIGNAL:
+	case NR_PIDFD_GETFD:
+	case NR_PTRACE:
+	case NR_PROCESS_VM_READV:
+	case NR_PROCESS_VM_WRITEV:
+		on_control(h, &saved, ret);
+		break;
 	}
 	return 0;
 }
@@ -691,9 +964,12 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 		return 0;
 	u32 ctgid = BPF_CORE_READ(child, tgid);
 	u32 cpid = BPF_CORE_READ(child, pid);
-	/* A new thread belongs to a tracked group already. */
-	if (cpid != ctgid)
+	/* A new thread belongs to a tracked group already: kept only to know a signal's target. */
+	if (cpid != ctgid) {
+		if (bpf_map_update_elem(&threads, &cpid, &ctgid, BPF_ANY) < 0)
+			count(C_THREADS_LOST);
 		return 0;
+	}
 	u8 one = 1;
 	if (bpf_map_update_elem(&tracked, &ctgid, &one, BPF_ANY) < 0)
 		count(C_UNTRACKED);
@@ -715,6 +991,9 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, u32 old_pid, struct linu
 	u32 tgid = BPF_CORE_READ(p, tgid);
 	if (!is_tracked(tgid))
 		return 0;
+	/* A thread that execs takes its group's id: its own is gone. */
+	if (old_pid != tgid)
+		bpf_map_delete_elem(&threads, &old_pid);
 	struct heap *h = heap_get();
 	if (!h)
 		return 0;
@@ -741,7 +1020,12 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 {
 	u32 tgid = BPF_CORE_READ(p, tgid);
-	if (!group_dead || !is_tracked(tgid))
+	if (!is_tracked(tgid))
+		return 0;
+	u32 pid = BPF_CORE_READ(p, pid);
+	if (pid != tgid)
+		bpf_map_delete_elem(&threads, &pid);
+	if (!group_dead)
 		return 0;
 	struct heap *h = heap_get();
 	if (h) {
@@ -749,6 +1033,19 @@ int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 		e->aux = (u32)BPF_CORE_READ(p, exit_code);
 		submit(h);
 	}
+	u8 one = 1;
+	bpf_map_update_elem(&exited, &tgid, &one, BPF_ANY);
 	bpf_map_delete_elem(&tracked, &tgid);
+	return 0;
+}
+
+/* A task is freed (reaped, and past RCU): a zombie of the tree is gone. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(sched_process_free, struct task_struct *p)
+{
+	u32 pid = BPF_CORE_READ(p, pid);
+	/* A lookup first: it takes no lock, and most tasks freed on the host are not the tree's. */
+	if (pid == BPF_CORE_READ(p, tgid) && bpf_map_lookup_elem(&exited, &pid))
+		bpf_map_delete_elem(&exited, &pid);
 	return 0;
 }
