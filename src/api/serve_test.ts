@@ -127,6 +127,8 @@ Deno.test("the default controls signal nothing when the pids file's start time d
       const body = await res.json() as { ok: boolean; done: number[] };
       assert.deepEqual([body.ok, body.done], [false, []], action);
     }
+    // A process just spawned may still be on its way into its sleep (R), never stopped (T).
+    await waitForState(other.pid, "S");
     assert.equal(processState(other.pid), "S");
     assert.deepEqual(w.journal.responses(SESSION), []);
     assert.equal(w.journal.getSession(SESSION).state, "running");
@@ -136,3 +138,11 @@ Deno.test("the default controls signal nothing when the pids file's start time d
     w.close();
   }
 });
+
+/** Waits up to 2 s for a process to reach a state (a process just spawned may still be running). */
+async function waitForState(pid: number, state: string): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (processState(pid) !== state && processState(pid) !== "T" && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -26,12 +26,17 @@ export function loadOrCreateToken(dataDir: string): string {
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
       token = encodeBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+      // Written whole under a private name, then linked into place: two processes starting at
+      // once never overwrite each other's token, nor read one half written.
+      const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+      Deno.writeTextFileSync(tmp, `${token}\n`, { createNew: true, mode: 0o600 });
       try {
-        // createNew: two processes starting at once must not overwrite each other's token.
-        Deno.writeTextFileSync(path, `${token}\n`, { createNew: true, mode: 0o600 });
+        Deno.linkSync(tmp, path);
       } catch (raced) {
         if (!(raced instanceof Deno.errors.AlreadyExists)) throw raced;
         token = Deno.readTextFileSync(path).trim();
+      } finally {
+        Deno.removeSync(tmp);
       }
     }
     if (Deno.build.os !== "windows" && ((Deno.statSync(path).mode ?? 0) & 0o077) !== 0) {

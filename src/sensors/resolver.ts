@@ -52,6 +52,17 @@ export class HostResolver {
     return [...entry.names];
   }
 
+  /** Every policy name with the addresses it resolves to now (names not resolved yet: absent). */
+  addresses(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    const now = (this.#options.now ?? Date.now)();
+    for (const [ip, entry] of this.#byIp) {
+      if (entry.expires <= now - 60_000) continue;
+      for (const name of entry.names) out.set(name, [...(out.get(name) ?? []), ip]);
+    }
+    return out;
+  }
+
   /** Resolves every name whose TTL has run out. */
   async refresh(): Promise<void> {
     const now = (this.#options.now ?? Date.now)();

@@ -1,4 +1,4 @@
-import { type AgentEvent, createUlid, type Response } from "../events/mod.ts";
+import { type AgentEvent, createUlid, type Kind, type Response } from "../events/mod.ts";
 import type { Journal, ResponseAction, ResponseOutcome } from "../journal/mod.ts";
 import { type CompiledPolicy, evaluate, type ResolvedPolicy } from "../policy/mod.ts";
 import type { ControlResult, TreeControl } from "../respond/mod.ts";
@@ -161,6 +161,12 @@ export class Session {
   #acting = false;
   #killed = false;
   #pidsVersion = -1;
+  #gated = false;
+  /** Kinds a kernel gate refuses on the kernel's own copy of the argument (connects). */
+  readonly #gatedKinds = new Set<string>();
+  #explain: ((event: SensorEvent) => string | null) | null = null;
+  /** Refusals held for a gate's event, with their timers. */
+  readonly #held = new Map<SensorEvent, ReturnType<typeof setTimeout>>();
   /** Whether the agent has been let go (an attached agent always was). */
   #started: boolean;
   #statsTimer: ReturnType<typeof setInterval> | undefined;
@@ -220,6 +226,7 @@ export class Session {
           resolved: config.policy.resolved,
           workspace: config.policy.workspace,
           home: config.policy.home,
+          guarded: [...compiled.guarded],
         },
       }));
     }
@@ -306,6 +313,25 @@ export class Session {
       this.#changed.add(raw.target);
       if (typeof raw.detail.from === "string") this.#changed.add(raw.detail.from);
     }
+    if (this.#explain !== null && isRefusal(raw)) {
+      // Sentry's own wall (Landlock) refused it: a block, with the errno the agent got.
+      const errno = this.#explain(raw);
+      if (errno !== null) raw.detail = { ...raw.detail, blocked: errno };
+    }
+    if (this.#gated && isRefusal(raw) && !this.#held.has(raw)) {
+      // A kernel gate (src/session/guards.ts) refused this call and says so with its own event,
+      // which may reach here a moment after the tier saw the call fail: hold the failure
+      // briefly, so that the gate's event (with the block) is the one journaled and this one is
+      // folded into it, not the reverse.
+      raw.ts ??= new Date(now).toISOString();
+      const timer = setTimeout(() => {
+        this.#held.delete(raw);
+        this.handle(raw);
+      }, REFUSAL_HOLD_MS);
+      this.#held.set(raw, timer);
+      return null;
+    }
+    this.#held.delete(raw);
     if (!this.#dedup.admit(raw, now)) return null;
     const { ts, ...rest } = raw;
     const observation = {
@@ -316,6 +342,23 @@ export class Session {
       ...rest,
     };
     const decision = evaluate(observation, this.config.policy.compiled);
+    if (
+      decision.response === "block" && observation.detail.result === "ok" &&
+      typeof observation.detail.blocked !== "string" && this.#gatedKinds.has(observation.kind) &&
+      !observation.target.startsWith("unix:")
+    ) {
+      // The connect guard refuses every such call on the kernel's own copy of the address; a tier
+      // that saw it succeed read an address a racing thread rewrote after that copy (the call
+      // went to an allowed one). Journaled as such, and not a block that failed (a pause).
+      observation.detail = { ...observation.detail, raced: true };
+      decision.factors.push({
+        id: "raced",
+        points: 0,
+        reason:
+          "the connect guard holds the kernel's copy of the address and would have refused this: the tier read the argument after a racing thread rewrote it, so the call went elsewhere",
+      });
+      decision.response = "alert";
+    }
     const event: AgentEvent = { ...observation, ...decision };
     this.#deps.journal.append(event);
     for (const listener of this.#listeners) {
@@ -773,8 +816,35 @@ export class Session {
   }
 
   /** Stops the sensors, saves their counters and flushes the journal. */
+  /** The policy's host names with the addresses they resolve to now. */
+  hostAddresses(): Map<string, string[]> {
+    return this.#resolver.addresses();
+  }
+
+  /**
+   * Says that a kernel gate blocks for this session and journals its own events for what it
+   * refused: the tier's events of calls that failed with EPERM or EACCES are then held a moment
+   * (see {@link handle}).
+   */
+  gate(kinds: readonly Kind[] = []): void {
+    this.#gated = true;
+    for (const kind of kinds) this.#gatedKinds.add(kind);
+  }
+
+  /**
+   * Tells which refusals the agent's wall made (its Landlock plan): `explain` returns the errno
+   * when the wall is why a call failed, else null. Those are journaled as blocks.
+   */
+  explainRefusals(explain: (event: SensorEvent) => string | null): void {
+    this.#explain = explain;
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.#statsTimer);
+    for (const [raw, timer] of this.#held) {
+      clearTimeout(timer);
+      this.handle(raw);
+    }
     clearTimeout(this.#pauseTimer);
     // A kill the policy started finishes (and is journaled and said) before the session ends.
     await this.#killing?.catch(() => {});
@@ -872,4 +942,15 @@ function formatMs(ms: number): string {
   if (ms < 1000) return `${ms} ms`;
   if (ms < 120_000) return `${Math.round(ms / 100) / 10} s`;
   return `${Math.round(ms / 6000) / 10} min`;
+}
+
+/** How long a tier's event of a refused call waits for a gate's own event of it. */
+const REFUSAL_HOLD_MS = 50;
+
+/** A file action or exec the kernel refused with EPERM or EACCES, as a tier saw it. */
+function isRefusal(event: SensorEvent): boolean {
+  return (event.kind.startsWith("file.") || event.kind === "proc.exec" ||
+    event.kind === "net.connect") &&
+    event.detail.result === "failed" && typeof event.detail.blocked !== "string" &&
+    (event.detail.errno === "EPERM" || event.detail.errno === "EACCES");
 }

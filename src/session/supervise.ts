@@ -19,7 +19,8 @@ import { killAgent } from "./tree_actions.ts";
 import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
 import { protect } from "./protect.ts";
-import { planWall, wallLauncherArgs, type WallPlan } from "./wall.ts";
+import { landlockRefusal, planWall, wallLauncherArgs, type WallPlan } from "./wall.ts";
+import { startGuards } from "./guards.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
 import {
   type KernelTier,
@@ -327,7 +328,10 @@ async function startTier(
   });
   for (const notice of opened.tier?.notices ?? []) options.onNotice(notice);
   const unenforceable = blockNotice(options.policy.resolved, opened.name);
-  if (unenforceable !== null) options.onNotice({ type: "warn", message: unenforceable });
+  if (unenforceable !== null) {
+    const gated = unenforceable.includes("through kernel gates");
+    options.onNotice({ type: gated ? "info" : "warn", message: unenforceable });
+  }
   return { kernel: opened.tier, name: opened.name };
 }
 
@@ -335,7 +339,11 @@ async function startTier(
  * What the policy asks to block that this tier cannot, said once at start with the rules it
  * concerns, or null. Only the seccomp tier blocks; elsewhere a block falls back to a pause.
  */
-export function blockNotice(policy: SupervisedPolicy["resolved"], tier: Tier): string | null {
+export function blockNotice(
+  policy: SupervisedPolicy["resolved"],
+  tier: Tier,
+  root = Deno.uid() === 0,
+): string | null {
   if (tier === "seccomp") return null;
   const rules = policy.rules.filter((r) => r.response === "block").map((r) => r.id);
   if (policy.mode !== "block" && rules.length === 0) return null;
@@ -343,6 +351,9 @@ export function blockNotice(policy: SupervisedPolicy["resolved"], tier: Tier): s
     ...(policy.mode === "block" ? ["mode block"] : []),
     ...(rules.length > 0 ? [`rule(s) ${rules.join(", ")}`] : []),
   ].join(" and ");
+  if (root && Deno.build.os === "linux") {
+    return `the ${tier} tier blocks ${what} through kernel gates: opens, creates and execs of the deny lists' paths (fanotify), connects (a cgroup program), and under run the deny lists' paths by Landlock; what no gate covers pauses the agent instead (each such rule is named below)`;
+  }
   return `the ${tier} tier cannot block an action before it happens: ${what} will pause the agent instead (the seccomp tier blocks: sentry run --sensor seccomp)`;
 }
 
@@ -444,12 +455,11 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   // launcher puts up the agent's wall and stops itself (a shell does the stop off Linux).
   const tierLauncher = kernel?.launcher;
   let wall: { argv: string[]; cleanup: () => void } | null = null;
+  let wallPlan: WallPlan | null = null;
   if (tierLauncher === undefined && Deno.build.os === "linux" && options.wall !== false) {
     try {
-      wall = wallLauncherArgs(command, {
-        plan: planAgentWall(policy, options, kernel?.tier ?? "poll"),
-        session: id,
-      });
+      wallPlan = planAgentWall(policy, options, kernel?.tier ?? "poll");
+      wall = wallLauncherArgs(command, { plan: wallPlan, session: id });
     } catch (error) {
       await watchdog.release();
       await closeCgroup(cgroup, options);
@@ -558,6 +568,19 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
           "could not become a child subreaper: processes that escape by double fork are tracked only if seen before their parent exits",
       });
     }
+    const landlock = wallPlan?.landlock ?? null;
+    if (landlock !== null) session.explainRefusals(landlockRefusal(landlock));
+    // The kernel gates (root) hold before the agent runs a single instruction.
+    await startGuards({
+      session,
+      policy,
+      kind: "run",
+      tier: session.tier,
+      excluded: [watchdog.pid],
+      env: options.env,
+      cgroup,
+      onNotice: options.onNotice,
+    });
     services = await options.services?.({ session, journal, dataDir }) ?? [];
     session.start();
     // The tier sees the whole tree before the agent runs a single instruction.
@@ -774,16 +797,18 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     if (ownJournal) journal.close();
     throw error;
   }
-  options.onNotice({
-    type: "info",
-    message:
-      `attached to pid ${pid} ("${
-        command.join(" ")
-      }") as session ${id} (policy ${policy.resolved.name}, ` +
-      `mode ${policy.resolved.mode}, sensor ${session.tier}); Ctrl-C detaches and leaves the agent running`,
-  });
   let services: Service[];
   try {
+    await startGuards({
+      session,
+      policy,
+      kind: "attach",
+      tier: session.tier,
+      excluded: [watchdog.pid],
+      env: options.env,
+      cgroup,
+      onNotice: options.onNotice,
+    });
     services = await options.services?.({ session, journal, dataDir }) ?? [];
   } catch (error) {
     await closeCgroup(cgroup, options);
@@ -792,6 +817,15 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     if (ownJournal) journal.close();
     throw error;
   }
+  // Said once everything holds (the gates too), so that Ctrl-C from here detaches cleanly.
+  options.onNotice({
+    type: "info",
+    message:
+      `attached to pid ${pid} ("${
+        command.join(" ")
+      }") as session ${id} (policy ${policy.resolved.name}, ` +
+      `mode ${policy.resolved.mode}, sensor ${session.tier}); Ctrl-C detaches and leaves the agent running`,
+  });
   let detach: () => void = () => {};
   const detached = new Promise<"detached">((resolve) => detach = () => resolve("detached"));
   const rootGone = new Promise<"ended">((resolve) => {

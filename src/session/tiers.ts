@@ -35,7 +35,7 @@ export type TierRequest = Tier | "auto";
 /** What each tier sees, in words, for `sentry doctor`, the session header and the README. */
 export const TIER_SUMMARY: Readonly<Record<Tier, string>> = {
   ebpf:
-    "kernel tracepoints, tree filtered in the kernel: every open, delete, rename, link, connect, exec and exit, with pid and result",
+    "kernel tracepoints, tree filtered in the kernel: every open, delete, rename, link, connect, exec and exit, with pid and result, and every signal, ptrace or process memory access aimed outside the tree",
   seccomp:
     "seccomp user notification (no root, run only): every chosen syscall of the tree, stopped until the supervisor answers",
   fanotify:

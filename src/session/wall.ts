@@ -19,12 +19,22 @@
  */
 
 import type { LandlockPlan } from "../platform/landlock_plan.ts";
-import { parseLandlockPlan } from "../platform/landlock_plan.ts";
+import {
+  ACCESS_FS,
+  landlockAllows,
+  landlockAllowsOpen,
+  parseLandlockPlan,
+} from "../platform/landlock_plan.ts";
+import type { SensorEvent } from "../sensors/sensor.ts";
 import { hostPlanFs, landlockAbi } from "../platform/landlock_linux.ts";
 import { DROPPED_CAPABILITIES } from "../platform/wall_linux.ts";
 import { selfCommand } from "../platform/self_command.ts";
-import { landlockNotices, landlockPlanFor, type LandlockPolicy } from "./landlock_policy.ts";
-import type { Notice } from "./session.ts";
+import {
+  type LandlockNotice,
+  landlockNotices,
+  landlockPlanFor,
+  type LandlockPolicy,
+} from "./landlock_policy.ts";
 
 /** What the launcher puts up, written by the supervisor as JSON. */
 export interface WallPlan {
@@ -36,7 +46,7 @@ export interface WallPlan {
   dropCapabilities: boolean;
 }
 
-/** Reads a plan written by {@link writeWallPlan}; throws a `TypeError` naming the bad field. */
+/** Reads a plan written by {@link wallLauncherArgs}; throws a `TypeError` naming the bad field. */
 export function parseWallPlan(text: string): WallPlan {
   const value: unknown = JSON.parse(text);
   if (typeof value !== "object" || value === null) {
@@ -71,7 +81,7 @@ export interface WallOptions {
 }
 
 /** Plans the wall for one launch, with the lines Sentry says about it at start. */
-export function planWall(options: WallOptions): { plan: WallPlan; notices: Notice[] } {
+export function planWall(options: WallOptions): { plan: WallPlan; notices: LandlockNotice[] } {
   const root = options.root ?? Deno.uid() === 0;
   const support = options.landlock ?? landlockAbi();
   const landlock = support.abi < 1 ? null : landlockPlanFor({
@@ -81,7 +91,7 @@ export function planWall(options: WallOptions): { plan: WallPlan; notices: Notic
     abi: support.abi,
     host: hostPlanFs(),
   });
-  const notices: Notice[] = landlockNotices({
+  const notices: LandlockNotice[] = landlockNotices({
     plan: landlock,
     reason: support.reason,
     policy: options.policy,
@@ -146,5 +156,55 @@ export function wallLauncherArgs(
         // Gone already.
       }
     },
+  };
+}
+
+/**
+ * Tells whether the agent's Landlock plan is why a file action failed with EACCES (or EXDEV, a
+ * rename or link out of a walled directory): returns that errno, else null. A string model of
+ * the kernel's checks (see `landlockAllows`), for journaling the wall's refusals as blocks.
+ */
+export function landlockRefusal(plan: LandlockPlan): (event: SensorEvent) => string | null {
+  return (event) => {
+    const errno = event.detail.errno;
+    if (errno !== "EACCES" && errno !== "EXDEV") return null;
+    const path = event.target;
+    const parent = path.slice(0, Math.max(1, path.lastIndexOf("/")));
+    const flags = typeof event.detail.flags === "number" ? event.detail.flags : null;
+    let allowed: boolean;
+    switch (event.kind) {
+      case "file.read":
+        allowed = landlockAllowsOpen(plan, {
+          path,
+          flags: flags ?? 0,
+          directory: false,
+          creates: false,
+        });
+        break;
+      case "file.write":
+      case "file.create":
+        allowed = landlockAllowsOpen(plan, {
+          path,
+          flags: flags ?? 1,
+          directory: false,
+          creates: event.kind === "file.create",
+        });
+        break;
+      case "file.delete":
+        allowed = landlockAllows(plan, { path: parent, access: ACCESS_FS.REMOVE_FILE }) ||
+          landlockAllows(plan, { path: parent, access: ACCESS_FS.REMOVE_DIR });
+        break;
+      case "file.rename": {
+        const from = typeof event.detail.from === "string" ? event.detail.from : null;
+        const fromParent = from === null ? null : from.slice(0, Math.max(1, from.lastIndexOf("/")));
+        allowed = landlockAllows(plan, { path: parent, access: ACCESS_FS.MAKE_REG }) &&
+          (fromParent === null ||
+            landlockAllows(plan, { path: fromParent, access: ACCESS_FS.REMOVE_FILE }));
+        break;
+      }
+      default:
+        return null;
+    }
+    return allowed ? null : errno;
   };
 }

@@ -14,6 +14,7 @@ export const KINDS = [
   "file.rename",
   "proc.exec",
   "proc.exit",
+  "proc.control",
   "net.connect",
   "net.listen",
   "db.connect",
