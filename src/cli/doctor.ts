@@ -51,7 +51,13 @@ import {
   SyncRequestError,
   type SyncSettings,
 } from "../sync/mod.ts";
-import { probeTiers } from "../session/mod.ts";
+import { probeTiers, type TierProbe } from "../session/mod.ts";
+import {
+  BLOCK_COLUMNS,
+  blockingMatrix,
+  type BlockingRow,
+  type HostAbilities,
+} from "../session/blocking.ts";
 import { VERSION } from "../version.ts";
 import { describeSkew, maskKey } from "./account.ts";
 import { ExitCode } from "./errors.ts";
@@ -77,6 +83,32 @@ export interface DoctorCheck {
 export interface DoctorReport {
   ok: boolean;
   checks: DoctorCheck[];
+  /** What can be blocked before it happens here, by command and privilege (Linux only). */
+  blocking: BlockingRow[];
+}
+
+/** What the host offers for blocking, from the tier probes and the kernel. */
+function hostAbilities(probes: TierProbe[]): HostAbilities {
+  const ok = (tier: string) => probes.some((p) => p.tier === tier && p.ok);
+  let cgroupV2 = false;
+  for (
+    const path of ["/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"]
+  ) {
+    try {
+      Deno.statSync(path);
+      cgroupV2 = true;
+    } catch {
+      // Not mounted there.
+    }
+  }
+  return {
+    root: Deno.uid() === 0,
+    seccomp: ok("seccomp"),
+    landlockAbi: probeLandlock().abi ?? 0,
+    fanotifyPermission: Deno.uid() === 0 && probeFanotify().permission,
+    ebpf: ok("ebpf"),
+    cgroupV2,
+  };
 }
 
 /** How long the endpoint may take to answer `hello`. */
@@ -558,11 +590,10 @@ async function straceCheck(): Promise<DoctorCheck> {
  * One line per sensing tier (can it run here, and what it sees), then which tier `auto` picks
  * for `run` and for `attach`. Only poll left is a warning: Sentry then misses short actions.
  */
-async function tierChecks(): Promise<DoctorCheck[]> {
-  if (Deno.build.os !== "linux") {
+function tierChecks(probes: TierProbe[] | null): DoctorCheck[] {
+  if (probes === null) {
     return [check("sensor", "sensing tier", "warn", `poll only: not Linux (${Deno.build.os})`)];
   }
-  const probes = await probeTiers();
   const checks = probes.map((p) =>
     check(
       `tier_${p.tier}`,
@@ -759,14 +790,19 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const journal = data === null ? null : journalCheck(data);
   checks.push(...syncChecks(found, await helloPromise));
   checks.push(...platform);
-  checks.push(...await tierChecks());
+  const probes = Deno.build.os === "linux" ? await probeTiers() : null;
+  checks.push(...tierChecks(probes));
   checks.push(
     stracePromise === null
       ? check("strace", "strace", "skip", `not Linux (${Deno.build.os})`)
       : await stracePromise,
   );
   if (journal !== null) checks.push(journal);
-  return { ok: checks.every((c) => c.status !== "fail"), checks };
+  return {
+    ok: checks.every((c) => c.status !== "fail"),
+    checks,
+    blocking: probes === null ? [] : blockingMatrix(hostAbilities(probes)),
+  };
 }
 
 const STATUS_COLORS: Record<CheckStatus, Color> = {
@@ -791,6 +827,26 @@ function printReport(report: DoctorReport): void {
       println(`${indent}${paint("fix:", "bold")} ${fix}`);
     }
   });
+  if (report.blocking.length > 0) {
+    println();
+    println(
+      paint(
+        "What Sentry can block before it happens here (else the policy's next response):",
+        "bold",
+      ),
+    );
+    const table = formatTable([
+      ["COMMAND", ...BLOCK_COLUMNS.map((c) => c.toUpperCase())],
+      ...report.blocking.map((r) => [
+        `${r.command} (${r.root ? "root" : "not root"})${r.unprobed ? " *" : ""}`,
+        ...r.cells,
+      ]),
+    ]);
+    for (const line of table) println(line);
+    if (report.blocking.some((r) => r.unprobed)) {
+      println("* not probed: doctor does not run as root; run it as root to check these rows");
+    }
+  }
   const count = (status: CheckStatus) => report.checks.filter((c) => c.status === status).length;
   println();
   println(
@@ -806,7 +862,10 @@ export function registerDoctorCommand(program: Command): void {
     .description(
       "check that everything works: directories, API key, endpoint, clock, sensors, journal",
     )
-    .option("--json", 'print { "ok", "checks": [{ id, title, status, detail, fix }] }')
+    .option(
+      "--json",
+      'print { "ok", "checks": [{ id, title, status, detail, fix }], "blocking": [{ command, root, cells, unprobed }] }',
+    )
     .action(async (opts: { json?: boolean }) => {
       const report = await runDoctor({ env: Deno.env.toObject() });
       if (opts.json) printJson(report);
