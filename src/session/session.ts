@@ -165,6 +165,7 @@ export class Session {
   /** Kinds a kernel gate refuses on the kernel's own copy of the argument (connects). */
   readonly #gatedKinds = new Set<string>();
   #explain: ((event: SensorEvent) => string | null) | null = null;
+  #walled: ((event: SensorEvent) => boolean) | null = null;
   /** Refusals held for a gate's event, with their timers. */
   readonly #held = new Map<SensorEvent, ReturnType<typeof setTimeout>>();
   /** Whether the agent has been let go (an attached agent always was). */
@@ -344,20 +345,28 @@ export class Session {
     const decision = evaluate(observation, this.config.policy.compiled);
     if (
       decision.response === "block" && observation.detail.result === "ok" &&
-      typeof observation.detail.blocked !== "string" && this.#gatedKinds.has(observation.kind) &&
-      !observation.target.startsWith("unix:")
+      typeof observation.detail.blocked !== "string"
     ) {
-      // The connect guard refuses every such call on the kernel's own copy of the address; a tier
-      // that saw it succeed read an address a racing thread rewrote after that copy (the call
-      // went to an allowed one). Journaled as such, and not a block that failed (a pause).
-      observation.detail = { ...observation.detail, raced: true };
-      decision.factors.push({
-        id: "raced",
-        points: 0,
-        reason:
-          "the connect guard holds the kernel's copy of the address and would have refused this: the tier read the argument after a racing thread rewrote it, so the call went elsewhere",
-      });
-      decision.response = "alert";
+      // A gate refuses every such call on the kernel's own copy of the argument (the connect
+      // guard's address; Landlock's inode); a tier that saw it succeed read an argument a racing
+      // thread rewrote after that copy, and the call went elsewhere. Journaled as such, and not
+      // as a block that failed (which pauses).
+      const gate = this.#gatedKinds.has(observation.kind) &&
+          !observation.target.startsWith("unix:")
+        ? "the connect guard holds the kernel's copy of the address"
+        : this.#walled?.(observation) === true
+        ? "Landlock checks the file the kernel reaches"
+        : null;
+      if (gate !== null) {
+        observation.detail = { ...observation.detail, raced: true };
+        decision.factors.push({
+          id: "raced",
+          points: 0,
+          reason:
+            `${gate} and would have refused this: the tier read the argument after a racing thread rewrote it, so the call went elsewhere`,
+        });
+        decision.response = "alert";
+      }
     }
     const event: AgentEvent = { ...observation, ...decision };
     this.#deps.journal.append(event);
@@ -835,8 +844,12 @@ export class Session {
    * Tells which refusals the agent's wall made (its Landlock plan): `explain` returns the errno
    * when the wall is why a call failed, else null. Those are journaled as blocks.
    */
-  explainRefusals(explain: (event: SensorEvent) => string | null): void {
+  explainRefusals(
+    explain: (event: SensorEvent) => string | null,
+    walled?: (event: SensorEvent) => boolean,
+  ): void {
     this.#explain = explain;
+    this.#walled = walled ?? null;
   }
 
   async stop(): Promise<void> {

@@ -19,7 +19,13 @@ import { killAgent } from "./tree_actions.ts";
 import { linuxPlatform } from "./linux_platform.ts";
 import { launcherArgs, resolveCommand, waitStopped } from "./launch.ts";
 import { protect } from "./protect.ts";
-import { landlockRefusal, planWall, wallLauncherArgs, type WallPlan } from "./wall.ts";
+import {
+  landlockDenies,
+  landlockRefusal,
+  planWall,
+  wallLauncherArgs,
+  type WallPlan,
+} from "./wall.ts";
 import { startGuards } from "./guards.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
 import {
@@ -569,7 +575,9 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       });
     }
     const landlock = wallPlan?.landlock ?? null;
-    if (landlock !== null) session.explainRefusals(landlockRefusal(landlock));
+    if (landlock !== null) {
+      session.explainRefusals(landlockRefusal(landlock), landlockDenies(landlock));
+    }
     // The kernel gates (root) hold before the agent runs a single instruction.
     await startGuards({
       session,

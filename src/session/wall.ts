@@ -165,9 +165,20 @@ export function wallLauncherArgs(
  * the kernel's checks (see `landlockAllows`), for journaling the wall's refusals as blocks.
  */
 export function landlockRefusal(plan: LandlockPlan): (event: SensorEvent) => string | null {
+  const denies = landlockDenies(plan);
   return (event) => {
     const errno = event.detail.errno;
     if (errno !== "EACCES" && errno !== "EXDEV") return null;
+    return denies(event) ? errno : null;
+  };
+}
+
+/**
+ * Tells whether the agent's Landlock plan refuses a file action, whatever the tier saw: a tier
+ * that saw one succeed read a path a racing thread rewrote after the kernel's own copy.
+ */
+export function landlockDenies(plan: LandlockPlan): (event: SensorEvent) => boolean {
+  return (event) => {
     const path = event.target;
     const parent = path.slice(0, Math.max(1, path.lastIndexOf("/")));
     const flags = typeof event.detail.flags === "number" ? event.detail.flags : null;
@@ -203,8 +214,8 @@ export function landlockRefusal(plan: LandlockPlan): (event: SensorEvent) => str
         break;
       }
       default:
-        return null;
+        return false;
     }
-    return allowed ? null : errno;
+    return !allowed;
   };
 }

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { parseWallPlan, planWall, type WallPlan } from "./wall.ts";
+import { landlockDenies, landlockRefusal, parseWallPlan, planWall, type WallPlan } from "./wall.ts";
+import { ACCESS_FS, type LandlockPlan } from "../platform/landlock_plan.ts";
+import type { SensorEvent } from "../sensors/sensor.ts";
 import { loadPolicy } from "../policy/mod.ts";
 
 const PLAN: WallPlan = {
@@ -53,4 +55,30 @@ Deno.test("planWall() hides Sentry's directories and drops capabilities as root 
     user.notices.map((n) => n.message).join("\n"),
     /without root the poll tier cannot hide Sentry's own directories/,
   );
+});
+
+Deno.test("landlockRefusal() and landlockDenies() tell the wall's refusals, and a success it would have refused", () => {
+  const all = ACCESS_FS.READ_FILE | ACCESS_FS.WRITE_FILE | ACCESS_FS.REMOVE_FILE |
+    ACCESS_FS.REMOVE_DIR |
+    ACCESS_FS.MAKE_REG | ACCESS_FS.TRUNCATE;
+  const plan = {
+    abi: 7,
+    handledFs: all,
+    scoped: 0,
+    rules: [{ path: "/open", access: all }],
+    denied: { read: [], write: [], delete: [] },
+    unenforceable: [],
+  } as unknown as LandlockPlan;
+  const event = (kind: string, target: string, detail: Record<string, unknown>) =>
+    ({ kind, target, detail, sensor: "ebpf", pid: 1 }) as unknown as SensorEvent;
+  const refusal = landlockRefusal(plan);
+  const denies = landlockDenies(plan);
+  assert.equal(refusal(event("file.read", "/secret/key", { errno: "EACCES" })), "EACCES");
+  assert.equal(refusal(event("file.read", "/open/x", { errno: "EACCES" })), null, "not the wall");
+  assert.equal(refusal(event("file.read", "/secret/key", { errno: "ENOENT" })), null);
+  assert.equal(refusal(event("file.delete", "/secret/key", { errno: "EACCES" })), "EACCES");
+  assert.equal(refusal(event("file.delete", "/open/key", { errno: "EACCES" })), null);
+  assert.equal(denies(event("file.write", "/secret/key", { result: "ok", flags: 1 })), true);
+  assert.equal(denies(event("file.write", "/open/key", { result: "ok", flags: 1 })), false);
+  assert.equal(denies(event("net.connect", "1.2.3.4:80", { result: "ok" })), false);
 });
