@@ -122,6 +122,12 @@ Deno.test({
           "coding-agent",
           "--mode",
           mode,
+          // The delete cannot be refused under attach: its block falls back to a pause, which
+          // must not outlive the test.
+          "--pause-timeout",
+          "1s",
+          "--on-pause-timeout",
+          "resume",
         ]);
         try {
           // The guard holds once its marks are placed, which it says.
