@@ -4,6 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { landlockAbi } from "../src/platform/landlock_linux.ts";
 import { join } from "node:path";
 import type { AgentEvent } from "../src/events/mod.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
@@ -162,6 +163,61 @@ Deno.test({
       assert.equal(lines.length, 1, out.stderr);
       assert.match(lines[0] ?? "", /Cannot use --sensor ebpf: .*needs root/);
     } finally {
+      await Deno.remove(home.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "as a non-root user under the poll tier, the wall still holds: a denied TCP port is refused by Landlock (the listener accepts nothing), and Sentry cannot be stopped",
+  ignore: why !== null || landlockAbi().abi < 6,
+  async fn() {
+    const home = await nobodyHome();
+    const denied = new Listener();
+    try {
+      const policy = join(home.dir, "policy.yaml");
+      await Deno.writeTextFile(
+        policy,
+        `name: ports\nextends: default\nmode: block\nnetwork:\n  deny: [":${denied.port}"]\n`,
+      );
+      await Deno.chmod(policy, 0o644);
+      const agent = [
+        "import json, os, signal, socket",
+        "out = {}",
+        "try:",
+        `    socket.create_connection(("127.0.0.1", ${denied.port}), timeout=5); out["connect"] = "ok"`,
+        "except OSError as e:",
+        "    out['connect'] = e.errno",
+        "try:",
+        "    os.kill(os.getppid(), signal.SIGSTOP); out['stop'] = 'ok'",
+        "except OSError as e:",
+        "    out['stop'] = e.errno",
+        "print(json.dumps(out))",
+      ].join("\n");
+      const run = await sentryAsNobody(home, [
+        "run",
+        "--sensor",
+        "poll",
+        "--no-api",
+        "--no-rollback",
+        "--policy",
+        policy,
+        "--",
+        PYTHON,
+        "-c",
+        agent,
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(
+        run.stderr,
+        /\d+ TCP ports the policy denies on every address cannot be connected/,
+      );
+      const out = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+      assert.deepEqual(out, { connect: 13, stop: 1 }, "EACCES from Landlock, EPERM from its scope");
+      assert.equal(denied.accepted, 0);
+    } finally {
+      await denied.close();
       await Deno.remove(home.dir, { recursive: true });
     }
   },

@@ -39,6 +39,8 @@ const SYS_LANDLOCK_ADD_RULE = 445n;
 const SYS_LANDLOCK_RESTRICT_SELF = 446n;
 const LANDLOCK_CREATE_RULESET_VERSION = 1n;
 const LANDLOCK_RULE_PATH_BENEATH = 1n;
+const LANDLOCK_RULE_NET_PORT = 2n;
+const NET_CONNECT_TCP = 2n;
 const PR_GET_NO_NEW_PRIVS = 39;
 const O_PATH = 0o10000000;
 const O_NOFOLLOW = 0o400000;
@@ -147,6 +149,10 @@ export function applyLandlock(plan: LandlockPlan): LandlockApplied {
   const attr = new Uint8Array(24);
   const view = new DataView(attr.buffer);
   view.setBigUint64(0, BigInt(plan.handledFs), true);
+  const tcpDenied = new Uint8Array(65536);
+  for (const [lo, hi] of plan.tcpDenied ?? []) tcpDenied.fill(1, lo, hi + 1);
+  const tcp = (plan.tcpDenied ?? []).length > 0;
+  if (tcp) view.setBigUint64(8, NET_CONNECT_TCP, true);
   view.setBigUint64(16, BigInt(plan.scoped), true);
   const size = plan.abi >= 6 ? 24 : plan.abi >= 4 ? 16 : 8;
   if (plan.scoped !== 0 && size < 24) {
@@ -214,6 +220,35 @@ export function applyLandlock(plan: LandlockPlan): LandlockApplied {
         added++;
       } finally {
         s.close(fd);
+      }
+    }
+    if (tcp) {
+      // struct landlock_net_port_attr { u64 allowed_access; u64 port; } __packed: every port
+      // but the denied ones may be connected to (Landlock only grants).
+      const port = new Uint8Array(16);
+      const portView = new DataView(port.buffer);
+      portView.setBigUint64(0, NET_CONNECT_TCP, true);
+      for (let p = 0; p <= 65535; p++) {
+        if (tcpDenied[p] === 1) continue;
+        portView.setBigUint64(8, BigInt(p), true);
+        if (
+          Number(
+            s.syscall_rule(
+              SYS_LANDLOCK_ADD_RULE,
+              BigInt(ruleset),
+              LANDLOCK_RULE_NET_PORT,
+              port,
+              0n,
+            ),
+          ) !==
+            0
+        ) {
+          throw new LandlockError(
+            `Cannot apply Landlock: landlock_add_rule(TCP port ${p}) failed: ${
+              errnoName(errno(handle))
+            }`,
+          );
+        }
       }
     }
     if (Number(s.syscall(SYS_LANDLOCK_RESTRICT_SELF, BigInt(ruleset), 0n, 0n)) !== 0) {

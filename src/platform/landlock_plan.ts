@@ -158,6 +158,12 @@ export interface LandlockPlan {
   };
   /** The deny globs it could not express. */
   unenforceable: Unenforceable[];
+  /**
+   * TCP port ranges (inclusive) the agent may not connect to (ABI 4): the launcher handles
+   * `LANDLOCK_ACCESS_NET_CONNECT_TCP` and grants it on every other port. Absent or empty: the
+   * network is not handled.
+   */
+  tcpDenied?: [number, number][];
 }
 
 /** A path a group's rights are taken from. */
@@ -380,7 +386,24 @@ export function parseLandlockPlan(text: string): LandlockPlan {
     denied[group] = list.map((p) => ({ path: p.path, beneath: p.beneath }));
   }
   const unenforceable = Array.isArray(v.unenforceable) ? v.unenforceable as Unenforceable[] : [];
-  return { abi, handledFs, scoped, rules, denied, unenforceable };
+  const tcp = v.tcpDenied ?? [];
+  const port = (p: unknown) => typeof p === "number" && Number.isInteger(p) && p >= 1 && p <= 65535;
+  if (
+    !Array.isArray(tcp) ||
+    tcp.some((r) =>
+      !Array.isArray(r) || r.length !== 2 || !port(r[0]) || !port(r[1]) || r[0] > r[1]
+    ) ||
+    (tcp.length > 0 && abi < 4)
+  ) throw bad(`"tcpDenied"`);
+  return {
+    abi,
+    handledFs,
+    scoped,
+    rules,
+    denied,
+    unenforceable,
+    ...(tcp.length > 0 ? { tcpDenied: tcp as [number, number][] } : {}),
+  };
 }
 
 // Globs to targets

@@ -25,7 +25,8 @@
 
 import { resolve } from "node:path";
 import picomatch from "picomatch";
-import { expandGlob, type ResolvedPolicy } from "../policy/mod.ts";
+import { expandGlob, parseNetworkEntry, type ResolvedPolicy } from "../policy/mod.ts";
+import type { NetworkEntry } from "../policy/patterns.ts";
 import { configDir, dataDir } from "../platform/mod.ts";
 import {
   type DenyEntry,
@@ -106,7 +107,52 @@ export function landlockPlanFor(
   unenforceable.push(...commands.unenforceable);
   const plan = planLandlock({ abi: options.abi, deny, host: options.host });
   plan.unenforceable.unshift(...unenforceable);
+  if (options.abi >= 4 && options.policy !== undefined) {
+    const ports = landlockTcpDeniedPorts(options.policy);
+    if (ports.length > 0) plan.tcpDenied = ports;
+  }
   return plan;
+}
+
+/**
+ * The TCP ports Landlock may wall off (mode `block`, network monitoring on): those the policy
+ * denies on every address. A port is one when a `network.deny` entry names the port alone
+ * (`:25`, `:6000-6063`), or when `network.default` is `deny` and no `network.allow` entry can
+ * match it (an entry without a port matches them all). Database ports are left to the
+ * supervisor and the connect guard, which weigh `database.allow`. Coarse but sound: a port any
+ * allowed destination uses is never walled. Pure.
+ */
+export function landlockTcpDeniedPorts(policy: LandlockPolicy): [number, number][] {
+  const { resolved } = policy;
+  if (resolved.mode !== "block" || !resolved.monitors.network) return [];
+  const parse = (list: string[]) => {
+    const out: NetworkEntry[] = [];
+    for (const text of list) {
+      try {
+        out.push(parseNetworkEntry(text));
+      } catch {
+        // The policy compiler already refused it.
+      }
+    }
+    return out;
+  };
+  const deny = parse(resolved.network.deny);
+  const allow = parse(resolved.network.allow);
+  const covers = (e: NetworkEntry, port: number) =>
+    e.type === "any" ||
+    (e.type !== "unix" && (e.ports === null || (e.ports.lo <= port && port <= e.ports.hi)));
+  const database = new Set(resolved.database.ports);
+  const out: [number, number][] = [];
+  for (let port = 1; port <= 65535; port++) {
+    if (database.has(port)) continue;
+    const denied = deny.some((e) => e.type === "any" || (e.type === "ports" && covers(e, port)));
+    const unallowed = resolved.network.default === "deny" && !allow.some((e) => covers(e, port));
+    if (!denied && !unallowed) continue;
+    const last = out.at(-1);
+    if (last !== undefined && last[1] === port - 1) last[1] = port;
+    else out.push([port, port]);
+  }
+  return out;
 }
 
 /** Whether denied commands lose EXECUTE: mode `block`, with process monitoring on. */
@@ -248,6 +294,12 @@ export function landlockNotices(
       lists
         ? "walls off Sentry's own files and the policy's deny lists"
         : "is on (Sentry's own files are walled off in mode block only)"
+    }${
+      (plan.tcpDenied ?? []).length > 0
+        ? `; ${
+          (plan.tcpDenied ?? []).reduce((n, [lo, hi]) => n + hi - lo + 1, 0)
+        } TCP ports the policy denies on every address cannot be connected to`
+        : ""
     }${
       plan.scoped !== 0 ? "; the agent cannot signal or trace processes outside its own tree" : ""
     }${

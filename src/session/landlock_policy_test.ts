@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { loadPolicy, type ResolvedPolicy } from "../policy/mod.ts";
+import { loadPolicy, parsePolicy, type ResolvedPolicy } from "../policy/mod.ts";
+import { resolveLayers } from "../policy/resolve.ts";
 import type { DirEntry, LandlockPlan, PlanHost } from "../platform/landlock_plan.ts";
 import {
   deniedCommandEntries,
@@ -7,6 +8,7 @@ import {
   landlockNotices,
   landlockPlanFor,
   type LandlockPolicy,
+  landlockTcpDeniedPorts,
 } from "./landlock_policy.ts";
 
 const ENV = { HOME: "/home/u", SENTRY_HOME: "state/sentry" };
@@ -85,7 +87,7 @@ Deno.test("landlockNotices() says what Landlock walls off, names each rule it ca
   assert.equal(notices[0]?.type, "info");
   assert.match(
     notices[0]?.message ?? "",
-    /^Landlock \(ABI 7, \d+ rules\) walls off Sentry's own files and the policy's deny lists; the agent cannot signal or trace processes outside its own tree$/,
+    /^Landlock \(ABI 7, \d+ rules\) walls off Sentry's own files and the policy's deny lists(; [^;]+)*; the agent cannot signal or trace processes outside its own tree$/,
   );
   const warn = notices.find((n) => n.message.startsWith("Landlock cannot enforce"));
   assert.equal(warn?.type, "warn");
@@ -93,6 +95,8 @@ Deno.test("landlockNotices() says what Landlock walls off, names each rule it ca
   assert.match(warn?.message ?? "", /files\.write\.deny "\/proc\/sys\/\*\*"/);
 
   const old: LandlockPlan = { ...plan, abi: 5, scoped: 0, unenforceable: [] };
+  // A plan for mode pause walls no TCP port either.
+  delete old.tcpDenied;
   const pause = landlockNotices({ plan: old, reason: null, policy: await policy("pause") });
   assert.deepEqual(pause.map((n) => n.type), ["info", "warn"]);
   assert.match(pause[0]?.message ?? "", /own files are walled off in mode block only\)$/);
@@ -190,4 +194,30 @@ Deno.test("deniedCommandEntries() walls the real binaries of denied commands on 
   }
   const plan = landlockPlanFor({ policy: p, env, cwd: "/", abi: 7, host: BINS });
   assert.ok((plan.denied.execute ?? []).some((d) => d.path === "/usr/bin/nc.openbsd"));
+});
+
+Deno.test("landlockTcpDeniedPorts() walls the ports the policy denies on every address, never one an allowed destination uses", () => {
+  const policyOf = (yaml: string) => {
+    const resolved = resolveLayers([{ source: "t", policy: parsePolicy(yaml, "t.yaml") }]);
+    return { resolved, workspace: "/w", home: "/h" };
+  };
+  const open = policyOf(
+    'name: t\nmode: block\nnetwork:\n  deny: [":25", ":6000-6002", "10.0.0.0/8:22"]\n',
+  );
+  assert.deepEqual(landlockTcpDeniedPorts(open), [[25, 25], [6000, 6002]]);
+  const closed = policyOf(
+    'name: t\nmode: block\nnetwork:\n  default: deny\n  allow: ["api.example.com:443", ":53", "10.1.2.3:8000-8001"]\ndatabase:\n  ports: [5432]\n',
+  );
+  const ranges = landlockTcpDeniedPorts(closed);
+  const walled = (p: number) => ranges.some(([lo, hi]) => lo <= p && p <= hi);
+  for (const p of [443, 53, 8000, 8001, 5432]) assert.equal(walled(p), false, `port ${p}`);
+  for (const p of [1, 22, 80, 52, 444, 7999, 8002, 65535]) {
+    assert.equal(walled(p), true, `port ${p}`);
+  }
+  const anyHost = policyOf(
+    'name: t\nmode: block\nnetwork:\n  default: deny\n  allow: ["example.com"]\n',
+  );
+  assert.deepEqual(landlockTcpDeniedPorts(anyHost), [], "a host with no port may use every port");
+  const monitor = policyOf('name: t\nmode: monitor\nnetwork:\n  deny: [":25"]\n');
+  assert.deepEqual(landlockTcpDeniedPorts(monitor), [], "only mode block walls");
 });
