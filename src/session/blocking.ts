@@ -59,7 +59,7 @@ export function blockingMatrix(host: HostAbilities): BlockingRow[] {
       join("seccomp (Sentry opens)", wall("deny lists")),
       join("seccomp", wall("deny lists")),
       join("seccomp", wall("denied binaries")),
-      "seccomp (Sentry connects)",
+      landlock ? "seccomp (Sentry connects) + Landlock (TCP ports)" : "seccomp (Sentry connects)",
       join("seccomp (every mode)", wall("mode block")),
       scope ? "Landlock scope + seccomp" : "seccomp",
     ]
@@ -67,7 +67,7 @@ export function blockingMatrix(host: HostAbilities): BlockingRow[] {
       join(wall("deny lists, mode block")),
       join(wall("deny lists, mode block")),
       join(wall("denied binaries, mode block")),
-      PAUSE,
+      host.landlockAbi >= 4 ? "Landlock (TCP ports, mode block)" : PAUSE,
       landlock ? "Landlock (mode block only)" : "no: readable by the agent",
       scope ? "Landlock scope" : "no",
     ];
@@ -78,7 +78,10 @@ export function blockingMatrix(host: HostAbilities): BlockingRow[] {
     join(wall("deny lists"), fan ? "fanotify guard" : null),
     join(wall("deny lists")),
     join(wall("denied binaries"), fan ? "fanotify guard (paths)" : null),
-    connect ? "cgroup connect program" : PAUSE,
+    join(
+      connect ? "cgroup connect program" : null,
+      host.landlockAbi >= 4 ? "Landlock (TCP ports)" : null,
+    ),
     "hidden (mount namespace)",
     scope ? "Landlock scope" : "no",
   ];

@@ -18,8 +18,11 @@ function row(host: HostAbilities, command: "run" | "attach", root: boolean) {
 }
 
 Deno.test("blockingMatrix() names the mechanism for each action, run and attach, root and not", () => {
-  assert.equal(row(FULL, "run", false)["connect"], "seccomp (Sentry connects)");
-  assert.equal(row(FULL, "run", true)["connect"], "cgroup connect program");
+  assert.equal(
+    row(FULL, "run", false)["connect"],
+    "seccomp (Sentry connects) + Landlock (TCP ports)",
+  );
+  assert.equal(row(FULL, "run", true)["connect"], "cgroup connect program + Landlock (TCP ports)");
   assert.equal(row(FULL, "run", true)["Sentry's files"], "hidden (mount namespace)");
   assert.equal(row(FULL, "attach", true)["open (read, write)"], "fanotify guard");
   assert.equal(row(FULL, "attach", true)["delete, rename"], "no: pauses instead");
@@ -30,6 +33,10 @@ Deno.test("blockingMatrix() falls back honestly: no seccomp, no Landlock, not ro
   const bare = { ...FULL, root: false, seccomp: false, landlockAbi: 0, fanotifyPermission: false };
   const run = row(bare, "run", false);
   for (const column of BLOCK_COLUMNS.slice(0, 4)) assert.equal(run[column], "no: pauses instead");
+  assert.equal(
+    row({ ...bare, landlockAbi: 4 }, "run", false)["connect"],
+    "Landlock (TCP ports, mode block)",
+  );
   assert.equal(run["Sentry's files"], "no: readable by the agent");
   const rows = blockingMatrix(bare);
   assert.ok(rows.filter((r) => r.root).every((r) => r.unprobed && r.cells.every((c) => c === "?")));
