@@ -512,3 +512,19 @@ export function ofKind(events: readonly AgentEvent[], kind: string): AgentEvent[
 export function hasStackTrace(stderr: string): boolean {
   return stderr.includes("    at ");
 }
+
+/**
+ * Runs `fn` holding the suite's CPU lock (an exclusive `flock` on a file in the temp
+ * directory): the tests that measure CPU and the tests that spin racing tasks on every core take
+ * it, so that `--parallel` never runs one beside the other on this 2-core machine.
+ */
+export async function cpuExclusive<T>(fn: () => Promise<T>): Promise<T> {
+  const path = join(Deno.env.get("TMPDIR") ?? "/tmp", "sentry-tests-cpu.lock");
+  const file = await Deno.open(path, { create: true, write: true });
+  try {
+    await file.lock(true);
+    return await fn();
+  } finally {
+    file.close();
+  }
+}

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { seccompAvailability } from "../src/platform/mod.ts";
-import { Listener, withSandbox } from "./_helpers.ts";
+import { cpuExclusive, Listener, withSandbox } from "./_helpers.ts";
 
 /** The system python3: its startup reads nothing under the sandbox's home. */
 const PYTHON = "/usr/bin/python3";
@@ -111,19 +111,20 @@ Deno.test({
     "block mode holds against a thread that rewrites the path after the check: 0 leaks in 10,000 tries",
   ignore: why !== null,
   async fn() {
-    await withSandbox(async (sb) => {
-      const allowed = join(sb.workspace, "public.txt");
-      await Deno.writeTextFile(allowed, "public\n");
-      // Same length, so that a flip is one memmove the racing thread can land at any time.
-      const secret = sb.sshKey;
-      const decoy = join(
-        sb.workspace,
-        "x".repeat(Math.max(1, secret.length - sb.workspace.length - 1)),
-      );
-      await Deno.writeTextFile(decoy, "public\n");
-      const agent = await sb.write(
-        "race.py",
-        `
+    await cpuExclusive(async () => {
+      await withSandbox(async (sb) => {
+        const allowed = join(sb.workspace, "public.txt");
+        await Deno.writeTextFile(allowed, "public\n");
+        // Same length, so that a flip is one memmove the racing thread can land at any time.
+        const secret = sb.sshKey;
+        const decoy = join(
+          sb.workspace,
+          "x".repeat(Math.max(1, secret.length - sb.workspace.length - 1)),
+        );
+        await Deno.writeTextFile(decoy, "public\n");
+        const agent = await sb.write(
+          "race.py",
+          `
 import ctypes, json, os, threading
 libc = ctypes.CDLL(None, use_errno=True)
 a = ${JSON.stringify(decoy)}.encode() + b"\\0"
@@ -152,26 +153,27 @@ for _ in range(10000):
 stop = True
 print(json.dumps({"leaks": leaks, "opened": opened, "refused": refused}))
 `,
-      );
-      const run = await sb.sentry([
-        "run",
-        "--sensor",
-        "seccomp",
-        "--no-api",
-        "--no-rollback",
-        "--policy",
-        "coding-agent",
-        "--mode",
-        "block",
-        "--",
-        PYTHON,
-        agent,
-      ], { timeoutMs: 120_000 });
-      assert.equal(run.code, 0, run.stderr);
-      const result = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
-      assert.equal(result.leaks, 0, JSON.stringify(result));
-      // The race was really run: both paths were seen at the moment of the check.
-      assert.ok(result.opened > 0 && result.refused > 0, JSON.stringify(result));
+        );
+        const run = await sb.sentry([
+          "run",
+          "--sensor",
+          "seccomp",
+          "--no-api",
+          "--no-rollback",
+          "--policy",
+          "coding-agent",
+          "--mode",
+          "block",
+          "--",
+          PYTHON,
+          agent,
+        ], { timeoutMs: 120_000 });
+        assert.equal(run.code, 0, run.stderr);
+        const result = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+        assert.equal(result.leaks, 0, JSON.stringify(result));
+        // The race was really run: both paths were seen at the moment of the check.
+        assert.ok(result.opened > 0 && result.refused > 0, JSON.stringify(result));
+      });
     });
   },
 });

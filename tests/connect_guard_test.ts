@@ -15,6 +15,7 @@ import { compilePolicy, parsePolicy } from "../src/policy/mod.ts";
 import { resolveLayers } from "../src/policy/resolve.ts";
 import { startConnectGuard } from "../src/sensors/connect_guard.ts";
 import type { SensorEvent } from "../src/sensors/mod.ts";
+import { cpuExclusive } from "./_helpers.ts";
 
 const ROOT = "/sys/fs/cgroup/unified";
 
@@ -266,149 +267,160 @@ Deno.test({
     "the connect guard blocks denied connects in its cgroup before the listener sees them, with a racing writer flipping the sockaddr",
   ignore: why !== null,
   async fn() {
-    const guarded = `${ROOT}/sentry-connect-guard-${Deno.pid}`;
-    const control = `${ROOT}/sentry-connect-guard-control-${Deno.pid}`;
-    Deno.mkdirSync(guarded);
-    Deno.mkdirSync(control);
-    const listeners = new Listeners();
-    const controller = new AbortController();
-    let done: Promise<void> | null = null;
-    try {
-      await listeners.start();
-      const { allowed, denied_port: deniedPort, denied_addr: deniedAddr } = listeners.ports;
-      const policy = compilePolicy(
-        resolveLayers([{
-          source: "test",
-          policy: parsePolicy(
-            `mode: block\nnetwork: { default: allow, deny: ['127.0.0.1:${deniedPort}', 127.0.0.2] }\ndatabase: { ports: [] }`,
-            "test.yaml",
-          ),
-        }]),
-        { home: "/root", workspace: "/tmp", env: {} },
-      );
-
-      // Latency is measured later, in the control cgroup (never guarded) against the guarded
-      // one; this first run, before anything is attached, only warms the path up.
-      const latency = { plain: [] as number[], guarded: [] as number[] };
-      const measure = async (dir: string, into: number[]) => {
-        const out = await agent(dir, {
-          op: "latency",
-          target: ["127.0.0.1", allowed],
-          tries: 2000,
-        });
-        into.push(...(out.times ?? []));
-      };
-      await measure(guarded, []);
-
-      const events: SensorEvent[] = [];
-      const guard = await startConnectGuard({
-        cgroupDir: guarded,
-        policy,
-        emit: (e) => events.push(e),
-        signal: controller.signal,
-        pollMs: 20,
-      });
-      done = guard.done;
-      assert.equal(guard.blocks, true);
-      assert.deepEqual(guard.notices, []);
-      assert.match(attachedTo(guarded), /guard_connect4[\s\S]*guard_connect6/);
-
-      // Plain connects: the denied port and address fail with EPERM, the allowed one works.
-      const plain = await agent(guarded, {
-        op: "connect",
-        targets: [["127.0.0.1", deniedPort], ["127.0.0.2", deniedAddr], ["127.0.0.1", allowed], [
-          "::ffff:127.0.0.1",
-          deniedPort,
-        ]],
-      });
-      assert.deepEqual(plain.results, ["EPERM", "EPERM", "ok", "EPERM"]);
-
-      // Another process flips the sockaddr between the allowed and a denied destination while
-      // the agent connects with it, 10,000 times for the port and 10,000 for the address.
-      const races = [];
-      for (const denied of [["127.0.0.1", deniedPort], ["127.0.0.2", deniedAddr]]) {
-        const race = await agent(guarded, {
-          op: "race",
-          allowed: ["127.0.0.1", allowed],
-          denied,
-          tries: 10_000,
-        });
-        races.push(race);
-        const results = race.results as Record<string, number>;
-        // ECONNREFUSED: the kernel copied a sockaddr torn between the two writes (half of
-        // each port), a third destination nobody listens on, which the policy allows.
-        assert.deepEqual(
-          Object.keys(results).filter((k) => !["ok", "EPERM", "ECONNREFUSED"].includes(k)),
-          [],
-          JSON.stringify(results),
+    await cpuExclusive(async () => {
+      const guarded = `${ROOT}/sentry-connect-guard-${Deno.pid}`;
+      const control = `${ROOT}/sentry-connect-guard-control-${Deno.pid}`;
+      Deno.mkdirSync(guarded);
+      Deno.mkdirSync(control);
+      const listeners = new Listeners();
+      const controller = new AbortController();
+      let done: Promise<void> | null = null;
+      try {
+        await listeners.start();
+        const { allowed, denied_port: deniedPort, denied_addr: deniedAddr } = listeners.ports;
+        const policy = compilePolicy(
+          resolveLayers([{
+            source: "test",
+            policy: parsePolicy(
+              `mode: block\nnetwork: { default: allow, deny: ['127.0.0.1:${deniedPort}', 127.0.0.2] }\ndatabase: { ports: [] }`,
+              "test.yaml",
+            ),
+          }]),
+          { home: "/root", workspace: "/tmp", env: {} },
         );
-        assert.equal(Object.values(results).reduce((a, b) => a + b, 0), 10_000);
-        // The race did race: the kernel saw both destinations.
-        assert.ok((results.EPERM ?? 0) > 0 && (results.ok ?? 0) > 0, JSON.stringify(results));
+
+        // Latency is measured later, in the control cgroup (never guarded) against the guarded
+        // one; this first run, before anything is attached, only warms the path up.
+        const latency = { plain: [] as number[], guarded: [] as number[] };
+        const measure = async (dir: string, into: number[]) => {
+          const out = await agent(dir, {
+            op: "latency",
+            target: ["127.0.0.1", allowed],
+            tries: 2000,
+          });
+          into.push(...(out.times ?? []));
+        };
+        await measure(guarded, []);
+
+        const events: SensorEvent[] = [];
+        const guard = await startConnectGuard({
+          cgroupDir: guarded,
+          policy,
+          emit: (e) => events.push(e),
+          signal: controller.signal,
+          pollMs: 20,
+        });
+        done = guard.done;
+        assert.equal(guard.blocks, true);
+        assert.deepEqual(guard.notices, []);
+        assert.match(attachedTo(guarded), /guard_connect4[\s\S]*guard_connect6/);
+
+        // Plain connects: the denied port and address fail with EPERM, the allowed one works.
+        const plain = await agent(guarded, {
+          op: "connect",
+          targets: [["127.0.0.1", deniedPort], ["127.0.0.2", deniedAddr], ["127.0.0.1", allowed], [
+            "::ffff:127.0.0.1",
+            deniedPort,
+          ]],
+        });
+        assert.deepEqual(plain.results, ["EPERM", "EPERM", "ok", "EPERM"]);
+
+        // Another process flips the sockaddr between the allowed and a denied destination while
+        // the agent connects with it, 10,000 times for the port and 10,000 for the address.
+        const races = [];
+        for (const denied of [["127.0.0.1", deniedPort], ["127.0.0.2", deniedAddr]]) {
+          const race = await agent(guarded, {
+            op: "race",
+            allowed: ["127.0.0.1", allowed],
+            denied,
+            tries: 10_000,
+          });
+          races.push(race);
+          const results = race.results as Record<string, number>;
+          // ECONNREFUSED: the kernel copied a sockaddr torn between the two writes (half of
+          // each port), a third destination nobody listens on, which the policy allows.
+          assert.deepEqual(
+            Object.keys(results).filter((k) => !["ok", "EPERM", "ECONNREFUSED"].includes(k)),
+            [],
+            JSON.stringify(results),
+          );
+          assert.equal(Object.values(results).reduce((a, b) => a + b, 0), 10_000);
+          // The race did race: the kernel saw both destinations.
+          assert.ok((results.EPERM ?? 0) > 0 && (results.ok ?? 0) > 0, JSON.stringify(results));
+        }
+        const counts = await listeners.counts();
+        assert.equal(counts.denied_port, 0, "the denied port's listener accepted nothing");
+        assert.equal(counts.denied_addr, 0, "the denied address's listener accepted nothing");
+        const allowedOk = 1 +
+          races.reduce((n, r) => n + ((r.results as Record<string, number>).ok ?? 0), 0);
+        assert.equal(
+          counts.allowed,
+          allowedOk + 2000,
+          "every allowed connect reached its listener",
+        );
+
+        // A process outside the guarded cgroup is not affected.
+        const outside = await agent(control, {
+          op: "connect",
+          targets: [["127.0.0.1", deniedPort]],
+        });
+        assert.deepEqual(outside.results, ["ok"]);
+        assert.equal((await listeners.counts()).denied_port, 1);
+
+        // Every blocked connect comes back as an event, with the errno the agent got.
+        const blocked = 3 +
+          races.reduce((n, r) => n + ((r.results as Record<string, number>).EPERM ?? 0), 0);
+        const deadline = Date.now() + 10_000;
+        while (events.length < blocked && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assert.equal(events.length, blocked);
+        assert.ok(events.every((e) => e.detail.blocked === "EPERM" && e.kind === "net.connect"));
+        const first = events.filter((e) => e.pid === plain.pid).map((e) => e.target);
+        assert.deepEqual(first, [
+          `127.0.0.1:${deniedPort}`,
+          `127.0.0.2:${deniedAddr}`,
+          `127.0.0.1:${deniedPort}`,
+        ]);
+        assert.ok(events.every((e) => e.pid !== outside.pid));
+        const stats = guard.stats();
+        assert.equal(stats.blocked, blocked);
+        assert.equal(stats.dropped, 0);
+
+        // Latency: the guarded cgroup against the plain one, alternating.
+        for (let round = 0; round < 3; round++) {
+          await measure(control, latency.plain);
+          await measure(guarded, latency.guarded);
+        }
+        const row = (name: string, values: number[]) => {
+          const sorted = [...values].sort((a, b) => a - b);
+          const us = (n: number) => (n / 1000).toFixed(1).padStart(8);
+          return `${name.padEnd(22)}${us(percentile(sorted, 0.5))}${us(percentile(sorted, 0.99))}`;
+        };
+        // deno-lint-ignore no-console
+        console.log(
+          [
+            "",
+            `loopback TCP connect() latency, µs   (${latency.plain.length} / ${latency.guarded.length} connects)`,
+            `${"".padEnd(22)}${"p50".padStart(8)}${"p99".padStart(8)}`,
+            row("no program", latency.plain),
+            row("connect guard", latency.guarded),
+            `race: ${
+              races.map((r) => `${JSON.stringify(r.results)} (${r.flips} flips)`).join(", ")
+            }`,
+          ].join("\n"),
+        );
+
+        controller.abort();
+        await guard.done;
+        assert.equal(attachedTo(guarded), "", "nothing stays attached");
+      } finally {
+        controller.abort();
+        await done?.catch(() => {});
+        await listeners.close();
+        removeCgroup(guarded);
+        removeCgroup(control);
       }
-      const counts = await listeners.counts();
-      assert.equal(counts.denied_port, 0, "the denied port's listener accepted nothing");
-      assert.equal(counts.denied_addr, 0, "the denied address's listener accepted nothing");
-      const allowedOk = 1 +
-        races.reduce((n, r) => n + ((r.results as Record<string, number>).ok ?? 0), 0);
-      assert.equal(counts.allowed, allowedOk + 2000, "every allowed connect reached its listener");
-
-      // A process outside the guarded cgroup is not affected.
-      const outside = await agent(control, { op: "connect", targets: [["127.0.0.1", deniedPort]] });
-      assert.deepEqual(outside.results, ["ok"]);
-      assert.equal((await listeners.counts()).denied_port, 1);
-
-      // Every blocked connect comes back as an event, with the errno the agent got.
-      const blocked = 3 +
-        races.reduce((n, r) => n + ((r.results as Record<string, number>).EPERM ?? 0), 0);
-      const deadline = Date.now() + 10_000;
-      while (events.length < blocked && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(events.length, blocked);
-      assert.ok(events.every((e) => e.detail.blocked === "EPERM" && e.kind === "net.connect"));
-      const first = events.filter((e) => e.pid === plain.pid).map((e) => e.target);
-      assert.deepEqual(first, [
-        `127.0.0.1:${deniedPort}`,
-        `127.0.0.2:${deniedAddr}`,
-        `127.0.0.1:${deniedPort}`,
-      ]);
-      assert.ok(events.every((e) => e.pid !== outside.pid));
-      const stats = guard.stats();
-      assert.equal(stats.blocked, blocked);
-      assert.equal(stats.dropped, 0);
-
-      // Latency: the guarded cgroup against the plain one, alternating.
-      for (let round = 0; round < 3; round++) {
-        await measure(control, latency.plain);
-        await measure(guarded, latency.guarded);
-      }
-      const row = (name: string, values: number[]) => {
-        const sorted = [...values].sort((a, b) => a - b);
-        const us = (n: number) => (n / 1000).toFixed(1).padStart(8);
-        return `${name.padEnd(22)}${us(percentile(sorted, 0.5))}${us(percentile(sorted, 0.99))}`;
-      };
-      // deno-lint-ignore no-console
-      console.log(
-        [
-          "",
-          `loopback TCP connect() latency, µs   (${latency.plain.length} / ${latency.guarded.length} connects)`,
-          `${"".padEnd(22)}${"p50".padStart(8)}${"p99".padStart(8)}`,
-          row("no program", latency.plain),
-          row("connect guard", latency.guarded),
-          `race: ${races.map((r) => `${JSON.stringify(r.results)} (${r.flips} flips)`).join(", ")}`,
-        ].join("\n"),
-      );
-
-      controller.abort();
-      await guard.done;
-      assert.equal(attachedTo(guarded), "", "nothing stays attached");
-    } finally {
-      controller.abort();
-      await done?.catch(() => {});
-      await listeners.close();
-      removeCgroup(guarded);
-      removeCgroup(control);
-    }
+    });
   },
 });

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { probeTiers } from "../src/session/tiers.ts";
-import { Listener, type Sandbox, waitFor, withSandbox } from "./_helpers.ts";
+import { cpuExclusive, Listener, type Sandbox, waitFor, withSandbox } from "./_helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const usable = new Set((await probeTiers()).filter((p) => p.ok).map((p) => p.tier));
@@ -228,49 +228,51 @@ Deno.test({
     "run as root, eBPF tier, mode block, a task racing the address and the path: the connect guard and the wall let nothing denied through in 2,000 tries each, and nothing is paused",
   ignore: why !== null,
   async fn() {
-    await withSandbox(async (sb) => {
-      const allowed = new Listener();
-      const denied = new Listener();
-      try {
-        const decoy = await sb.write(join(sb.workspace, "decoy"), "decoy\n");
-        const policy = await sb.write(
-          "policy.yaml",
-          `name: race\nextends: default\nmode: block\nnetwork:\n  deny: ["127.0.0.1:${denied.port}"]\n`,
-        );
-        const agent = await sb.write("racer.py", RACER);
-        const run = await sb.sentry([
-          "run",
-          "--sensor",
-          "ebpf",
-          "--no-api",
-          "--no-rollback",
-          "--policy",
-          policy,
-          "--pause-timeout",
-          "3s",
-          "--on-pause-timeout",
-          "resume",
-          "--",
-          PYTHON,
-          agent,
-          String(allowed.port),
-          String(denied.port),
-          sb.sshKey,
-          decoy,
-        ], { timeoutMs: 120_000 });
-        assert.equal(run.code, 0, run.stderr);
-        const out = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
-        assert.equal(denied.accepted, 0, "the denied listener accepted nothing");
-        assert.equal(out.read_key, 0, "the key was never opened");
-        assert.ok(out.connect_refused > 0 && out.read_refused > 0, JSON.stringify(out));
-        const report = await sb.report();
-        // A connect the tier misread (the address a racing task rewrote after the kernel's copy)
-        // is journaled as raced, not paused for as a block that failed.
-        assert.deepEqual(report.responses.filter((r) => r.action === "pause"), []);
-      } finally {
-        await allowed.close();
-        await denied.close();
-      }
+    await cpuExclusive(async () => {
+      await withSandbox(async (sb) => {
+        const allowed = new Listener();
+        const denied = new Listener();
+        try {
+          const decoy = await sb.write(join(sb.workspace, "decoy"), "decoy\n");
+          const policy = await sb.write(
+            "policy.yaml",
+            `name: race\nextends: default\nmode: block\nnetwork:\n  deny: ["127.0.0.1:${denied.port}"]\n`,
+          );
+          const agent = await sb.write("racer.py", RACER);
+          const run = await sb.sentry([
+            "run",
+            "--sensor",
+            "ebpf",
+            "--no-api",
+            "--no-rollback",
+            "--policy",
+            policy,
+            "--pause-timeout",
+            "3s",
+            "--on-pause-timeout",
+            "resume",
+            "--",
+            PYTHON,
+            agent,
+            String(allowed.port),
+            String(denied.port),
+            sb.sshKey,
+            decoy,
+          ], { timeoutMs: 120_000 });
+          assert.equal(run.code, 0, run.stderr);
+          const out = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+          assert.equal(denied.accepted, 0, "the denied listener accepted nothing");
+          assert.equal(out.read_key, 0, "the key was never opened");
+          assert.ok(out.connect_refused > 0 && out.read_refused > 0, JSON.stringify(out));
+          const report = await sb.report();
+          // A connect the tier misread (the address a racing task rewrote after the kernel's copy)
+          // is journaled as raced, not paused for as a block that failed.
+          assert.deepEqual(report.responses.filter((r) => r.action === "pause"), []);
+        } finally {
+          await allowed.close();
+          await denied.close();
+        }
+      });
     });
   },
 });

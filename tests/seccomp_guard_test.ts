@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { landlockAbi } from "../src/platform/landlock_linux.ts";
-import { Listener, withSandbox } from "./_helpers.ts";
+import { cpuExclusive, Listener, withSandbox } from "./_helpers.ts";
 
 /** The system python3: its startup reads nothing under the sandbox's home. */
 const PYTHON = "/usr/bin/python3";
@@ -387,14 +387,15 @@ Deno.test({
     "block mode holds a denied connect against a thread that rewrites the sockaddr: 0 connections accepted on a denied port and a denied address in 10,000 tries each",
   ignore: why !== null,
   async fn() {
-    await withSandbox(async (sb) => {
-      const decoy = new Decoy();
-      const deniedPort = new Listener();
-      const deniedAddress = new Decoy("127.0.0.2");
-      try {
-        const agent = await sb.write(
-          "race.py",
-          `
+    await cpuExclusive(async () => {
+      await withSandbox(async (sb) => {
+        const decoy = new Decoy();
+        const deniedPort = new Listener();
+        const deniedAddress = new Decoy("127.0.0.2");
+        try {
+          const agent = await sb.write(
+            "race.py",
+            `
 import ctypes, errno, json, socket, struct, threading
 libc = ctypes.CDLL(None, use_errno=True)
 def sockaddr(ip, port):
@@ -426,57 +427,61 @@ for name, denied in (("port", sockaddr("127.0.0.1", ${deniedPort.port})), ("addr
     out[name] = {"connected": connected, "refused": refused}
 print(json.dumps(out))
 `,
-        );
-        const policy = await sb.write(
-          "policy.yaml",
-          [
-            "name: connect-race",
-            "extends: coding-agent",
-            "mode: block",
-            `network: { allow: ["127.0.0.1:${decoy.port}"], deny: ["127.0.0.1:${deniedPort.port}", "127.0.0.2"] }`,
-          ].join("\n"),
-        );
-        const started = performance.now();
-        const run = await sb.sentry([
-          "run",
-          "--sensor",
-          "seccomp",
-          "--no-api",
-          "--no-rollback",
-          "--policy",
-          policy,
-          "--",
-          PYTHON,
-          agent,
-        ], { timeoutMs: 120_000 });
-        const ms = performance.now() - started;
-        assert.equal(run.code, 0, run.stderr);
-        const out = lastJson(run.stdout) as Record<string, { connected: number; refused: number }>;
-        await new Promise((r) => setTimeout(r, 200));
-        assert.equal(
-          deniedPort.accepted,
-          0,
-          `the denied port accepted nothing: ${JSON.stringify(out)}`,
-        );
-        assert.equal(deniedAddress.accepted, 0, "the denied address accepted nothing");
-        for (const name of ["port", "address"]) {
-          // The race was really run: both addresses were seen at the moment of the check.
-          assert.ok(out[name]!.connected > 0 && out[name]!.refused > 0, JSON.stringify(out));
+          );
+          const policy = await sb.write(
+            "policy.yaml",
+            [
+              "name: connect-race",
+              "extends: coding-agent",
+              "mode: block",
+              `network: { allow: ["127.0.0.1:${decoy.port}"], deny: ["127.0.0.1:${deniedPort.port}", "127.0.0.2"] }`,
+            ].join("\n"),
+          );
+          const started = performance.now();
+          const run = await sb.sentry([
+            "run",
+            "--sensor",
+            "seccomp",
+            "--no-api",
+            "--no-rollback",
+            "--policy",
+            policy,
+            "--",
+            PYTHON,
+            agent,
+          ], { timeoutMs: 120_000 });
+          const ms = performance.now() - started;
+          assert.equal(run.code, 0, run.stderr);
+          const out = lastJson(run.stdout) as Record<
+            string,
+            { connected: number; refused: number }
+          >;
+          await new Promise((r) => setTimeout(r, 200));
+          assert.equal(
+            deniedPort.accepted,
+            0,
+            `the denied port accepted nothing: ${JSON.stringify(out)}`,
+          );
+          assert.equal(deniedAddress.accepted, 0, "the denied address accepted nothing");
+          for (const name of ["port", "address"]) {
+            // The race was really run: both addresses were seen at the moment of the check.
+            assert.ok(out[name]!.connected > 0 && out[name]!.refused > 0, JSON.stringify(out));
+          }
+          // Every connect that went out went to the decoy (a non-blocking one may still be in its
+          // handshake when the socket is closed: at most that many are missing).
+          assert.ok(decoy.accepted <= out.port!.connected + out.address!.connected);
+          // deno-lint-ignore no-console
+          console.log(
+            `connect race: ${JSON.stringify(out)}, decoy accepted ${decoy.accepted}, ${
+              ms.toFixed(0)
+            } ms`,
+          );
+        } finally {
+          await decoy.close();
+          await deniedPort.close();
+          await deniedAddress.close();
         }
-        // Every connect that went out went to the decoy (a non-blocking one may still be in its
-        // handshake when the socket is closed: at most that many are missing).
-        assert.ok(decoy.accepted <= out.port!.connected + out.address!.connected);
-        // deno-lint-ignore no-console
-        console.log(
-          `connect race: ${JSON.stringify(out)}, decoy accepted ${decoy.accepted}, ${
-            ms.toFixed(0)
-          } ms`,
-        );
-      } finally {
-        await decoy.close();
-        await deniedPort.close();
-        await deniedAddress.close();
-      }
+      });
     });
   },
 });
@@ -490,10 +495,11 @@ Deno.test({
     "block mode holds a denied command against a thread that rewrites the execve path: 0 leaks in 300 spawns (Landlock takes EXECUTE from the binary; a spawn costs ~30 ms under the flipping thread, so not 10,000)",
   ignore: why !== null || landlock.abi < 1,
   async fn() {
-    await withSandbox(async (sb) => {
-      const agent = await sb.write(
-        "exec_race.py",
-        `
+    await cpuExclusive(async () => {
+      await withSandbox(async (sb) => {
+        const agent = await sb.write(
+          "exec_race.py",
+          `
 import ctypes, json, os, sys, threading
 TRIES = int(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
@@ -531,33 +537,34 @@ stop = True
 t.join()
 print(json.dumps({"leaks": leaks, "ran_allowed": other, "refused": refused}))
 `,
-      );
-      const policy = await sb.write(
-        "policy.yaml",
-        ["name: exec-race", "extends: coding-agent", "mode: block", "processes: { deny: [id] }"]
-          .join("\n"),
-      );
-      const started = performance.now();
-      const run = await sb.sentry([
-        "run",
-        "--sensor",
-        "seccomp",
-        "--no-api",
-        "--no-rollback",
-        "--policy",
-        policy,
-        "--",
-        PYTHON,
-        agent,
-        String(EXEC_TRIES),
-      ], { timeoutMs: 120_000 });
-      const ms = performance.now() - started;
-      assert.equal(run.code, 0, run.stderr);
-      const out = lastJson(run.stdout) as Record<string, number>;
-      assert.equal(out.leaks, 0, JSON.stringify(out));
-      assert.ok(out.ran_allowed! > 0 && out.refused! > 0, JSON.stringify(out));
-      // deno-lint-ignore no-console
-      console.log(`exec race: ${JSON.stringify(out)}, ${ms.toFixed(0)} ms`);
+        );
+        const policy = await sb.write(
+          "policy.yaml",
+          ["name: exec-race", "extends: coding-agent", "mode: block", "processes: { deny: [id] }"]
+            .join("\n"),
+        );
+        const started = performance.now();
+        const run = await sb.sentry([
+          "run",
+          "--sensor",
+          "seccomp",
+          "--no-api",
+          "--no-rollback",
+          "--policy",
+          policy,
+          "--",
+          PYTHON,
+          agent,
+          String(EXEC_TRIES),
+        ], { timeoutMs: 120_000 });
+        const ms = performance.now() - started;
+        assert.equal(run.code, 0, run.stderr);
+        const out = lastJson(run.stdout) as Record<string, number>;
+        assert.equal(out.leaks, 0, JSON.stringify(out));
+        assert.ok(out.ran_allowed! > 0 && out.refused! > 0, JSON.stringify(out));
+        // deno-lint-ignore no-console
+        console.log(`exec race: ${JSON.stringify(out)}, ${ms.toFixed(0)} ms`);
+      });
     });
   },
 });
