@@ -153,6 +153,10 @@ for (const tier of ["ebpf", "fanotify", "poll"] as const) {
         // the poll tier sees neither): the README's tier table says so.
         if (tier === "ebpf") {
           assert.ok(guarded.length > 0, "the attempts on Sentry's files are journaled as denied");
+          assert.ok(
+            guarded.some((e) => e.response === "block" && typeof e.detail.blocked === "string"),
+            `the mask's refusals are journaled as blocks: ${JSON.stringify(guarded)}`,
+          );
         }
       });
     },

@@ -314,7 +314,10 @@ export class Session {
       this.#changed.add(raw.target);
       if (typeof raw.detail.from === "string") this.#changed.add(raw.detail.from);
     }
-    if (this.#explain !== null && isRefusal(raw)) {
+    if (
+      this.#explain !== null && raw.detail.result === "failed" &&
+      typeof raw.detail.blocked !== "string"
+    ) {
       // Sentry's own wall (Landlock) refused it: a block, with the errno the agent got.
       const errno = this.#explain(raw);
       if (errno !== null) raw.detail = { ...raw.detail, blocked: errno };

@@ -22,6 +22,7 @@ import { protect } from "./protect.ts";
 import {
   landlockDenies,
   landlockRefusal,
+  maskRefusal,
   planWall,
   wallLauncherArgs,
   type WallPlan,
@@ -575,8 +576,15 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       });
     }
     const landlock = wallPlan?.landlock ?? null;
-    if (landlock !== null) {
-      session.explainRefusals(landlockRefusal(landlock), landlockDenies(landlock));
+    if (wallPlan !== null) {
+      // The wall's refusals are journaled as blocks: the mask over Sentry's directories, then
+      // Landlock.
+      const masked = maskRefusal(wallPlan.mask);
+      const walled = landlock === null ? () => null : landlockRefusal(landlock);
+      session.explainRefusals(
+        (event) => masked(event) ?? walled(event),
+        landlock === null ? undefined : landlockDenies(landlock),
+      );
     }
     // The kernel gates (root) hold before the agent runs a single instruction.
     await startGuards({

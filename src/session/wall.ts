@@ -219,3 +219,19 @@ export function landlockDenies(plan: LandlockPlan): (event: SensorEvent) => bool
     return !allowed;
   };
 }
+
+/**
+ * Tells whether a file action failed because Sentry's own directories are hidden from the agent
+ * (`mask`): whatever errno the empty tmpfs gave (ENOENT, EACCES, EROFS), that refusal is the
+ * wall's. Returns the errno, else null.
+ */
+export function maskRefusal(mask: readonly string[]): (event: SensorEvent) => string | null {
+  return (event) => {
+    if (!event.kind.startsWith("file.")) return null;
+    const errno = event.detail.errno;
+    if (typeof errno !== "string") return null;
+    const from = typeof event.detail.from === "string" ? event.detail.from : null;
+    const beneath = (path: string) => mask.some((d) => path === d || path.startsWith(`${d}/`));
+    return beneath(event.target) || (from !== null && beneath(from)) ? errno : null;
+  };
+}
