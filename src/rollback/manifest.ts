@@ -169,6 +169,11 @@ function toTuple(e: Entry): EntryTuple {
 function fromTuple(t: EntryTuple): Entry {
   switch (t[1]) {
     case "f":
+      // A hash names a blob by its path in the store: anything but 64 hex digits could name a
+      // file outside it.
+      if (typeof t[5] !== "string" || !/^[0-9a-f]{64}$/.test(t[5])) {
+        throw new SyntaxError(`the entry "${String(t[0])}" has a hash that is not a SHA-256`);
+      }
       return {
         path: t[0],
         type: "file",
@@ -213,7 +218,14 @@ export function decodeManifest(text: string, name: string): Manifest {
   const content: Tree[] = [];
   for (const line of lines.slice(1)) {
     const raw = JSON.parse(line) as { root: string; absent: boolean; entries: EntryTuple[] };
-    content.push({ root: raw.root, absent: raw.absent, entries: raw.entries.map(fromTuple) });
+    try {
+      content.push({ root: raw.root, absent: raw.absent, entries: raw.entries.map(fromTuple) });
+    } catch (cause) {
+      throw new SyntaxError(
+        `Cannot read snapshot "${name}": ${(cause as Error).message}`,
+        { cause },
+      );
+    }
   }
   return { ...info, content };
 }

@@ -26,7 +26,7 @@ export type {
   Tree,
   TreeInfo,
 } from "./manifest.ts";
-export { openStore, Store } from "./store.ts";
+export { ManifestAuthError, openStore, Store } from "./store.ts";
 export { resolveRoots, snapshot, type SnapshotOptions } from "./snapshot.ts";
 export {
   type ActionKind,

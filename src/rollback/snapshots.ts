@@ -104,6 +104,8 @@ export async function prune(store: Store, options: PruneOptions): Promise<PruneR
       const old = Date.parse(info.createdAt) < cutoff;
       if (old && (info.session === null || !keep.has(info.session))) {
         free(store.manifestPath(info.id));
+        const mac = store.manifestPath(info.id).replace(/\.json$/, ".mac");
+        if (exists(mac)) free(mac);
         result.snapshots.push(info.id);
       } else remaining.push(info.id);
     }
@@ -235,4 +237,13 @@ function diskBytes(path: string): number {
   let total = 0;
   for (const e of Deno.readDirSync(path)) total += diskBytes(`${path}/${e.name}`);
   return total;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

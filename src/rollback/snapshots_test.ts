@@ -103,3 +103,38 @@ Deno.test("prune() deletes old snapshots, then the blobs only they used, and fre
     s.cleanup();
   }
 });
+
+Deno.test("a manifest edited after Sentry wrote it, or without its MAC, is refused before anything is touched; a hash must be a SHA-256", async () => {
+  const s = sandbox();
+  try {
+    Deno.writeTextFileSync(`${s.ws}/a.txt`, "original");
+    const store = openStore(s.home);
+    await snapshot(store, { roots: [s.ws], maxBytes: 1 << 30, session: "S", id: "01MAC" });
+    assert.equal(store.readManifest("01MAC").id, "01MAC", "a manifest as written reads back");
+    const path = store.manifestPath("01MAC");
+    const mac = path.replace(/\.json$/, ".mac");
+    assert.equal(Deno.statSync(mac).mode! & 0o777, 0o600);
+    const key = Deno.readFileSync(`${store.dir}/manifest.key`);
+    assert.equal(key.length, 32);
+    assert.equal(Deno.statSync(`${store.dir}/manifest.key`).mode! & 0o777, 0o600);
+    const text = Deno.readTextFileSync(path);
+    const evil = text.replace(/"[0-9a-f]{64}"/, '"../../../../etc/passwd"');
+    assert.notEqual(evil, text);
+    Deno.writeTextFileSync(path, evil);
+    Deno.writeTextFileSync(`${s.ws}/a.txt`, "changed");
+    assert.throws(() => store.readManifest("01MAC"), {
+      name: "ManifestAuthError",
+      message: /does not match its MAC/,
+    });
+    await assert.rejects(() => rollback(store, { session: "S", snapshot: "01MAC" }), /MAC/);
+    assert.equal(Deno.readTextFileSync(`${s.ws}/a.txt`), "changed", "nothing was restored");
+    // A forged MAC needs the key, which no agent can read; with it, the hash itself is checked.
+    const { createHmac } = await import("node:crypto");
+    Deno.writeTextFileSync(mac, createHmac("sha256", key).update(evil).digest("hex") + "\n");
+    assert.throws(() => store.readManifest("01MAC"), /hash that is not a SHA-256/);
+    Deno.removeSync(mac);
+    assert.throws(() => store.readManifest("01MAC"), { message: /has no MAC/ });
+  } finally {
+    s.cleanup();
+  }
+});

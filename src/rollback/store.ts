@@ -19,7 +19,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { ensureDataDir } from "../platform/mod.ts";
 import { decodeInfo, decodeManifest, encodeManifest, type Manifest } from "./manifest.ts";
 import type { SnapshotInfo } from "./manifest.ts";
@@ -57,6 +58,7 @@ export class Store {
   #seq = 0;
 
   /** Creates the store's folders. Use {@link openStore}. */
+  #macKey: Uint8Array | undefined;
   constructor(dataDir: string) {
     this.dataDir = dataDir.replace(/\/+$/, "") || "/";
     this.dir = `${this.dataDir}/store`;
@@ -250,9 +252,73 @@ export class Store {
     return out;
   }
 
-  /** Writes a manifest atomically; returns its size in bytes. */
+  /**
+   * Writes a manifest atomically, then its MAC (`<id>.mac`: HMAC-SHA256 of the manifest's bytes
+   * under the store's key); returns the manifest's size in bytes.
+   */
   writeManifest(manifest: Manifest): number {
-    return this.#writeAtomic(this.manifestPath(manifest.id), encodeManifest(manifest), 0o600);
+    const text = encodeManifest(manifest);
+    const size = this.#writeAtomic(this.manifestPath(manifest.id), text, 0o600);
+    this.#writeAtomic(this.#macPath(manifest.id), `${this.#mac(text)}\n`, 0o600);
+    return size;
+  }
+
+  /**
+   * The store's manifest key (`manifest.key`, 32 random bytes, 0600), made on first use. It sits in
+   * Sentry's data directory, which no agent can read or write under `run`: an agent that edits a
+   * manifest cannot make its MAC.
+   */
+  #key(): Uint8Array {
+    if (this.#macKey !== undefined) return this.#macKey;
+    const path = `${this.dir}/manifest.key`;
+    try {
+      this.#macKey = Deno.readFileSync(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      const tmp = this.tmpPath("key");
+      Deno.writeFileSync(tmp, crypto.getRandomValues(new Uint8Array(32)), { mode: 0o600 });
+      try {
+        // Linked into place whole: two processes making it at once agree on one key.
+        Deno.linkSync(tmp, path);
+      } catch (raced) {
+        if (!(raced instanceof Deno.errors.AlreadyExists)) throw raced;
+      } finally {
+        Deno.removeSync(tmp);
+      }
+      this.#macKey = Deno.readFileSync(path);
+    }
+    if (this.#macKey.length < 32) {
+      throw new ManifestAuthError(`The store's key "${path}" is damaged (too short)`);
+    }
+    return this.#macKey;
+  }
+
+  #mac(text: string): string {
+    return createHmac("sha256", this.#key()).update(text).digest("hex");
+  }
+
+  #macPath(id: string): string {
+    return `${this.dir}/snapshots/${id}.mac`;
+  }
+
+  /** Throws {@link ManifestAuthError} unless `text` is the manifest `id` as this store wrote it. */
+  #verify(id: string, text: string): void {
+    let stored: string;
+    try {
+      stored = Deno.readTextFileSync(this.#macPath(id)).trim();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new ManifestAuthError(
+        `Snapshot "${id}" has no MAC: its manifest cannot be trusted, so nothing is restored from it`,
+      );
+    }
+    const expected = Buffer.from(this.#mac(text), "hex");
+    const given = /^[0-9a-f]{64}$/.test(stored) ? Buffer.from(stored, "hex") : Buffer.alloc(0);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new ManifestAuthError(
+        `Snapshot "${id}": its manifest does not match its MAC (it was edited since Sentry wrote it), so nothing is restored from it`,
+      );
+    }
   }
 
   /** The path of a snapshot's manifest. */
@@ -274,6 +340,7 @@ export class Store {
       }
       throw e;
     }
+    this.#verify(id, text);
     return decodeManifest(text, id);
   }
 
@@ -420,5 +487,14 @@ function readFirstLine(path: string): string {
     return new TextDecoder().decode(all);
   } finally {
     file.close();
+  }
+}
+
+/** A manifest that does not carry the store's MAC: edited, or written by something else. */
+export class ManifestAuthError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ManifestAuthError";
   }
 }
