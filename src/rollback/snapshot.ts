@@ -299,6 +299,9 @@ function toEntry(live: LiveEntry): Entry {
   }
 }
 
+/** Errors of the store's side of a copy: the disk or quota is full, or the store is read-only. */
+const STORE_FULL = ["ENOSPC", "EDQUOT", "EROFS", "EFBIG"];
+
 function markOther(job: Pending, reason: string): void {
   job.entries[job.index] = { path: job.entry.path, type: "other", reason };
 }
@@ -400,6 +403,14 @@ async function copyLarge(store: Store, job: Pending): Promise<string | undefined
         Deno.removeSync(tmp);
       } catch {
         // Never created.
+      }
+      if (STORE_FULL.some((code) => isCode(err, code))) {
+        // The store could not take the copy: the file is not protected, and the snapshot must
+        // not say it is. It fails whole, and the session runs without rollback, loudly.
+        throw new Error(
+          `the store could not hold a copy of "${job.abs}" (${reasonOf(err)}): nothing of this snapshot is kept`,
+          { cause: err },
+        );
       }
       markOther(
         job,
