@@ -24,6 +24,8 @@ export const DEFAULT_ROLLBACK_EXCLUDE = [
 
 /** The largest protected tree, in bytes, that rollback snapshots by default: 1 GiB. */
 export const DEFAULT_ROLLBACK_MAX_BYTES = 1024 * 1024 * 1024;
+/** The default cap on the files and directories of one protected tree (`rollback.max_files`). */
+export const DEFAULT_ROLLBACK_MAX_FILES = 200_000;
 
 /** One policy layer as parsed, with the name it came from. */
 export interface PolicyLayer {
@@ -128,6 +130,7 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
       paths: all((p) => p.rollback?.paths),
       exclude: pick((p) => p.rollback?.exclude, DEFAULT_ROLLBACK_EXCLUDE),
       max_bytes: pick((p) => p.rollback?.max_bytes, DEFAULT_ROLLBACK_MAX_BYTES),
+      max_files: pick((p) => p.rollback?.max_files, DEFAULT_ROLLBACK_MAX_FILES),
       after: pick((p) => p.rollback?.after, "pause"),
     },
   };

@@ -158,6 +158,8 @@ export const PolicyFile = z.strictObject({
     paths: Patterns.optional(),
     exclude: Patterns.optional(),
     max_bytes: z.number().int().positive().optional(),
+    /** The most files and directories one protected tree may hold; default 200,000. */
+    max_files: z.number().int().positive().optional(),
     /** What an automatic rollback leaves: the agent paused (default), or killed. */
     after: z.enum(["pause", "kill"]).optional(),
   }).optional(),
@@ -205,7 +207,13 @@ export interface ResolvedPolicy {
   processes: ResolvedAccess<ProcessEntry>;
   database: { ports: number[]; allow: string[] };
   rules: Rule[];
-  rollback: { paths: string[]; exclude: string[]; max_bytes: number; after: "pause" | "kill" };
+  rollback: {
+    paths: string[];
+    exclude: string[];
+    max_bytes: number;
+    max_files: number;
+    after: "pause" | "kill";
+  };
 }
 
 /** The kinds a rule may name, for validation messages. */

@@ -121,6 +121,20 @@ export interface WalkOptions {
   excluded: Excluder;
   /** Where to start below the root (default: the root itself). Must be a real directory. */
   from?: string;
+  /**
+   * The most entries to list: past it the walk stops at once (memory and time stay bounded)
+   * and throws {@link TooManyEntriesError}.
+   */
+  maxEntries?: number;
+}
+
+/** A tree with more entries than {@link WalkOptions.maxEntries}: the walk stopped there. */
+export class TooManyEntriesError extends RangeError {
+  /** Builds the error for the tree's root and the cap. */
+  constructor(readonly root: string, readonly maxEntries: number) {
+    super(`"${root}" holds more than ${maxEntries.toLocaleString("en-US")} entries`);
+    this.name = "TooManyEntriesError";
+  }
 }
 
 /**
@@ -156,6 +170,9 @@ export function walkTree(root: string, options: WalkOptions): LiveEntry[] | null
       const entry = lstatEntry(abs, rel);
       if (entry === null) continue;
       out.push(entry);
+      if (options.maxEntries !== undefined && out.length > options.maxEntries) {
+        throw new TooManyEntriesError(root, options.maxEntries);
+      }
       if (entry.type === "dir") stack.push(entry);
     }
   }

@@ -35,6 +35,7 @@ import {
   type LiveEntry,
   lstatEntry,
   reasonOf,
+  TooManyEntriesError,
   walkTree,
 } from "./_walk.ts";
 
@@ -53,6 +54,8 @@ export interface SnapshotOptions {
   exclude?: readonly string[];
   /** The cap on each tree's bytes of regular files: the policy's `rollback.max_bytes`. */
   maxBytes: number;
+  /** The most files and directories a tree may hold (`rollback.max_files`); default 200,000. */
+  maxFiles?: number;
   /** The session taking the snapshot, recorded in the manifest. */
   session?: string | null;
   /** The snapshot id; a fresh ULID by default. */
@@ -107,8 +110,20 @@ export async function snapshot(store: Store, options: SnapshotOptions): Promise<
 
   return await store.withLock(false, async () => {
     // Phase 1: scan, and refuse oversized trees before writing anything.
+    const maxFiles = options.maxFiles ?? DEFAULT_MAX_FILES;
     const scans = roots.map((root) => {
-      const live = walkTree(root, { excluded });
+      let live: ReturnType<typeof walkTree>;
+      try {
+        live = walkTree(root, { excluded, maxEntries: maxFiles });
+      } catch (error) {
+        if (!(error instanceof TooManyEntriesError)) throw error;
+        throw new RangeError(
+          `Cannot snapshot for rollback: ${error.message}, over the cap of ${
+            maxFiles.toLocaleString("en-US")
+          } (rollback.max_files); raise the cap or add paths to rollback.exclude`,
+          { cause: error },
+        );
+      }
       live?.sort((a, b) => comparePaths(a.path, b.path));
       let bytes = 0;
       let files = 0;
@@ -299,6 +314,9 @@ function toEntry(live: LiveEntry): Entry {
   }
 }
 
+/** The default cap on the entries of one protected tree (`rollback.max_files`). */
+export const DEFAULT_MAX_FILES = 200_000;
+
 /** Errors of the store's side of a copy: the disk or quota is full, or the store is read-only. */
 const STORE_FULL = ["ENOSPC", "EDQUOT", "EROFS", "EFBIG"];
 
@@ -408,7 +426,9 @@ async function copyLarge(store: Store, job: Pending): Promise<string | undefined
         // The store could not take the copy: the file is not protected, and the snapshot must
         // not say it is. It fails whole, and the session runs without rollback, loudly.
         throw new Error(
-          `the store could not hold a copy of "${job.abs}" (${reasonOf(err)}): nothing of this snapshot is kept`,
+          `the store could not hold a copy of "${job.abs}" (${
+            reasonOf(err)
+          }): nothing of this snapshot is kept`,
           { cause: err },
         );
       }

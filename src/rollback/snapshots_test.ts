@@ -138,3 +138,25 @@ Deno.test("a manifest edited after Sentry wrote it, or without its MAC, is refus
     s.cleanup();
   }
 });
+
+Deno.test("a tree over rollback.max_files stops the walk at the cap and is refused whole, naming the cap", async () => {
+  const s = sandbox();
+  try {
+    for (let i = 0; i < 50; i++) Deno.writeTextFileSync(`${s.ws}/f${i}.txt`, "");
+    const store = openStore(s.home);
+    await assert.rejects(
+      () => snapshot(store, { roots: [s.ws], maxBytes: 1 << 30, maxFiles: 10, session: "N" }),
+      /holds more than 10 entries, over the cap of 10 \(rollback\.max_files\)/,
+    );
+    assert.deepEqual(listSnapshots(store), []);
+    const ok = await snapshot(store, {
+      roots: [s.ws],
+      maxBytes: 1 << 30,
+      maxFiles: 51,
+      session: "N",
+    });
+    assert.equal(ok.trees[0]?.files, 50);
+  } finally {
+    s.cleanup();
+  }
+});

@@ -53,6 +53,7 @@ export async function protect(options: ProtectOptions): Promise<Protection | nul
       roots,
       exclude: resolved.rollback.exclude,
       maxBytes: resolved.rollback.max_bytes,
+      maxFiles: resolved.rollback.max_files,
       session: options.session,
     });
     const files = info.trees.reduce((n, t) => n + t.files, 0);
