@@ -27,7 +27,7 @@ async function sh(cmd: string, args: string[]): Promise<void> {
 
 Deno.test({
   name:
-    "a full disk under the store fails the snapshot whole, naming the file it could not hold, and keeps no manifest",
+    "a full disk under the store is refused before a byte is copied, and one that fills while copying fails the snapshot whole, naming the file; no manifest is kept",
   ignore: why !== null,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "sentry-faults-" });
@@ -48,8 +48,20 @@ Deno.test({
       await Deno.truncate(big, 8 << 20);
       await Deno.writeTextFile(join(ws, "small.txt"), "small\n");
       const store = openStore(data);
+      // Checked first: the store's filesystem has 2 MiB, the snapshot may need 8.
       await assert.rejects(
         () => snapshot(store, { roots: [ws], maxBytes: 1 << 30, session: "FULL" }),
+        /it may need 8\.0 MiB .* on the store's filesystem .* which has [\d.]+ (KiB|MiB)/,
+      );
+      // And when the space goes while it copies (the check blinded here), the copy fails whole.
+      await assert.rejects(
+        () =>
+          snapshot(store, {
+            roots: [ws],
+            maxBytes: 1 << 30,
+            session: "FULL",
+            freeSpace: () => null,
+          }),
         (error: Error) => {
           assert.match(error.message, /could not hold a copy of ".*big\.bin"/);
           assert.match(error.message, /No space left|ENOSPC|os error 28/i);

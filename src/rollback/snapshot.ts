@@ -14,7 +14,7 @@
 import { closeSync, constants, openSync, readSync } from "node:fs";
 import { dirname, normalize } from "node:path";
 import { createUlid } from "../events/mod.ts";
-import { SnapshotTooLargeError } from "./errors.ts";
+import { formatBytes, SnapshotTooLargeError } from "./errors.ts";
 import {
   comparePaths,
   type Entry,
@@ -27,6 +27,7 @@ import {
 } from "./manifest.ts";
 import { hashBytes, hashFile } from "./_hash.ts";
 import { PackWriter } from "./_pack.ts";
+import { type FreeSpace, freeSpace } from "../platform/statvfs_linux.ts";
 import type { Store } from "./store.ts";
 import {
   createExcluder,
@@ -56,6 +57,8 @@ export interface SnapshotOptions {
   maxBytes: number;
   /** The most files and directories a tree may hold (`rollback.max_files`); default 200,000. */
   maxFiles?: number;
+  /** Reads the store filesystem's free space (tests); default `statvfs`. */
+  freeSpace?: (path: string) => FreeSpace | null;
   /** The session taking the snapshot, recorded in the manifest. */
   session?: string | null;
   /** The snapshot id; a fresh ULID by default. */
@@ -198,6 +201,24 @@ export async function snapshot(store: Store, options: SnapshotOptions): Promise<
       }
       trees.push({ root: scan.root, absent: scan.live === null, entries });
     }
+    // Before a byte is copied: the store must have room for what is not there yet (at most the
+    // files that must be read again), and an inode per file, with some headroom.
+    const needed = [...small, ...large].reduce((n, job) => n + job.entry.size, 0);
+    const free = (options.freeSpace ?? freeSpace)(store.dir);
+    if (
+      free !== null &&
+      (free.bytes < needed + FREE_HEADROOM_BYTES || free.inodes < large.length + 1024)
+    ) {
+      throw new RangeError(
+        `Cannot snapshot for rollback: it may need ${formatBytes(needed)} (and ${
+          large.length.toLocaleString("en-US")
+        } inodes) on the store's filesystem (${store.dir}), which has ${
+          formatBytes(free.bytes)
+        } and ${
+          free.inodes.toLocaleString("en-US")
+        } inodes free; free some space or set SENTRY_HOME on another disk`,
+      );
+    }
 
     const lanes: Promise<void>[] = [];
     const yielder = new Yielder();
@@ -313,6 +334,9 @@ function toEntry(live: LiveEntry): Entry {
       return { path: live.path, type: "other", reason: live.reason ?? "special file" };
   }
 }
+
+/** Space kept free beyond what a snapshot may write, so that the journal can still grow. */
+const FREE_HEADROOM_BYTES = 16 << 20;
 
 /** The default cap on the entries of one protected tree (`rollback.max_files`). */
 export const DEFAULT_MAX_FILES = 200_000;
