@@ -13,6 +13,7 @@ import { SessionRefError } from "../journal/mod.ts";
 import { isTemplateName, loadPolicy, readTemplate, TEMPLATES } from "../policy/mod.ts";
 import { VERSION } from "../version.ts";
 import { bearerAuth, hostGuard } from "./auth.ts";
+import { limitBody, SMALL_BODY_LIMIT } from "./body_limit.ts";
 import { defaultControls, type SessionControls } from "./control.ts";
 import { dashboardRoutes } from "./dashboard.ts";
 import { HttpError, parseInput } from "./errors.ts";
@@ -49,6 +50,8 @@ export interface AppDeps {
   sensors?: () => z.infer<typeof SensorStatus>[];
   /** Keep-alive interval of the event stream; default 15 s. */
   heartbeatMs?: number;
+  /** The largest request body on any route; default {@link SMALL_BODY_LIMIT} (64 KiB). */
+  maxBodyBytes?: number;
 }
 
 /** The app, and `close()` to stop its background subscription. */
@@ -73,7 +76,8 @@ const CONTROL_ACTIONS = ["pause", "resume", "kill"] as const;
 
 /**
  * Builds the API. Every route but `/health` needs the bearer token; every route checks the
- * `Host` header; no CORS headers are sent; errors are JSON `{ error, field? }`.
+ * `Host` header; every request body is bounded (413 past `maxBodyBytes`); no CORS headers are
+ * sent; errors are JSON `{ error, field? }`.
  */
 export function createApp(deps: AppDeps): SentryApp {
   const { journal, live } = deps;
@@ -101,6 +105,8 @@ export function createApp(deps: AppDeps): SentryApp {
   });
   app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
 
+  // Before anything else: no route, not even a refusal, reads more than the limit.
+  app.use("*", limitBody({ maxBytes: deps.maxBodyBytes ?? SMALL_BODY_LIMIT }));
   app.use("*", hostGuard(deps.allowedHosts));
   // The dashboard's page and assets hold no data: served after the Host check, before the token.
   app.route("/", dashboardRoutes());

@@ -14,6 +14,7 @@
  * @module
  */
 export { type AppDeps, createApp, type SentryApp } from "./app.ts";
+export { limitBody, type LimitBodyOptions, readAtMost, SMALL_BODY_LIMIT } from "./body_limit.ts";
 export { allowedHostsFor, bearerAuth, hostGuard, tokenMatches } from "./auth.ts";
 export {
   defaultControls,

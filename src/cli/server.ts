@@ -192,6 +192,7 @@ async function serveCollector(
       eprintln(
         `sentry: collector error: ${error instanceof Error ? error.message : String(error)}`,
       ),
+    onNotice: (message) => eprintln(`sentry: collector: ${message}`),
     api: {
       dataDir: dir,
       token,

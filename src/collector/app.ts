@@ -14,9 +14,11 @@ import {
   createApp,
   hostGuard,
   HttpError,
+  limitBody,
   type LiveSource,
   type SentryApp,
   type SessionControls,
+  SMALL_BODY_LIMIT,
 } from "../api/mod.ts";
 import type { IngestResult, Journal, SessionRecord } from "../journal/mod.ts";
 import { IngestError } from "../journal/mod.ts";
@@ -31,7 +33,14 @@ import {
   parseJson,
   readLimited,
 } from "./batch.ts";
-import { HOST_STATE_PREFIX, type HostRecord, parseHost, recordHostVisit } from "./hosts.ts";
+import {
+  bindHost,
+  HOST_STATE_PREFIX,
+  type HostRecord,
+  parseHost,
+  recordHostVisit,
+  unbindHost,
+} from "./hosts.ts";
 import type { KeyInfo, KeyStore } from "./keys.ts";
 
 /** The `server` field of the hello answer. */
@@ -73,6 +82,11 @@ export interface CollectorDeps {
    * the detail, which may name server paths; the operator gets it here.
    */
   onError?: (error: unknown) => void;
+  /**
+   * Hears what the operator should know of but the client is only told in part: a key refused
+   * for a host bound to another key, a host moved to a rotated key. One line, no secret.
+   */
+  onNotice?: (message: string) => void;
 }
 
 /** The app, and `close()` to stop the API's background subscription. */
@@ -95,7 +109,9 @@ const RETRY_AFTER_S = 1;
  * (`Authorization: Bearer sk_...`); with `api`, every other route is the local API (and
  * dashboard) over the collector's journal, behind its own token and `Host` check, plus
  * `GET /v1/hosts`. Session controls are refused: the collector cannot signal a remote host's
- * processes.
+ * processes. A host id is bound to the key of its first accepted batch: another key presenting
+ * it gets 403 (see {@link bindHost}). Every body is bounded: 413 past `limits.maxBodyBytes` for
+ * a batch, past 64 KiB on every other route.
  */
 export function createCollectorApp(deps: CollectorDeps): CollectorApp {
   const { journal, keys } = deps;
@@ -104,6 +120,16 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
   const maxConcurrent = deps.maxConcurrent ?? 16;
   let inFlight = 0;
   const app = new Hono();
+
+  // Every body is bounded before any route runs; a batch is bounded by its own route as it
+  // streams in, after the key and the concurrency checks (limits.maxBodyBytes).
+  app.use(
+    "*",
+    limitBody({
+      maxBytes: SMALL_BODY_LIMIT,
+      skip: (c) => c.req.method === "POST" && c.req.path === "/v1/sync/batches",
+    }),
+  );
 
   app.onError((error, c) => {
     if (error instanceof HttpError) {
@@ -208,22 +234,50 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
     if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
       throw new BatchError(
         413,
-        `Body too large: ${declared} bytes as received, at most ${limits.maxBodyBytes}`,
+        `Body too large: ${declared} bytes declared, at most ${limits.maxBodyBytes} bytes as received`,
         "body",
       );
     }
     const raw = await readLimited(c.req.raw.body, limits.maxBodyBytes);
     const json = encoding === "identity" ? raw : await gunzipLimited(raw, limits.maxJsonBytes);
     const batch = parseBatch(parseJson(json), limits);
-    // Synchronous from here to the end: no other batch interleaves with this one's writes.
-    const result = journal.ingest({
-      key: key.id,
-      hostId: batch.host.id.toUpperCase(),
-      sessions: batch.sessions,
-      events: batch.events,
-    });
+    const hostId = batch.host.id.toUpperCase();
+    // Synchronous from here to the end: no other batch of this process interleaves.
+    const all = keys.list();
+    const binding = bindHost(journal, { hostId, key, keys: all });
+    if (binding.outcome === "refused") {
+      const holder = all.find((k) => k.id === binding.boundTo);
+      deps.onNotice?.(
+        `refused a batch for host "${hostId}" from key ${key.id} ("${key.name}"): the host is ` +
+          `bound to key ${binding.boundTo}${holder === undefined ? "" : ` ("${holder.name}")`}`,
+      );
+      throw new BatchError(
+        403,
+        `Forbidden host.id "${batch.host.id}": the host is bound to another key; a host uploads ` +
+          "with the key it registered with, or the next key of that name once it is revoked",
+        "host.id",
+      );
+    }
+    if (binding.outcome === "rebound") {
+      deps.onNotice?.(
+        `host "${hostId}" moved from key ${binding.previous} (revoked, or gone from the key ` +
+          `store) to key ${key.id} ("${key.name}")`,
+      );
+    }
+    let result: IngestResult;
+    try {
+      result = journal.ingest({
+        key: key.id,
+        hostId,
+        sessions: batch.sessions,
+        events: batch.events,
+      });
+    } catch (error) {
+      unbindHost(journal, { hostId, keyId: key.id, binding });
+      throw error;
+    }
     recordHostVisit(journal, {
-      hostId: batch.host.id.toUpperCase(),
+      hostId,
       name: batch.host.name,
       keyId: key.id,
       keyName: key.name,

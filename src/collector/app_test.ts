@@ -13,6 +13,7 @@ import {
   ulid,
 } from "./_testing.ts";
 import { openKeyStore } from "./keys.ts";
+import { HOST_BINDING_PREFIX, hostBindingKey, recordHostVisit } from "./hosts.ts";
 import type { CollectorDeps } from "./app.ts";
 
 async function withCollector(
@@ -319,10 +320,107 @@ Deno.test("another host's session is refused with 400 and nothing of the batch i
     assert.equal(refused2.body.field, "events[0].session");
     assert.deepEqual(counts(c), before);
     assert.throws(() => c.journal.getSession(fresh));
-    // The owning host may rotate its key: its sessions follow it to the new key.
-    const rotated = await post(c, validBatch(2, { session }), { key: other });
+    // None of the refused batches bound its host id to the intruder's key.
+    assert.equal(c.journal.syncStates(HOST_BINDING_PREFIX).length, 1);
+    // The owning host may rotate its key (revoke it, add one of the same name): its sessions
+    // follow it to the new key. Another key, even a valid one, is refused.
+    assert.equal((await post(c, validBatch(2, { session }), { key: other })).status, 403);
+    c.keys.revoke("laptop");
+    const next = c.keys.add("laptop").key;
+    const rotated = await post(c, validBatch(2, { session }), { key: next });
     assert.equal(rotated.status, 200);
   });
+});
+
+Deno.test("a second key presenting a bound host id gets 403 naming host.id, stores nothing and is logged", async () => {
+  const notices: string[] = [];
+  await withCollector(async (c, key) => {
+    const other = c.keys.add("intruder");
+    const session = ulid();
+    assert.equal((await post(c, validBatch(3, { session }), { key })).status, 200);
+    const before = counts(c);
+    // Events into the host's session, then the session ended: both under the intruder's key.
+    const inject = validBatch(2, { session });
+    const ended = inject["sessions"] as Record<string, unknown>[];
+    ended[0] = { ...ended[0], state: "ended", endedAt: "2026-11-24T18:09:00.000Z", exitCode: 0 };
+    const refused = await post(c, inject, { key: other.key });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.field, "host.id");
+    assert.match(
+      refused.body.error,
+      /^Forbidden host\.id "[0-9A-Z]{26}": the host is bound to another key/,
+    );
+    assert.deepEqual(counts(c), before);
+    assert.equal(c.journal.getSession(session).state, "running");
+    assert.equal(c.journal.getSession(session).endedAt, null);
+    const hosts = c.journal.syncStates("host:").map(([k]) => k);
+    assert.ok(hosts.every((k) => !k.includes(other.info.id)), "no host record for the intruder");
+    assert.equal(notices.length, 1);
+    assert.match(
+      notices[0]!,
+      new RegExp(`host "${HOST}" from key ${other.info.id} \\("intruder"\\)`),
+    );
+    assert.ok(!notices[0]!.includes(other.key) && !notices[0]!.includes(key), "no secret logged");
+    // The owner is untouched and carries on.
+    assert.equal((await post(c, validBatch(1, { session }), { key })).status, 200);
+  }, { onNotice: (m) => notices.push(m) });
+});
+
+Deno.test("a host id is bound by its first accepted batch, not by a refused one", async () => {
+  await withCollector(async (c, key) => {
+    const other = c.keys.add("intruder").key;
+    const host = ulid();
+    const orphan = makeBatch({ hostId: host, sessions: [], events: [makeEvent(ulid(), 0)] });
+    assert.equal((await post(c, orphan, { key: other })).status, 400);
+    assert.equal(c.journal.syncState(hostBindingKey(host)), undefined);
+    assert.equal((await post(c, validBatch(1, { host }), { key })).status, 200);
+    assert.equal((await post(c, validBatch(1, { host }), { key: other })).status, 403);
+  });
+});
+
+Deno.test("a host recorded before bindings existed stays with the key of its oldest record", async () => {
+  await withCollector(async (c, key) => {
+    const first = c.keys.list()[0]!;
+    const other = c.keys.add("later");
+    const host = ulid();
+    for (
+      const [k, at] of [[first, "2026-01-01T00:00:00.000Z"], [
+        other.info,
+        "2026-02-01T00:00:00.000Z",
+      ]] as const
+    ) {
+      recordHostVisit(c.journal, {
+        hostId: host,
+        name: "old",
+        keyId: k.id,
+        keyName: k.name,
+        at,
+        accepted: 1,
+        duplicates: 0,
+        dropped: 0,
+      });
+    }
+    assert.equal((await post(c, validBatch(1, { host }), { key: other.key })).status, 403);
+    assert.equal(c.journal.syncState(hostBindingKey(host)), first.id);
+    assert.equal((await post(c, validBatch(1, { host }), { key })).status, 200);
+  });
+});
+
+Deno.test("a binding moves to a key of the same name once its key is revoked, and is noted", async () => {
+  const notices: string[] = [];
+  await withCollector(async (c, key) => {
+    const session = ulid();
+    assert.equal((await post(c, validBatch(1, { session }), { key })).status, 200);
+    const old = c.keys.list()[0]!;
+    const spare = c.keys.add("spare").key;
+    c.keys.revoke("laptop");
+    // A revoked key frees its hosts for its own name only.
+    assert.equal((await post(c, validBatch(1, { session }), { key: spare })).status, 403);
+    const next = c.keys.add("laptop");
+    assert.equal((await post(c, validBatch(1, { session }), { key: next.key })).status, 200);
+    assert.equal(c.journal.syncState(hostBindingKey(HOST)), next.info.id);
+    assert.ok(notices.some((m) => m.includes(`moved from key ${old.id}`)), notices.join("\n"));
+  }, { onNotice: (m) => notices.push(m) });
 });
 
 Deno.test("each host is recorded with its key, last batch time and dropped count", async () => {

@@ -55,8 +55,8 @@ export type BatchBody = z.infer<typeof BatchBody>;
 
 /** Why a body was refused: an HTTP status, a message and the field at fault. */
 export class BatchError extends Error {
-  /** 400 malformed, 413 too large, 415 unsupported type or encoding. */
-  readonly status: 400 | 413 | 415;
+  /** 400 malformed, 403 a host bound to another key, 413 too large, 415 unsupported type. */
+  readonly status: 400 | 403 | 413 | 415;
   /** The field at fault, such as `events[3].kind`, `body` or `content-encoding`. */
   readonly field: string;
 

@@ -85,3 +85,99 @@ export function parseHost(value: string | undefined): HostRecord | null {
     return null;
   }
 }
+
+/**
+ * The `sync_state` key prefix of host bindings: `host-key:<host id>` holds the id of the key the
+ * host is bound to. (Not under {@link HOST_STATE_PREFIX}, so host listings skip it.)
+ */
+export const HOST_BINDING_PREFIX = "host-key:";
+
+/** The `sync_state` key of a host's binding. */
+export function hostBindingKey(hostId: string): string {
+  return `${HOST_BINDING_PREFIX}${hostId}`;
+}
+
+/** The key a host id is presented with. */
+export interface HostClaim {
+  /** The host id, upper case. */
+  hostId: string;
+  /** The key of the request. */
+  key: { id: string; name: string };
+  /** Every key of the store, revoked ones too: who the host is bound to. */
+  keys: readonly { id: string; name: string; revoked_at: string | null }[];
+}
+
+/**
+ * What {@link bindHost} decided: `bound` (already this key's), `claimed` (now this key's, the
+ * first), `rebound` (moved from `previous`, a revoked key of the same name, or a key the store
+ * no longer has) or `refused` (bound to `boundTo`, another key).
+ */
+export type HostBinding =
+  | { outcome: "bound" }
+  | { outcome: "claimed" }
+  | { outcome: "rebound"; previous: string }
+  | { outcome: "refused"; boundTo: string };
+
+/**
+ * Binds a host id to the key that registered it, or checks that it is bound to the key that
+ * presents it. The first key to present a host id gets it (a host recorded before bindings
+ * existed goes to the key of its oldest record). Another key is refused, unless the bound key
+ * was revoked and this key has its name (a rotated key), or the key store no longer has the
+ * bound key: then the binding moves. Each change is a compare-and-swap in the journal's write
+ * transaction, so several collectors sharing the journal agree.
+ */
+export function bindHost(journal: Journal, claim: HostClaim): HostBinding {
+  const slot = hostBindingKey(claim.hostId);
+  let bound = journal.syncState(slot);
+  // Each turn either decides or sees another process's change; a few turns settle any race.
+  for (let turn = 0; turn < 4; turn++) {
+    if (bound === claim.key.id) return { outcome: "bound" };
+    if (bound === undefined) {
+      const registrar = oldestRecordKey(journal, claim.hostId) ?? claim.key.id;
+      const found = journal.swapSyncState(slot, undefined, registrar);
+      if (found !== undefined) {
+        bound = found;
+        continue;
+      }
+      if (registrar === claim.key.id) return { outcome: "claimed" };
+      bound = registrar;
+      continue;
+    }
+    const holder = claim.keys.find((k) => k.id === bound);
+    const movable = holder === undefined ||
+      (holder.revoked_at !== null && holder.name === claim.key.name);
+    if (!movable) return { outcome: "refused", boundTo: bound };
+    const found = journal.swapSyncState(slot, bound, claim.key.id);
+    if (found === bound) return { outcome: "rebound", previous: bound };
+    bound = found;
+  }
+  return { outcome: "refused", boundTo: bound ?? "(changing)" };
+}
+
+/**
+ * Undoes a binding {@link bindHost} just made, when the batch that made it was not stored: a
+ * host is bound by its first accepted batch. Does nothing if the binding changed meanwhile.
+ */
+export function unbindHost(
+  journal: Journal,
+  options: { hostId: string; keyId: string; binding: HostBinding },
+): void {
+  const { binding } = options;
+  if (binding.outcome !== "claimed" && binding.outcome !== "rebound") return;
+  journal.swapSyncState(
+    hostBindingKey(options.hostId),
+    options.keyId,
+    binding.outcome === "rebound" ? binding.previous : undefined,
+  );
+}
+
+/** The key of the host's oldest record, from before bindings existed; null when none. */
+function oldestRecordKey(journal: Journal, hostId: string): string | null {
+  let oldest: HostRecord | null = null;
+  for (const [, value] of journal.syncStates(HOST_STATE_PREFIX)) {
+    const host = parseHost(value);
+    if (host === null || host.host_id !== hostId) continue;
+    if (oldest === null || host.first_seen < oldest.first_seen) oldest = host;
+  }
+  return oldest?.key_id ?? null;
+}

@@ -33,12 +33,18 @@ export {
   parseBatch,
 } from "./batch.ts";
 export {
+  bindHost,
+  HOST_BINDING_PREFIX,
   HOST_STATE_PREFIX,
+  type HostBinding,
+  hostBindingKey,
+  type HostClaim,
   type HostRecord,
   hostStateKey,
   type HostVisit,
   parseHost,
   recordHostVisit,
+  unbindHost,
 } from "./hosts.ts";
 export {
   KEY_PREFIX,

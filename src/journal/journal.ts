@@ -703,6 +703,28 @@ export class Journal {
     this.#stmt(PUT_SYNC_STATE).run(key, value);
   }
 
+  /**
+   * Sets a named sync value to `value` (deletes it when undefined) only if it is `expected` now
+   * (undefined: not set), in one write transaction, so that processes sharing the journal agree
+   * on which of them changed it first (a collector's host bindings). Returns the value found:
+   * the swap happened when it equals `expected`.
+   */
+  swapSyncState(
+    key: string,
+    expected: string | undefined,
+    value: string | undefined,
+  ): string | undefined {
+    this.#assertOpen();
+    let found: string | undefined;
+    this.#transaction(() => {
+      found = this.#syncStateIn(key);
+      if (found !== expected) return;
+      if (value === undefined) this.#stmt("DELETE FROM sync_state WHERE key = ?").run(key);
+      else this.#stmt(PUT_SYNC_STATE).run(key, value);
+    });
+    return found;
+  }
+
   /** Every sync value whose key starts with `prefix`, by key (a collector's host records). */
   syncStates(prefix: string): [string, string][] {
     this.#assertOpen();
