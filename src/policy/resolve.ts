@@ -94,6 +94,7 @@ export function resolveLayers(layers: readonly PolicyLayer[]): ResolvedPolicy {
       on_timeout: pick((p) => p.pause?.on_timeout, "kill"),
     },
     on_sentry_exit: pick((p) => p.on_sentry_exit, "resume"),
+    on_journal_error: pick((p) => p.on_journal_error, "pause"),
     thresholds: {
       alert: pick((p) => p.thresholds?.alert, 30),
       pause: pick((p) => p.thresholds?.pause, 60),

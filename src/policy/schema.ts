@@ -106,6 +106,11 @@ export const PolicyFile = z.strictObject({
    * it let the agent go is always killed.
    */
   on_sentry_exit: z.enum(["resume", "kill"]).optional(),
+  /**
+   * What Sentry does when its journal cannot be written (a full disk): `pause` (default) stops
+   * the agent until someone comes; `continue` lets it go on and counts what is lost.
+   */
+  on_journal_error: z.enum(["pause", "continue"]).optional(),
   thresholds: z.strictObject({
     alert: z.number().int().min(0).max(100).optional(),
     pause: z.number().int().min(0).max(100).optional(),
@@ -192,6 +197,8 @@ export interface ResolvedPolicy {
   pause: { timeout: string | null; on_timeout: "resume" | "kill" };
   /** What the watchdog does with the agent if Sentry dies. */
   on_sentry_exit: "resume" | "kill";
+  /** What Sentry does when its journal cannot be written. */
+  on_journal_error: "pause" | "continue";
   thresholds: { alert: number; pause: number; rollback: number; kill: number };
   monitors: {
     files: boolean;

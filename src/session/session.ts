@@ -162,6 +162,8 @@ export class Session {
   #killed = false;
   #pidsVersion = -1;
   #gated = false;
+  /** Set once the journal refused a write (reported once; see `#journalFault`). */
+  #journalFailing = false;
   /** Kinds a kernel gate refuses on the kernel's own copy of the argument (connects). */
   readonly #gatedKinds = new Set<string>();
   #explain: ((event: SensorEvent) => string | null) | null = null;
@@ -476,7 +478,7 @@ export class Session {
         ...(why === "rollback" ? { fallback: "pause", restored: 0 } : {}),
         ...(why === "block" ? { fallback: "pause" } : {}),
       }, event);
-      this.#deps.journal.updateSession(this.config.id, { state: "paused" });
+      this.#persist(() => this.#deps.journal.updateSession(this.config.id, { state: "paused" }));
       if (outcome.fallback !== undefined) {
         this.config.onNotice({
           type: "warn",
@@ -633,7 +635,9 @@ export class Session {
         mechanism: result.mechanism,
         ...extra,
       }, null);
-      if (!this.#killed) this.#deps.journal.updateSession(this.config.id, { state: "running" });
+      if (!this.#killed) {
+        this.#persist(() => this.#deps.journal.updateSession(this.config.id, { state: "running" }));
+      }
       this.config.onNotice({
         type: "response",
         action: "resume",
@@ -783,7 +787,7 @@ export class Session {
       failed: result.failed,
       ...extra,
     }, event);
-    this.#deps.journal.updateSession(this.config.id, { state: "killed" });
+    this.#persist(() => this.#deps.journal.updateSession(this.config.id, { state: "killed" }));
     this.config.onNotice({
       type: "response",
       action: "kill",
@@ -867,7 +871,7 @@ export class Session {
     this.#abort.abort();
     await this.#running;
     this.#saveStats();
-    this.#deps.journal.flush();
+    this.#persist(() => this.#deps.journal.flush());
     if (this.config.pidsFile !== null) {
       try {
         Deno.removeSync(this.config.pidsFile);
@@ -903,7 +907,49 @@ export class Session {
         count: this.#resolver.failures,
       });
     }
-    this.#deps.journal.putSensorStats(this.config.id, stats);
+    this.#persist(() => this.#deps.journal.putSensorStats(this.config.id, stats));
+    // A batch the journal could not write stays buffered and is retried; say so once.
+    const { writeErrors, lastError } = this.#deps.journal.metrics();
+    if (writeErrors > 0 && !this.#journalFailing) {
+      this.#journalFault(new Error(lastError ?? "a batch could not be written"));
+    }
+  }
+
+  /**
+   * Runs a direct journal write. A write the disk refuses (full, read-only) never stops Sentry:
+   * it is reported once, and the session applies the policy's `on_journal_error`.
+   */
+  #persist(write: () => void): void {
+    try {
+      write();
+    } catch (error) {
+      this.#journalFault(error);
+    }
+  }
+
+  /**
+   * The journal cannot be written: says so on stderr, once, and applies the policy's choice:
+   * `pause` (default) stops the agent until someone comes, since it would otherwise act with
+   * nothing journaled; `continue` lets it go on, and what cannot be stored is counted as dropped
+   * (`sentry report`, `/metrics`). What is journaled already stays readable.
+   */
+  #journalFault(error: unknown): void {
+    if (this.#journalFailing) return;
+    this.#journalFailing = true;
+    const choice = this.config.policy.resolved.on_journal_error;
+    this.config.onNotice({
+      type: "warn",
+      message: `the journal cannot be written (${
+        error instanceof Error ? error.message : String(error)
+      }): ${
+        choice === "pause"
+          ? "pausing the agent (on_journal_error: pause); free space, then sentry resume"
+          : "the agent goes on (on_journal_error: continue); what cannot be stored is counted as dropped"
+      }`,
+    });
+    if (choice === "pause" && !this.#paused && !this.#killed && !this.#abort.signal.aborted) {
+      void this.pause(null, "manual").catch(() => {});
+    }
   }
 
   #record(

@@ -661,9 +661,23 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await endLeftovers(session, cgroup, options);
     await session.stop();
     const code = exitCodeOf(final);
-    const state = session.killed || journal.getSession(id).state === "killed" ? "killed" : "ended";
-    journal.updateSession(id, { state, endedAt: new Date().toISOString(), exitCode: code });
-    journal.flush();
+    try {
+      const state = session.killed || journal.getSession(id).state === "killed"
+        ? "killed"
+        : "ended";
+      journal.updateSession(id, { state, endedAt: new Date().toISOString(), exitCode: code });
+      journal.flush();
+    } catch (error) {
+      // A full disk must not cost the agent's exit code; the session stays `running` in the
+      // journal until the next command finds its Sentry gone and marks it `crashed`.
+      const lost = journal.metrics().pending;
+      options.onNotice({
+        type: "warn",
+        message: `the session's end could not be journaled (${
+          (error as Error).message
+        }); ${lost} event(s) and response(s) were not stored`,
+      });
+    }
     const counts = session.counts;
     options.onNotice({
       type: "info",
@@ -680,7 +694,19 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await closeCgroup(cgroup, options);
     await watchdog.release();
     await kernel?.close();
-    if (ownJournal) journal.close();
+    if (ownJournal) closeJournal(journal, options);
+  }
+}
+
+/** Closes the journal; a last batch the disk refuses is said, not thrown past the agent's code. */
+function closeJournal(journal: Journal, options: SuperviseOptions): void {
+  try {
+    journal.close();
+  } catch (error) {
+    options.onNotice({
+      type: "warn",
+      message: `the journal's last batch could not be written: ${(error as Error).message}`,
+    });
   }
 }
 
