@@ -67,8 +67,11 @@ export function defaultControls(options: DefaultControlsOptions): SessionControl
     },
     async rollback(session, request) {
       // The agent must not write while its files are restored: stop it first (it stays stopped).
+      // A session that is not live has nothing to stop.
+      let stopped: number[] = [];
       if (!request.dryRun && (session.state === "running" || session.state === "paused")) {
         const paused = await this.pause(session);
+        stopped = paused.done;
         if (paused.failed.length > 0) {
           throw new HttpError(
             409,
@@ -105,6 +108,7 @@ export function defaultControls(options: DefaultControlsOptions): SessionControl
         })),
         rollback: result.restore?.id ?? null,
         counts: result.restore?.counts ?? null,
+        ...(request.dryRun ? {} : { stopped }),
       };
     },
   };

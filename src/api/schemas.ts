@@ -154,6 +154,8 @@ export const RollbackResultBody = z.object({
     removed: z.number(),
     failed: z.number(),
   }).nullable(),
+  /** The session's processes stopped before the rollback (they stay stopped); absent on a dry run. */
+  stopped: z.array(z.number()).optional(),
 });
 
 /** What a rollback did. */

@@ -10,7 +10,8 @@ import {
   type Store,
   undo,
 } from "../rollback/mod.ts";
-import { journalRestore } from "../session/mod.ts";
+import type { Journal, SessionRecord } from "../journal/mod.ts";
+import { journalRestore, pauseSession } from "../session/mod.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { findSession, openForReading } from "./journal_access.ts";
 import { paint, printJson, println, printTable } from "./output.ts";
@@ -59,6 +60,9 @@ export function registerRollbackCommands(program: Command): void {
         try {
           const session = findSession(journal, ref);
           const store = openStore(dataDir);
+          if (opts.undo || !opts.dryRun) {
+            await stopLiveTree(session, { journal, dataDir, json: opts.json === true });
+          }
           if (opts.undo) {
             let result;
             try {
@@ -262,6 +266,39 @@ export function registerRollbackCommands(program: Command): void {
         journal.close();
       }
     });
+}
+
+/**
+ * Stops a live session's tree before its files are changed (the same pause `sentry run`'s API
+ * uses: the cgroup freezer, or SIGSTOP verified in /proc), and says so. The tree stays stopped.
+ * A session that is not live has nothing to stop.
+ */
+async function stopLiveTree(
+  session: SessionRecord,
+  deps: { journal: Journal; dataDir: string; json: boolean },
+): Promise<void> {
+  if (session.state !== "running" && session.state !== "paused") return;
+  const r = await pauseSession(session, {
+    journal: deps.journal,
+    dataDir: deps.dataDir,
+    by: "sentry rollback",
+  });
+  if (r.failed.length > 0) {
+    throw new ExitCode(
+      1,
+      `Cannot roll back session ${session.id}: ${r.failed.length} of its processes could not be stopped (${
+        r.failed.map((f) => `${f.pid}: ${f.reason}`).join("; ")
+      })`,
+    );
+  }
+  if (deps.json) {
+    printJson({ record: "stop", session: session.id, stopped: r.done });
+  } else if (r.done.length > 0) {
+    println(
+      `stopped ${r.done.length} process(es) of session ${session.id} before the rollback; ` +
+        `they stay stopped (resume: sentry resume ${session.id})`,
+    );
+  } else println(`session ${session.id} has no live process: nothing to stop`);
 }
 
 function storeOnly(): Store {

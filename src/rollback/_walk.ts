@@ -96,7 +96,18 @@ export function fromInfo(info: Deno.FileInfo, abs: string, rel: string): LiveEnt
     size: info.size,
     ino: info.ino ?? 0,
   };
-  if (entry.type === "symlink") entry.target = Deno.readLinkSync(abs);
+  if (entry.type === "symlink") {
+    try {
+      entry.target = Deno.readLinkSync(abs);
+    } catch (e) {
+      // Swapped for something else between the lstat and this read (EINVAL), or gone: what it
+      // is now is unknown, so nothing there may be touched.
+      if (!isCode(e, "EINVAL") && !(e instanceof Deno.errors.NotFound)) throw e;
+      entry.type = "other";
+      entry.reason = "changed while read";
+      return entry;
+    }
+  }
   if (entry.type === "other") entry.reason = describeSpecial(mode & S_IFMT);
   return entry;
 }

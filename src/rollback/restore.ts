@@ -11,9 +11,13 @@
  * Finally every path is checked again: type, mode, mtime, symlink target, and each restored
  * file's SHA-256.
  *
- * Nothing is ever written through a symlink: before writing below a directory, every directory
- * from the tree's root down to it is checked with `lstat` to be a real directory, and files are
- * hashed with O_NOFOLLOW.
+ * Nothing is ever written through a symlink, nor outside the root: each root is held open, and
+ * every path is resolved by `openat2` beneath it with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+ * (see _beneath_linux.ts); every change is then made relative to the directory fd so opened. A
+ * directory swapped for a symlink at any moment makes the paths below it fail, by name; they are
+ * never followed, and the rest goes on. Metadata is restored by writing a fresh copy and renaming
+ * it over the path, never by `chmod` through the existing inode, which may be a hard link to a
+ * file outside the tree.
  *
  * A process that holds a restored file open keeps its descriptor on the old inode (now in the
  * quarantine, linked there before the rename): its later writes go to that inode, never to the
@@ -23,12 +27,28 @@
  */
 import { dirname } from "node:path";
 import { createUlid } from "../events/mod.ts";
-import type { Entry, EntryType, FileEntry } from "./manifest.ts";
+import type { Entry, EntryType } from "./manifest.ts";
 import type { ActionKind, Difference, Plan, PlanAction } from "./plan.ts";
 import type { Store } from "./store.ts";
+import {
+  type At,
+  Beneath,
+  closeFd,
+  createAt,
+  linkOut,
+  mkdirAt,
+  O,
+  procPath,
+  removeTreeAt,
+  renameOut,
+  renameWithin,
+  setMeta,
+  symlinkAt,
+  unlinkAt,
+} from "./_beneath_linux.ts";
 import { hashFile } from "./_hash.ts";
-import { Quarantine } from "./_quarantine.ts";
-import { lstatEntry, reasonOf } from "./_walk.ts";
+import { copyTree, Quarantine } from "./_quarantine.ts";
+import { isCode, type LiveEntry, lstatEntry, reasonOf } from "./_walk.ts";
 
 /** The changes a restore makes, as reported to {@link RestoreHooks.beforeChange}. */
 export type ChangeOp = "move" | "mkdir" | "write" | "symlink" | "meta";
@@ -98,7 +118,7 @@ interface State {
   hooks: RestoreHooks;
   now: () => number;
   failed: Map<PlanAction, string>;
-  guards: Map<string, Guard>;
+  trees: Map<string, Tree>;
   /** Directories whose entries this rollback changed. */
   touched: Set<string>;
   /** Directories this rollback created. */
@@ -130,25 +150,18 @@ function restoreLocked(store: Store, options: RestoreOptions): RestoreResult {
     hooks: options.hooks ?? {},
     now,
     failed: new Map(),
-    guards: new Map(),
+    trees: new Map(),
     touched: new Set(),
     created: new Set(),
   };
   const extra: PathResult[] = [];
   try {
-    // The directories above each root are not protected, but must not have become symlinks.
+    // Each root is held open through its parent, every component a real directory.
     for (const root of new Set(actions.map((a) => a.root))) {
-      st.guards.set(root, new Guard(root));
-      const parent = dirname(root);
-      let reason: string | undefined;
       try {
-        const real = Deno.realPathSync(parent);
-        if (real !== parent) reason = `"${parent}" now resolves to "${real}"`;
+        st.trees.set(root, new Tree(new Beneath(root)));
       } catch (e) {
-        reason = `"${parent}" cannot be resolved: ${reasonOf(e)}`;
-      }
-      if (reason !== undefined) {
-        for (const a of actions) if (a.root === root) st.failed.set(a, reason);
+        for (const a of actions) if (a.root === root) st.failed.set(a, reasonOf(e));
       }
     }
     // 1. Move away what is in the way: created paths, and paths of the wrong type.
@@ -162,10 +175,16 @@ function restoreLocked(store: Store, options: RestoreOptions): RestoreResult {
         continue;
       }
       attempt(st, a, () => {
-        guardOf(st, a).checkParentOf(a.path);
-        st.hooks.beforeChange?.("mkdir", a.path);
-        q.record({ op: "mkdir", path: a.path });
-        Deno.mkdirSync(a.path, { mode: 0o700 });
+        const tree = treeOf(st, a);
+        const at = tree.at(a.rel);
+        try {
+          st.hooks.beforeChange?.("mkdir", a.path);
+          q.record({ op: "mkdir", path: a.path });
+          mkdirAt(at, 0o700);
+        } finally {
+          at.close();
+        }
+        if (a.rel === "") tree.fs.resetRoot();
         st.created.add(a.path);
         st.touched.add(dirname(a.path));
       });
@@ -182,14 +201,15 @@ function restoreLocked(store: Store, options: RestoreOptions): RestoreResult {
     q.close();
   }
   st.hooks.beforeVerify?.();
-  // 5. Verify.
+  // 5. Verify, through the same fds: a path that cannot be reached beneath its root fails.
   const results: PathResult[] = actions.map((a) => {
     const base = { path: a.path, action: a.kind, type: a.type, differences: a.differences };
-    const reason = st.failed.get(a) ?? verify(a);
+    const reason = st.failed.get(a) ?? verify(st, a);
     return reason === undefined
       ? { ...base, outcome: "ok" as const }
       : { ...base, outcome: "failed" as const, reason };
   });
+  for (const tree of st.trees.values()) tree.fs.close();
   results.push(...extra.filter((r) => r.outcome === "failed"));
   const counts = { restored: 0, recreated: 0, removed: 0, failed: 0 };
   for (const r of results) {
@@ -248,78 +268,113 @@ function blockedBy(st: State, a: PlanAction): string | undefined {
   return undefined;
 }
 
-function guardOf(st: State, a: PlanAction): Guard {
-  return st.guards.get(a.root) as Guard;
+function treeOf(st: State, a: PlanAction): Tree {
+  return st.trees.get(a.root) as Tree;
+}
+
+/** What is at a name in an open directory, by `lstat` (never followed); null when missing. */
+function liveAt(at: At, rel: string): LiveEntry | null {
+  return lstatEntry(procPath(at.fd, at.name), rel);
 }
 
 function moveAway(st: State, a: PlanAction): void {
-  const guard = guardOf(st, a);
-  guard.checkParentOf(a.path);
-  const live = lstatEntry(a.path, a.rel);
-  // Already gone (moved with a directory above it, or deleted since the plan).
-  if (live === null) return;
-  st.hooks.beforeChange?.("move", a.path);
-  const item = st.q.nextItem();
-  st.q.record({ op: "moved", path: a.path, item });
-  st.q.moveIn(a.path, item);
-  guard.forget(a.path);
-  if (a.path !== a.root) st.touched.add(dirname(a.path));
+  const tree = treeOf(st, a);
+  const at = tree.at(a.rel);
+  try {
+    // Already gone (moved with a directory above it, or deleted since the plan).
+    if (liveAt(at, a.rel) === null) return;
+    st.hooks.beforeChange?.("move", a.path);
+    const item = st.q.nextItem();
+    st.q.record({ op: "moved", path: a.path, item });
+    const dst = `${st.q.dir}/${item}`;
+    try {
+      renameOut(at, dst);
+    } catch (e) {
+      if (!isCode(e, "EXDEV")) throw e;
+      // Another filesystem: copy (reading beneath the pinned directory), then remove fd by fd.
+      copyTree(procPath(at.fd, at.name), dst);
+      removeTreeAt(at.fd, at.name, a.path);
+    }
+  } finally {
+    at.close();
+  }
+  if (a.rel === "") tree.fs.resetRoot();
+  else st.touched.add(dirname(a.path));
 }
 
 function writeEntry(st: State, a: PlanAction, entry: Entry): void {
-  const guard = guardOf(st, a);
-  guard.checkParentOf(a.path);
   const metaOnly = a.kind === "restore" && entry.type === "file" &&
     !a.differences.includes("content") && !a.differences.includes("type");
-  if (metaOnly) {
-    const live = lstatEntry(a.path, a.rel);
-    if (live === null || live.type !== "file") throw new Error("the file changed since the plan");
-    st.hooks.beforeChange?.("meta", a.path);
-    st.q.record({ op: "meta", path: a.path, mode: live.mode, mtimeMs: live.mtimeMs, dir: false });
-    Deno.chmodSync(a.path, (entry as FileEntry).mode);
-    Deno.utimeSync(a.path, new Date(st.now()), new Date((entry as FileEntry).mtimeMs));
-    return;
-  }
-  const dir = dirname(a.path);
-  const tmp = `${dir}/.sentry-restore-${randomHex()}`;
+  const at = treeOf(st, a).at(a.rel);
+  const tmp = `.sentry-restore-${randomHex()}`;
+  let made = false;
   try {
+    // Always a fresh inode, even when only the mode or mtime differ: the live one may be a hard
+    // link to a file outside the tree, and must not be changed.
     if (entry.type === "file") {
-      st.hooks.beforeChange?.("write", a.path);
-      const out = Deno.openSync(tmp, { write: true, createNew: true, mode: 0o600 });
-      let written: number;
+      st.hooks.beforeChange?.(metaOnly ? "meta" : "write", a.path);
+      const fd = createAt(at, tmp, 0o600);
+      made = true;
       try {
-        written = st.store.copyBlobTo(entry.hash, out);
+        const out = Deno.openSync(procPath(fd), { write: true });
+        let written: number;
+        try {
+          written = st.store.copyBlobTo(entry.hash, out);
+        } finally {
+          out.close();
+        }
+        if (written !== entry.size) {
+          throw new Error(`the stored copy has ${written} bytes, not ${entry.size}`);
+        }
+        setMeta(fd, { mode: entry.mode, atimeMs: st.now(), mtimeMs: entry.mtimeMs }, a.path);
       } finally {
-        out.close();
+        closeFd(fd);
       }
-      if (written !== entry.size) {
-        throw new Error(`the stored copy has ${written} bytes, not ${entry.size}`);
-      }
-      Deno.chmodSync(tmp, entry.mode);
-      Deno.utimeSync(tmp, new Date(st.now()), new Date(entry.mtimeMs));
     } else if (entry.type === "symlink") {
       st.hooks.beforeChange?.("symlink", a.path);
-      Deno.symlinkSync(entry.target, tmp);
+      symlinkAt(entry.target, at, tmp);
+      made = true;
     }
-    const current = lstatEntry(a.path, a.rel);
+    const current = liveAt(at, a.rel);
     if (current?.type === "dir") throw new Error("a directory is in the way");
+    if (metaOnly && current?.type !== "file") throw new Error("the file changed since the plan");
     if (current !== null) {
       const item = st.q.nextItem();
       st.q.record({ op: "replaced", path: a.path, item });
-      st.q.keep(a.path, item);
+      keep(st, at, item);
     } else {
       st.q.record({ op: "created", path: a.path });
     }
-    // rename(2) replaces the name itself: it never follows a symlink at the destination.
-    Deno.renameSync(tmp, a.path);
-    if (a.path !== a.root) st.touched.add(dir);
+    // renameat(2) replaces the name itself: it never follows a symlink at the destination.
+    renameWithin(at, tmp, at.name);
+    made = false;
+    if (a.rel !== "") st.touched.add(dirname(a.path));
   } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch {
-      // Never created, or already renamed.
+    if (made) {
+      try {
+        unlinkAt(at.fd, tmp, false, a.path);
+      } catch {
+        // Best effort: the temporary name is ours alone.
+      }
     }
     throw e;
+  } finally {
+    at.close();
+  }
+}
+
+/**
+ * Keeps the live version of a name as a quarantine item: a hard link to the same inode (a
+ * process writing to it keeps writing there), or a copy read beneath the pinned directory when
+ * the quarantine is on another filesystem.
+ */
+function keep(st: State, at: At, item: string): void {
+  const dst = `${st.q.dir}/${item}`;
+  try {
+    linkOut(at, dst);
+  } catch (e) {
+    if (isCode(e, "EEXIST")) throw e;
+    copyTree(procPath(at.fd, at.name), dst);
   }
 }
 
@@ -330,10 +385,10 @@ function writeEntry(st: State, a: PlanAction, entry: Entry): void {
  */
 function fixDirectories(st: State, actions: readonly PlanAction[]): PathResult[] {
   const targets = new Map<string, { mode: number; mtimeMs: number; action?: PlanAction }>();
-  for (const guard of st.guards.values()) for (const dir of guard.loosened) st.touched.add(dir);
+  for (const tree of st.trees.values()) for (const dir of tree.loosened) st.touched.add(dir);
+  const treeFor = (dir: string) => [...st.trees.values()].find((t) => t.contains(dir));
   for (const dir of st.touched) {
-    const guard = [...st.guards.values()].find((g) => g.contains(dir));
-    const before = guard?.before.get(dir);
+    const before = treeFor(dir)?.before.get(dir);
     if (before !== undefined) targets.set(dir, { ...before });
   }
   for (const a of actions) {
@@ -347,13 +402,12 @@ function fixDirectories(st: State, actions: readonly PlanAction[]): PathResult[]
     const a = target.action;
     try {
       if (a !== undefined && blockedBy(st, a) !== undefined) continue;
+      const tree = treeFor(dir);
+      if (tree === undefined) throw new Error("the directory is not in a protected tree");
       if (!st.created.has(dir)) {
         // Record the pre-rollback state so that undo can put it back.
-        const guard = [...st.guards.values()].find((g) => g.contains(dir));
-        const before = guard?.before.get(dir) ??
+        const before = tree.before.get(dir) ??
           (a?.live?.type === "dir" ? { mode: a.live.mode, mtimeMs: a.live.mtimeMs } : undefined);
-        const live = lstatEntry(dir, "");
-        if (live === null || live.type !== "dir") throw new Error("the directory is gone");
         if (before !== undefined) {
           st.q.record({
             op: "meta",
@@ -365,8 +419,11 @@ function fixDirectories(st: State, actions: readonly PlanAction[]): PathResult[]
         }
       }
       st.hooks.beforeChange?.("meta", dir);
-      Deno.chmodSync(dir, target.mode);
-      Deno.utimeSync(dir, new Date(st.now()), new Date(target.mtimeMs));
+      tree.setDirMeta(tree.rel(dir), {
+        mode: target.mode,
+        atimeMs: st.now(),
+        mtimeMs: target.mtimeMs,
+      });
     } catch (e) {
       if (a !== undefined) st.failed.set(a, reasonOf(e));
       else {
@@ -394,13 +451,26 @@ function depth(path: string): number {
  * Checks a path against the snapshot after the restore: type, mode, mtime, size and SHA-256
  * (files), target (symlinks). Returns every mismatch, joined, or undefined when it matches.
  */
-function verify(a: PlanAction): string | undefined {
-  let live;
+function verify(st: State, a: PlanAction): string | undefined {
+  let live: LiveEntry | null;
+  let at: At | undefined;
   try {
-    live = lstatEntry(a.path, a.rel);
+    at = treeOf(st, a).at(a.rel);
+    live = liveAt(at, a.rel);
   } catch (e) {
+    at?.close();
+    // The directory above is gone: so is the path (what a removal wants).
+    if (a.kind === "remove" && (isCode(e, "ENOENT") || isCode(e, "ENOTDIR"))) return undefined;
     return `cannot check it: ${reasonOf(e)}`;
   }
+  try {
+    return compareLive(a, live, at);
+  } finally {
+    at.close();
+  }
+}
+
+function compareLive(a: PlanAction, live: LiveEntry | null, at: At): string | undefined {
   if (a.kind === "remove") return live === null ? undefined : "it is still there";
   const entry = a.entry as Entry;
   if (live === null) return "it is missing after the restore";
@@ -418,7 +488,7 @@ function verify(a: PlanAction): string | undefined {
     if (live.size !== entry.size) problems.push(`it has ${live.size} bytes, not ${entry.size}`);
     else {
       try {
-        if (hashFile(a.path).hash !== entry.hash) {
+        if (hashFile(procPath(at.fd, at.name)).hash !== entry.hash) {
           problems.push("its content differs from the snapshot");
         }
       } catch (e) {
@@ -458,55 +528,81 @@ function randomHex(): string {
 }
 
 /**
- * Checks, before each write, that every directory from the tree's root down to the parent of
- * the path is a real directory, so nothing is written through a symlink. Remembers each
- * directory's mode and mtime as first seen (before the rollback changed anything in it).
+ * One protected root during a restore: its {@link Beneath} handle, and each directory's mode and
+ * mtime as first seen (before the rollback changed anything in it), to be put back last.
  */
-class Guard {
-  readonly root: string;
+class Tree {
+  readonly fs: Beneath;
   readonly before = new Map<string, { mode: number; mtimeMs: number }>();
   /** Directories whose mode was opened for writing, to be put back. */
   readonly loosened = new Set<string>();
-  #verified = new Set<string>();
 
-  constructor(root: string) {
-    this.root = root;
+  constructor(fs: Beneath) {
+    this.fs = fs;
   }
 
   /** Tells whether a path is in this tree. */
   contains(path: string): boolean {
-    return path === this.root || path.startsWith(this.root === "/" ? "/" : this.root + "/");
+    return path === this.fs.root || path.startsWith(this.fs.root + "/");
   }
 
-  /** Throws unless the path's parent (within the tree) and all directories above it are real. */
-  checkParentOf(path: string): void {
-    if (path === this.root) return;
-    this.#checkDir(dirname(path));
+  /** The root-relative form of a path in this tree. */
+  rel(path: string): string {
+    return path === this.fs.root ? "" : path.slice(this.fs.root.length + 1);
   }
 
-  /** Forgets what was verified at or below a path that was moved away. */
-  forget(path: string): void {
-    for (const dir of this.#verified) {
-      if (dir === path || dir.startsWith(path + "/")) this.#verified.delete(dir);
+  /**
+   * Opens the directory holding a path beneath the root (refusing symlinks in every component),
+   * remembering its mode and mtime when first seen.
+   */
+  at(rel: string): At {
+    const at = this.fs.at(rel);
+    if (rel === "") return at;
+    try {
+      const dir = dirname(this.fs.abs(rel));
+      if (!this.before.has(dir)) {
+        const info = Deno.statSync(procPath(at.fd));
+        const mode = (info.mode ?? 0) & 0o7777;
+        this.before.set(dir, { mode, mtimeMs: info.mtime?.getTime() ?? 0 });
+        // Without root, a read-only directory cannot be written into: open it to its owner for
+        // the restore; the last step puts its mode back. (Through the pinned fd, never a path.)
+        if ((mode & 0o300) !== 0o300 && !isRoot()) {
+          Deno.chmodSync(procPath(at.fd), mode | 0o300);
+          this.loosened.add(dir);
+        }
+      }
+      return at;
+    } catch (e) {
+      at.close();
+      throw e;
     }
   }
 
-  #checkDir(dir: string): void {
-    if (this.#verified.has(dir)) return;
-    if (dir !== this.root) this.#checkDir(dirname(dir));
-    const live = lstatEntry(dir, "");
-    if (live === null) throw new Error(`its directory "${dir}" is missing`);
-    if (live.type === "symlink") {
-      throw new Error(`refusing to write through "${dir}": it is a symlink`);
+  /**
+   * Sets a directory's mode and times through an fd opened beneath the root (a directory cannot
+   * be a hard link, so its inode is the tree's own). One its owner cannot read is opened O_PATH
+   * and changed through that fd's /proc link, which names the same inode.
+   */
+  setDirMeta(rel: string, meta: { mode: number; atimeMs: number; mtimeMs: number }): void {
+    const path = this.fs.abs(rel);
+    let fd: number;
+    try {
+      fd = this.fs.open(rel, O.RDONLY | O.DIRECTORY);
+    } catch (e) {
+      if (!isCode(e, "EACCES")) throw e;
+      fd = this.fs.open(rel, O.PATH | O.DIRECTORY);
+      try {
+        Deno.chmodSync(procPath(fd), meta.mode);
+        Deno.utimeSync(procPath(fd), new Date(meta.atimeMs), new Date(meta.mtimeMs));
+      } finally {
+        closeFd(fd);
+      }
+      return;
     }
-    if (live.type !== "dir") throw new Error(`"${dir}" is not a directory`);
-    if (!this.before.has(dir)) this.before.set(dir, { mode: live.mode, mtimeMs: live.mtimeMs });
-    // Without root, a read-only directory cannot be written into: open it to its owner for the
-    // restore; the last step puts its mode back.
-    if ((live.mode & 0o300) !== 0o300 && !isRoot()) {
-      Deno.chmodSync(dir, live.mode | 0o300);
-      this.loosened.add(dir);
+    try {
+      setMeta(fd, meta, path);
+    } finally {
+      closeFd(fd);
     }
-    this.#verified.add(dir);
   }
 }
