@@ -102,7 +102,8 @@ Deno.test("`sentry run` journals a spike early, once, when it passes the policy'
       // two spikes, a disturbed measurement. Up to 3 runs; the last one must hold.
       let events: Awaited<ReturnType<typeof sb.events>> = [];
       for (let attempt = 1; attempt <= 3; attempt++) {
-        const run = await sb.sentry(["run", "--policy", policy, "--", PYTHON, "-c", busy(8)], {
+        // Eight loops: on 2 cores beside the suite's other tests, the tree keeps above 90 %.
+        const run = await sb.sentry(["run", "--policy", policy, "--", PYTHON, "-c", busy(8, 7)], {
           timeoutMs: 30_000,
         });
         assert.equal(run.code, 0, run.stderr);

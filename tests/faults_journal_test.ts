@@ -5,7 +5,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { PYTHON, withSandbox } from "./_helpers.ts";
 
 const why = Deno.build.os !== "linux"

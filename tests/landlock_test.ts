@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { landlockAbi } from "../src/platform/landlock_linux.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { SeccompSupervisor } from "../src/sensors/mod.ts";
-import { withSandbox } from "./_helpers.ts";
+import { cpuExclusive, withSandbox } from "./_helpers.ts";
 
 /** The system python3: its startup reads nothing under the sandbox's home. */
 const PYTHON = "/usr/bin/python3";
@@ -311,64 +311,66 @@ Deno.test({
     "Landlock holds a denied unlink and rename against a thread that rewrites the path after the check: 0 leaks in 10,000 tries",
   ignore: why !== null,
   async fn() {
-    await withSandbox(async (sb) => {
-      const protectedDir = sb.path("prot");
-      await Deno.mkdir(protectedDir);
-      const secret = join(protectedDir, "secret.txt");
-      // Same length as the secret's path, so that a flip is one memmove.
-      const decoy = join(sb.workspace, "d".repeat(secret.length - sb.workspace.length - 1));
-      assert.equal(decoy.length, secret.length);
-      const moved = join(sb.workspace, "moved.txt");
-      await Deno.writeTextFile(secret, "protected\n");
-      const race = await sb.write("race.py", RACE);
-      const policy = (name: string, lines: string[]) =>
-        sb.write(
-          `${name}.yaml`,
-          [`name: ${name}`, "extends: coding-agent", "mode: block", ...lines].join("\n"),
+    await cpuExclusive(async () => {
+      await withSandbox(async (sb) => {
+        const protectedDir = sb.path("prot");
+        await Deno.mkdir(protectedDir);
+        const secret = join(protectedDir, "secret.txt");
+        // Same length as the secret's path, so that a flip is one memmove.
+        const decoy = join(sb.workspace, "d".repeat(secret.length - sb.workspace.length - 1));
+        assert.equal(decoy.length, secret.length);
+        const moved = join(sb.workspace, "moved.txt");
+        await Deno.writeTextFile(secret, "protected\n");
+        const race = await sb.write("race.py", RACE);
+        const policy = (name: string, lines: string[]) =>
+          sb.write(
+            `${name}.yaml`,
+            [`name: ${name}`, "extends: coding-agent", "mode: block", ...lines].join("\n"),
+          );
+        const glob = JSON.stringify(protectedDir + "/**");
+        // The same protection as a deny list (mapped to Landlock) and as a rule (the supervisor's
+        // check alone): the rule shows what the race wins without the wall.
+        const walled = await policy("walled", ["files:", `  delete: { deny: [${glob}] }`]);
+        const checked = await policy("checked", [
+          "rules:",
+          "  - id: protect_dir",
+          "    description: Detect deletes in the protected directory",
+          `    match: { kind: file.delete, target: ${glob} }`,
+          "    risk: 90",
+          "    response: block",
+        ]);
+        const runWith = async (file: string) => {
+          const run = await sb.sentry([
+            "run",
+            "--sensor",
+            "seccomp",
+            "--no-api",
+            "--no-rollback",
+            "--policy",
+            file,
+            "--",
+            PYTHON,
+            race,
+            secret,
+            decoy,
+            moved,
+            "10000",
+          ], { timeoutMs: 180_000 });
+          assert.equal(run.code, 0, run.stderr);
+          return JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
+        };
+        const baseline = await runWith(checked);
+        await Deno.writeTextFile(secret, "protected\n");
+        const result = await runWith(walled);
+        // deno-lint-ignore no-console
+        console.log(
+          `unlink/rename race, 10,000 tries: ${baseline.leaks} leaks with the check alone, ${result.leaks} with Landlock (${result.done} decoys done, ${result.refused} refused)`,
         );
-      const glob = JSON.stringify(protectedDir + "/**");
-      // The same protection as a deny list (mapped to Landlock) and as a rule (the supervisor's
-      // check alone): the rule shows what the race wins without the wall.
-      const walled = await policy("walled", ["files:", `  delete: { deny: [${glob}] }`]);
-      const checked = await policy("checked", [
-        "rules:",
-        "  - id: protect_dir",
-        "    description: Detect deletes in the protected directory",
-        `    match: { kind: file.delete, target: ${glob} }`,
-        "    risk: 90",
-        "    response: block",
-      ]);
-      const runWith = async (file: string) => {
-        const run = await sb.sentry([
-          "run",
-          "--sensor",
-          "seccomp",
-          "--no-api",
-          "--no-rollback",
-          "--policy",
-          file,
-          "--",
-          PYTHON,
-          race,
-          secret,
-          decoy,
-          moved,
-          "10000",
-        ], { timeoutMs: 180_000 });
-        assert.equal(run.code, 0, run.stderr);
-        return JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}");
-      };
-      const baseline = await runWith(checked);
-      await Deno.writeTextFile(secret, "protected\n");
-      const result = await runWith(walled);
-      // deno-lint-ignore no-console
-      console.log(
-        `unlink/rename race, 10,000 tries: ${baseline.leaks} leaks with the check alone, ${result.leaks} with Landlock (${result.done} decoys done, ${result.refused} refused)`,
-      );
-      assert.equal(result.leaks, 0, JSON.stringify(result));
-      // The race was really run: both paths were seen at the moment of the check.
-      assert.ok(result.done > 0 && result.refused > 0, JSON.stringify(result));
-      assert.equal(await Deno.readTextFile(secret), "protected\n");
+        assert.equal(result.leaks, 0, JSON.stringify(result));
+        // The race was really run: both paths were seen at the moment of the check.
+        assert.ok(result.done > 0 && result.refused > 0, JSON.stringify(result));
+        assert.equal(await Deno.readTextFile(secret), "protected\n");
+      });
     });
   },
 });
