@@ -13,7 +13,7 @@
  *
  * Nothing is ever written through a symlink, nor outside the root: each root is held open, and
  * every path is resolved by `openat2` beneath it with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
- * (see _beneath_linux.ts); every change is then made relative to the directory fd so opened. A
+ * (see src/platform/beneath_linux.ts); every change is then made relative to the directory fd so opened. A
  * directory swapped for a symlink at any moment makes the paths below it fail, by name; they are
  * never followed, and the rest goes on. Metadata is restored by writing a fresh copy and renaming
  * it over the path, never by `chmod` through the existing inode, which may be a hard link to a
@@ -45,7 +45,7 @@ import {
   setMeta,
   symlinkAt,
   unlinkAt,
-} from "./_beneath_linux.ts";
+} from "../platform/beneath_linux.ts";
 import { hashFile } from "./_hash.ts";
 import { copyTree, Quarantine } from "./_quarantine.ts";
 import { isCode, type LiveEntry, lstatEntry, reasonOf } from "./_walk.ts";

@@ -7,7 +7,7 @@ import {
   openFailure,
   RESOLVE_STRICT,
   splitRel,
-} from "./_beneath_linux.ts";
+} from "./beneath_linux.ts";
 
 Deno.test("splitRel() splits a root-relative path into the directory to open and the name", () => {
   assert.deepEqual(splitRel("a.txt"), { parent: ".", name: "a.txt" });

@@ -4,14 +4,14 @@
  * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, and every change is made on fds (`renameat`,
  * `unlinkat`, `mkdirat`, `symlinkat`, `linkat`, `fchmod`, `futimens`) relative to the directory
  * fd so opened. A directory swapped for a symlink between two changes makes the next one fail
- * with ELOOP; it is never followed. Private to src/rollback.
+ * with ELOOP; it is never followed. Used by the rollback's restore (src/rollback/restore.ts).
  *
  * The pure part ({@link splitRel}, {@link encodeOpenHow}, {@link encodeTimes},
- * {@link openFailure}) is unit-tested; the rest is a thin FFI layer over libc. The FFI lives here
- * rather than in src/platform because only the rollback changes trees, and its callers must not
- * have a path-based way around it.
+ * {@link openFailure}) is unit-tested; the rest is a thin FFI layer over libc.
  * @module
  */
+
+import { errnoOf, openLibc } from "./_libc.ts";
 
 /** `openat2` resolve flags (linux/openat2.h). */
 export const RESOLVE_NO_MAGICLINKS = 0x02;
@@ -150,24 +150,16 @@ function lib(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
     if (Deno.build.os !== "linux") {
       throw new Error(`Cannot restore safely on ${Deno.build.os}: openat2 is Linux only`);
     }
-    const problems: string[] = [];
-    for (const name of ["libc.so.6", "libc.so"]) {
-      try {
-        libc = Deno.dlopen(name, SYMBOLS);
-        break;
-      } catch (e) {
-        problems.push(`${name}: ${e instanceof Error ? e.message : String(e)}`);
-        if (e instanceof Deno.errors.NotCapable) break;
-      }
-    }
-    if (libc === undefined) throw new Error(`Cannot open the C library: ${problems.join("; ")}`);
+    const opened = openLibc(SYMBOLS);
+    if (typeof opened === "string") throw new Error(opened);
+    libc = opened;
   }
   return libc.symbols;
 }
 
 function errno(): number {
-  const p = lib().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+  lib();
+  return errnoOf(libc as Deno.DynamicLibrary<typeof SYMBOLS>);
 }
 
 const encoder = new TextEncoder();
