@@ -13,6 +13,8 @@ export interface Member {
   stat: ProcStatView;
   /** Socket inodes the fd sensor found open in this process. */
   sockets: Set<number>;
+  /** A new program seen with an empty command line (mid-exec), waiting one scan for it. */
+  pendingExe?: string;
 }
 
 /** Called after every scan, in registration order, with the time of the scan. */
@@ -191,10 +193,17 @@ export class ProcSensor implements Sensor {
       member.stat = stat;
       member.ppid = stat.ppid;
       const exe = platform.readExe(member.pid);
-      if (exe !== null && exe !== member.exe) {
+      // In the middle of an exec the new program is set before its arguments: an empty command
+      // line is read again at the next scan; if it is still empty (a program that blanked its
+      // argv), the exec is reported with it then.
+      const cmdline = exe !== null && exe !== member.exe ? platform.readCmdline(member.pid) : null;
+      const midExec = cmdline !== null && cmdline.length === 0 && member.pendingExe !== exe;
+      if (exe !== null && exe !== member.exe && midExec) member.pendingExe = exe;
+      if (exe !== null && exe !== member.exe && !midExec) {
         // The process replaced its program (exec): a new command in the same pid.
+        delete member.pendingExe;
         member.exe = exe;
-        member.cmdline = platform.readCmdline(member.pid) ?? member.cmdline;
+        member.cmdline = cmdline ?? member.cmdline;
         member.cwd = platform.readCwd(member.pid) ?? member.cwd;
         if (member.pid === this.rootPid) this.#rootExeced = true;
         this.#reportExec(member, { replaced: true });
