@@ -208,18 +208,8 @@ export class ConnectGuardProgram {
   static open(options: ConnectGuardProgramOptions): ConnectGuardProgram {
     const { lib, libc } = libs();
     const log: string[] = [];
-    const printer = new Deno.UnsafeCallback(
-      { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,
-      (_level, fmt, ap) => {
-        const buf = new Uint8Array(1024);
-        const n = libc.symbols.vsnprintf(buf, 1024n, fmt, ap);
-        const line = new TextDecoder().decode(buf.subarray(0, Math.max(0, Math.min(n, 1023))));
-        log.push(...line.split("\n").filter((l) => l.trim() !== ""));
-        if (log.length > 200) log.splice(0, log.length - 200);
-        return 0;
-      },
-    );
-    lib.symbols.libbpf_set_print(printer.pointer);
+    // No print callback: libbpf's printer is one for the whole process (see ebpf_linux.ts).
+    lib.symbols.libbpf_set_print(null);
     // libbpf keeps a pointer to the buffer until the object is closed: it lives with the object.
     const objectBytes = new Uint8Array(options.object ?? Deno.readFileSync(GUARD_OBJECT_URL));
     const obj = lib.symbols.bpf_object__open_mem(objectBytes, BigInt(objectBytes.length), null);
@@ -235,8 +225,6 @@ export class ConnectGuardProgram {
       if (obj !== null) lib.symbols.bpf_object__close(obj);
       if (cgroupFd >= 0) libc.symbols.close(cgroupFd);
       if (guard !== null) guard.#epoll.close();
-      lib.symbols.libbpf_set_print(null);
-      printer.close();
     };
     const fail = (what: string, errno = errnoOf(libc)): never => {
       release();
@@ -317,8 +305,6 @@ export class ConnectGuardProgram {
     // The links hold the cgroup; its fd is not needed any more.
     libc.symbols.close(cgroupFd);
     cgroupFd = -1;
-    lib.symbols.libbpf_set_print(null);
-    printer.close();
     return guard;
   }
 

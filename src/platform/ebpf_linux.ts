@@ -264,24 +264,15 @@ export class EbpfTracer {
     const lib = openLibbpf();
     const c = libcFor();
     const log: string[] = [];
-    const printer = new Deno.UnsafeCallback(
-      { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,
-      (_level, fmt, ap) => {
-        const buf = new Uint8Array(1024);
-        const n = c.symbols.vsnprintf(buf, 1024n, fmt, ap);
-        const line = new TextDecoder().decode(buf.subarray(0, Math.max(0, Math.min(n, 1023))));
-        log.push(...line.split("\n").filter((l) => l.trim() !== ""));
-        if (log.length > 200) log.splice(0, log.length - 200);
-        return 0;
-      },
-    );
-    lib.symbols.libbpf_set_print(printer.pointer);
+    // No print callback: libbpf's printer is one for the whole process, and a JS callback
+    // called from another isolate's thread (a second module loading a BPF object) crashes it.
+    // The errno and its hint name the failure; the verifier's own log is not kept.
+    lib.symbols.libbpf_set_print(null);
     const bytes = options.object ?? Deno.readFileSync(BPF_OBJECT_URL);
     // libbpf keeps a pointer to the buffer until the object is closed: keep it alive with it.
     const objectBytes = new Uint8Array(bytes);
     const obj = lib.symbols.bpf_object__open_mem(objectBytes, BigInt(objectBytes.length), null);
     if (obj === null) {
-      printer.close();
       throw new EbpfError(`Cannot open the eBPF object: errno ${errno(c)}`, log);
     }
     const links: Deno.PointerValue[] = [];
@@ -292,8 +283,6 @@ export class EbpfTracer {
       if (ring !== null) lib.symbols.ring_buffer__free(ring);
       callback?.close();
       lib.symbols.bpf_object__close(obj);
-      lib.symbols.libbpf_set_print(null);
-      printer.close();
       const e = errno(c);
       const hint = e === 1 || e === 13 ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "";
       throw new EbpfError(`${what}: errno ${e}${hint}`, [...log]);
@@ -333,8 +322,6 @@ export class EbpfTracer {
       null,
     );
     if (ring === null) fail("Cannot open the eBPF ring buffer");
-    lib.symbols.libbpf_set_print(null);
-    printer.close();
     const ts = new BigInt64Array(2);
     const CLOCK_BOOTTIME = 7;
     c.symbols.clock_gettime(CLOCK_BOOTTIME, new Uint8Array(ts.buffer));
