@@ -50,7 +50,6 @@ const SYMBOLS = {
 
 const LIBC_SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
-  vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
@@ -83,7 +82,7 @@ export const GUARD_PORT_CAPACITY = 262144;
 
 /** Why the connect guard cannot run here: no libbpf, no permission, no cgroup v2 directory. */
 export class ConnectGuardError extends Error {
-  /** Builds the error; `log` holds libbpf's and the verifier's last lines, when there are some. */
+  /** Builds the error; `log` may hold diagnostic lines (none since libbpf's printer is off). */
   constructor(message: string, readonly log: string[] = [], options?: ErrorOptions) {
     super(message, options);
     this.name = "ConnectGuardError";
@@ -202,12 +201,11 @@ export class ConnectGuardProgram {
   /**
    * Loads the programs, fills generation 0 of the tables, and only then attaches the programs
    * to the cgroup, so that no connect is decided on empty tables. Throws a
-   * {@link ConnectGuardError} (with the verifier's log) when the host does not allow it;
+   * {@link ConnectGuardError} (naming the errno) when the host does not allow it;
    * nothing stays loaded or attached then.
    */
   static open(options: ConnectGuardProgramOptions): ConnectGuardProgram {
     const { lib, libc } = libs();
-    const log: string[] = [];
     // No print callback: libbpf's printer is one for the whole process (see ebpf_linux.ts).
     lib.symbols.libbpf_set_print(null);
     // libbpf keeps a pointer to the buffer until the object is closed: it lives with the object.
@@ -229,7 +227,7 @@ export class ConnectGuardProgram {
     const fail = (what: string, errno = errnoOf(libc)): never => {
       release();
       const hint = errno === 1 || errno === 13 ? " (needs root, or CAP_BPF and CAP_NET_ADMIN)" : "";
-      throw new ConnectGuardError(`${what}: errno ${errno}${hint}`, [...log]);
+      throw new ConnectGuardError(`${what}: errno ${errno}${hint}`);
     };
     if (obj === null) fail("Cannot open the connect guard's eBPF object");
     const mapFd = (name: string) => {

@@ -46,7 +46,6 @@ const LIBBPF_SYMBOLS = {
 
 const LIBC_SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
-  vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
@@ -64,7 +63,7 @@ type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
 
 /** Why the eBPF tier cannot run here: no libbpf, no permission, a verifier refusal. */
 export class EbpfError extends Error {
-  /** Builds the error; `log` holds libbpf's and the verifier's last lines, when there are some. */
+  /** Builds the error; `log` may hold diagnostic lines (none since libbpf's printer is off). */
   constructor(message: string, readonly log: string[] = []) {
     super(message);
     this.name = "EbpfError";
@@ -257,13 +256,12 @@ export class EbpfTracer {
 
   /**
    * Loads the program, attaches its six tracepoints and opens its ring buffer. Throws an
-   * {@link EbpfError} (with the verifier's log) when the host does not allow it; nothing is
+   * {@link EbpfError} (naming the errno) when the host does not allow it; nothing is
    * left loaded then.
    */
   static open(options: EbpfTracerOptions = {}): EbpfTracer {
     const lib = openLibbpf();
     const c = libcFor();
-    const log: string[] = [];
     // No print callback: libbpf's printer is one for the whole process, and a JS callback
     // called from another isolate's thread (a second module loading a BPF object) crashes it.
     // The errno and its hint name the failure; the verifier's own log is not kept.
@@ -273,7 +271,7 @@ export class EbpfTracer {
     const objectBytes = new Uint8Array(bytes);
     const obj = lib.symbols.bpf_object__open_mem(objectBytes, BigInt(objectBytes.length), null);
     if (obj === null) {
-      throw new EbpfError(`Cannot open the eBPF object: errno ${errno(c)}`, log);
+      throw new EbpfError(`Cannot open the eBPF object: errno ${errno(c)}`);
     }
     const links: Deno.PointerValue[] = [];
     let ring: Deno.PointerValue = null;
@@ -285,7 +283,7 @@ export class EbpfTracer {
       lib.symbols.bpf_object__close(obj);
       const e = errno(c);
       const hint = e === 1 || e === 13 ? " (needs root, or CAP_BPF and CAP_PERFMON)" : "";
-      throw new EbpfError(`${what}: errno ${e}${hint}`, [...log]);
+      throw new EbpfError(`${what}: errno ${e}${hint}`);
     };
     const map = (name: string) => {
       const m = lib.symbols.bpf_object__find_map_by_name(obj, cstr(name));
