@@ -9,12 +9,19 @@
  */
 import { runApiLoadBench } from "./api_load_bench.ts";
 import { runApiQueryBench } from "./api_query_bench.ts";
+import { runApiSearchBench } from "./api_search_bench.ts";
 import { runApiStreamBench } from "./api_stream_bench.ts";
+import { runBacktestBench } from "./backtest_bench.ts";
 import { runBlockBench } from "./block_bench.ts";
 import { runCollectorBench } from "./collector_bench.ts";
+import { runCollectorPgBench } from "./collector_pg_bench.ts";
+import { runCrashBench } from "./crash_bench.ts";
+import { runWatchBench } from "./watch_bench.ts";
 import { runEvaluateBench } from "./evaluate_bench.ts";
 import { runJournalBench } from "./journal_bench.ts";
+import { runLearnBench } from "./learn_bench.ts";
 import { runLatencyBench } from "./latency_bench.ts";
+import { runOtlpBench } from "./otlp_bench.ts";
 import { runOverheadBench } from "./overhead_bench.ts";
 import { runRecallBench } from "./recall_bench.ts";
 import { runRollbackBench } from "./rollback_bench.ts";
@@ -36,6 +43,16 @@ const BENCHES: readonly Bench[] = [
     name: "evaluate",
     title: "policy evaluation",
     run: (quick) => runEvaluateBench(quick ? { ms: 700 } : {}),
+  },
+  {
+    name: "learn",
+    title: "policy learn over a 1,000,000-event session: time and memory (issue 14)",
+    run: (quick) => runLearnBench({ quick }),
+  },
+  {
+    name: "backtest",
+    title: "backtest over 1,000,000 events: events/s against plain evaluate() (issue 14)",
+    run: (quick) => runBacktestBench({ quick }),
   },
   {
     name: "journal",
@@ -78,6 +95,16 @@ const BENCHES: readonly Bench[] = [
     run: (quick) => runBlockBench({ quick }),
   },
   {
+    name: "watch",
+    title: "poll tier under a file flood: creates journaled against the agent's own count",
+    run: (quick) => runWatchBench({ quick }),
+  },
+  {
+    name: "crash",
+    title: "crash loss of a whole sentry run, per tier, against the journal's batch window",
+    run: (quick) => runCrashBench(quick ? { runs: 2 } : {}),
+  },
+  {
     name: "rollback",
     title: "rollback: snapshot and restore against cp -a",
     run: (quick) => runRollbackBench({ quick }),
@@ -93,9 +120,25 @@ const BENCHES: readonly Bench[] = [
     run: (quick) => runCollectorBench({ quick }),
   },
   {
+    name: "otlp",
+    title: "OTLP export of every event: throughput and lag from journal to receiver (issue 15)",
+    run: (quick) => runOtlpBench({ quick }),
+  },
+  {
+    name: "collector_pg",
+    title:
+      "collector on PostgreSQL vs SQLite: ingest, dashboard queries at 10M events, retention (issue 15)",
+    run: (quick) => runCollectorPgBench({ quick }),
+  },
+  {
     name: "api_query",
     title: "local API: event queries at 1,000,000 events (200,000 with --quick)",
     run: (quick) => runApiQueryBench({ quick }),
+  },
+  {
+    name: "api_search",
+    title: "local API: the dashboard's text search, step by step, at 1,000,000 events",
+    run: (quick) => runApiSearchBench({ quick }),
   },
   {
     name: "api_stream",

@@ -282,3 +282,35 @@ Deno.test("`sentry export` keeps to --since and --session, and a signed bundle n
     assert.match(accepted.stdout, new RegExp(`${local.length} events accepted`));
   });
 });
+
+Deno.test("`sentry import --key` refuses a bundle whose host is bound to another key", async () => {
+  await withSandbox(async (sb) => {
+    await runAgent(sb, "gamma");
+    const bundle = sb.path("gamma.jsonl.gz");
+    const exported = await sb.sentry(["export", "--since", "1h", "-o", bundle]);
+    assert.equal(exported.code, 0, exported.stderr);
+    const collector = sb.path("collector");
+    for (const name of ["fleet-a", "fleet-b"]) {
+      const added = await sb.sentry(["server", "keys", "add", name, "--data", collector]);
+      assert.equal(added.code, 0, added.stderr);
+    }
+    // The first key to file the host's bundle registers the host.
+    const first = await sb.sentry(["import", bundle, "--data", collector, "--key", "fleet-a"]);
+    assert.equal(first.code, 0, first.stderr);
+    // Another key presenting the same host id is refused, names the field, and stores nothing.
+    await runAgent(sb, "delta");
+    const later = sb.path("later.jsonl.gz");
+    assert.equal((await sb.sentry(["export", "--since", "1h", "-o", later])).code, 0);
+    const before = (await journalEvents(sb, collector)).length;
+    const refused = await sb.sentry(["import", later, "--data", collector, "--key", "fleet-b"]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /host\.id "[0-9A-Z]+" is bound to another key/);
+    assert.match(refused.stderr, /nothing was imported/);
+    assert.ok(!hasStackTrace(refused.stderr));
+    assert.equal((await journalEvents(sb, collector)).length, before);
+    // Under its own key the same bundle goes in.
+    const ok = await sb.sentry(["import", later, "--data", collector, "--key", "fleet-a"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok((await journalEvents(sb, collector)).length > before);
+  });
+});

@@ -81,6 +81,21 @@ for (const choice of ["continue", "pause"] as const) {
           assert.ok(list.stdout.includes('"id"'), list.stdout.slice(0, 500));
           const events = await sb.sentry(["events", "--limit", "5"]);
           assert.equal(events.code, 0, events.stderr);
+          // The end tells the truth: once the disk has room again, the session shows the clean
+          // end Sentry recorded (not running, not crashed), with the agent's exit code.
+          await sh("mount", ["-o", "remount,size=8m", sb.data]);
+          const sessions = await sb.sessions();
+          const session = sessions[0];
+          assert.equal(session?.state, "ended", JSON.stringify(session));
+          assert.equal(session?.exitCode, 7);
+          if (/the session's end could not be journaled/.test(run.stderr)) {
+            assert.match(run.stderr, /the end is kept in /);
+            assert.match(session?.note ?? "", /journaled late/);
+          }
+          const left = [...Deno.readDirSync(`${sb.data}/run`)].filter((e) =>
+            e.name.endsWith(".end")
+          );
+          assert.deepEqual(left, [], "the end record is removed once journaled");
         } finally {
           await sh("umount", ["-l", sb.data]);
         }

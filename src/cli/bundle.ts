@@ -9,7 +9,13 @@
 
 import type { Command } from "commander";
 import { basename, dirname, join } from "node:path";
-import { openKeyStore, recordHostVisit } from "../collector/mod.ts";
+import {
+  bindHost,
+  type HostBinding,
+  openKeyStore,
+  recordHostVisit,
+  unbindHost,
+} from "../collector/mod.ts";
 import { IngestError, type Journal, JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir } from "../platform/mod.ts";
 import { formatBytes } from "../rollback/mod.ts";
@@ -284,11 +290,31 @@ async function runImport(path: string, opts: ImportOptions): Promise<void> {
   ensureDataDir(dir);
   const journal: Journal = openJournal(join(dir, JOURNAL_FILE));
   try {
+    // A host id belongs to the key that registered it, here as on the upload route: a bundle
+    // filed under another key must not add to (or end) that host's sessions.
+    const hostId = summary.header.host.id.toUpperCase();
+    let binding: HostBinding | undefined;
+    if (owner !== undefined) {
+      binding = bindHost(journal, { hostId, key: owner, keys: openKeyStore(dir).list() });
+      if (binding.outcome === "refused") {
+        throw new UsageError(
+          `Cannot import bundle "${path}": its host.id "${hostId}" is bound to another key ` +
+            `("${binding.boundTo}"), not "${owner.id}"; nothing was imported`,
+          { hint: `file it under the key that host uploads with: --key ${binding.boundTo}` },
+        );
+      }
+    }
+    const undoBinding = () => {
+      if (owner !== undefined && binding !== undefined) {
+        unbindHost(journal, { hostId, keyId: owner.id, binding });
+      }
+    };
     const result = await storeBundle(journal, {
       bundle,
       open: () => openBundle(path),
       ...(owner === undefined ? {} : { key: owner.id }),
     }).catch((error) => {
+      undoBinding();
       if (error instanceof IngestError) {
         throw new UsageError(
           `Cannot import bundle "${path}": ${error.message} on this collector; nothing was ` +

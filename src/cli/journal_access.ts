@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { type Journal, JOURNAL_FILE, openJournal, type SessionSummary } from "../journal/mod.ts";
 import { dataDir, isAlive } from "../platform/mod.ts";
+import { endRecords } from "../session/mod.ts";
 import { UsageError } from "./errors.ts";
 
 /** The journal of this user's data directory, and the directory. */
@@ -24,7 +25,7 @@ export function openForReading(): OpenedJournal {
     });
   }
   const journal = openJournal(path);
-  journal.reconcile(isAlive);
+  journal.reconcile(isAlive, endRecords(dir));
   return { journal, dataDir: dir };
 }
 

@@ -197,6 +197,10 @@ export interface EventConditions {
   verdict?: string | undefined;
   since?: string | undefined;
   until?: string | undefined;
+  /** `pid IS NOT NULL` (true) or `pid IS NULL` (false). */
+  attributed?: boolean | undefined;
+  /** Words that must each appear in the event's {@link SEARCH_TEXT}: see {@link searchWords}. */
+  words?: readonly string[] | undefined;
   /** The smallest ids allowed. */
   from?: IdBound | undefined;
   /** The largest ids allowed. */
@@ -217,9 +221,45 @@ export function eventWhere(c: EventConditions): { sql: string; params: SQLInputV
   if (c.verdict !== undefined) add("verdict = ?", c.verdict);
   if (c.since !== undefined) add("ts >= ?", c.since);
   if (c.until !== undefined) add("ts < ?", c.until);
+  if (c.attributed !== undefined) add(c.attributed ? "pid IS NOT NULL" : "pid IS NULL");
+  for (const word of c.words ?? []) {
+    // The whole event's JSON first (one parse-free scan): a word absent from it is absent from
+    // every searched field, and most events are dismissed here.
+    add(`instr(lower(event), ?) > 0 AND instr(${SEARCH_TEXT}, ?) > 0`, word, word);
+  }
   if (c.from !== undefined) add(c.from.inclusive ? "id >= ?" : "id > ?", c.from.id);
   if (c.to !== undefined) add(c.to.inclusive ? "id <= ?" : "id < ?", c.to.id);
   return { sql: where.length === 0 ? "1" : where.join(" AND "), params };
+}
+
+/**
+ * The text a search looks in: an event's kind, target, rule, verdict, response, pid, executable,
+ * command line and detail as one JSON array (one parse of `event`; strings keep their escapes, so
+ * a JSON-escaped word matches), lowered (ASCII only, as SQLite's `lower()`). The dashboard's
+ * `matchesSearch()` builds the same text for live events.
+ */
+export const SEARCH_TEXT = `lower(json_extract(event, '$.kind', '$.target', '$.rule', '$.verdict',
+  '$.response', '$.pid', '$.exe', '$.cmdline', '$.detail'))`;
+
+/**
+ * The words of a search, as {@link SEARCH_TEXT} holds them: split on white space, JSON-escaped
+ * (without the quotes) and lowered (ASCII only). Duplicates are dropped.
+ */
+export function searchWords(text: string): string[] {
+  const words = text.split(/\s+/).filter((w) => w !== "").map((w) =>
+    JSON.stringify(w).slice(1, -1).replace(/[A-Z]/g, (c) => c.toLowerCase())
+  );
+  return [...new Set(words)];
+}
+
+/**
+ * The id of the `n`th event of a session past a cursor, walking its ids in `desc` or ascending
+ * order through the scan index (parameters: session, [cursor,] n - 1); no row when fewer remain.
+ */
+export function nthEventId(options: { desc: boolean; cursor: boolean }): string {
+  const cursor = options.cursor ? (options.desc ? " AND id < ?" : " AND id > ?") : "";
+  return `SELECT id FROM events INDEXED BY ${SCAN_INDEX} WHERE session = ?${cursor}
+    ORDER BY id ${options.desc ? "DESC" : "ASC"} LIMIT 1 OFFSET ?`;
 }
 
 /** The events matching `where`, by id, walking `index` (any when undefined). */

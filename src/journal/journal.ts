@@ -2,10 +2,11 @@
  * The journal: the one writer to Sentry's SQLite database.
  *
  * Sessions are written at once. Events and responses are buffered and written in batched
- * transactions, when the buffer reaches `batchMax` or `batchMs` after the first buffered item,
- * so that a sensor's `append` is a push and never waits on the database. A crash therefore
- * loses at most what is buffered: fewer than `batchMax` items, and no more than one `batchMs`
- * window of them.
+ * transactions, when the buffer reaches `batchMax` or `batchMs` after the action of the oldest
+ * buffered event (its `ts`, so the time it spent in a sensor counts), so that a sensor's `append`
+ * is a push and never waits on the database. A crash therefore loses at most what is buffered:
+ * fewer than `batchMax` items, and the actions of one `batchMs` window (or, for a sensor slower
+ * than that, the events still inside it).
  *
  * Several Sentry processes may share one journal (one `sentry run` per agent, plus readers such
  * as `sentry events`): the database runs in WAL mode, writers take the lock with
@@ -19,6 +20,13 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlit
 import type { AgentEvent, Kind } from "../events/mod.ts";
 import type { SensorStats } from "../sensors/mod.ts";
 import { JournalVersionError, migrate, type Migration } from "./migrations.ts";
+import {
+  INSERT_POLICY_RELOAD,
+  type NewPolicyReload,
+  type PolicyReloadRecord,
+  SELECT_POLICY_RELOADS,
+  toPolicyReload,
+} from "./policy_reloads.ts";
 import { CountBatch } from "./_counts.ts";
 import {
   COUNT_EVENTS_AFTER,
@@ -38,8 +46,10 @@ import {
   maxBound,
   minBound,
   MOVE_COUNTS_MARK,
+  nthEventId,
   pragmas,
   SCAN_INDEX,
+  searchWords,
   SELECT_LIVE,
   SELECT_SKEW,
   SELECT_SUMMARY,
@@ -87,7 +97,9 @@ import {
   type NewResponse,
   type NewSession,
   type ResponseRecord,
+  type SearchPage,
   type SensorStatsRecord,
+  type SessionHost,
   SessionPatch,
   SessionRecord,
   type SessionSummary,
@@ -100,7 +112,10 @@ export const JOURNAL_FILE = "journal.db";
 export interface JournalOptions {
   /** Write a batch once this many events and responses are buffered; default 256. */
   batchMax?: number;
-  /** Write a batch at most this long after the first item was buffered; default 50 ms. */
+  /**
+   * Write a batch at most this long after the oldest buffered item's action (an event's `ts`;
+   * a response's arrival), so sensing latency counts against it; default 50 ms.
+   */
   batchMs?: number;
   /** How long a writer waits for another process's lock; default 5000 ms. */
   busyTimeoutMs?: number;
@@ -124,6 +139,17 @@ export interface JournalOptions {
    * false. Sentry turns it on when sync is configured (see `src/sync/`).
    */
   outbox?: boolean;
+}
+
+/** Options for {@link Journal.reconcile}. */
+export interface ReconcileOptions {
+  /**
+   * The end a dead session's Sentry recorded outside the journal (when the journal could not
+   * take it), or null: a recorded end is journaled instead of `crashed`.
+   */
+  recorded?: (session: string) => SessionPatch | null;
+  /** Called, after the commit, for each dead session given its end (recorded or `crashed`). */
+  settled?: (session: string) => void;
 }
 
 /** A session reference that matches no session, or more than one. */
@@ -208,6 +234,10 @@ export class Journal {
   #events: AgentEvent[] = [];
   #responses: NewResponse[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed timer fires, on the monotonic clock. */
+  #due = 0;
+  /** When the last batch was written, on the monotonic clock. */
+  #lastWrite = Number.NEGATIVE_INFINITY;
   #closed = false;
   /** Set after a failed write so that appends stop retrying until the timer does. */
   #failing = false;
@@ -353,7 +383,11 @@ export class Journal {
       return;
     }
     this.#events.push(event);
-    this.#afterPush();
+    // The window runs from the action, not from its arrival: time the event spent in a sensor
+    // (its batching, a worker's message, attribution) counts against the batch window, so that
+    // a crash loses at most `batchMs` of actions whatever the tier.
+    const age = this.#now() - Date.parse(event.ts);
+    this.#afterPush(Number.isFinite(age) ? Math.max(0, age) : 0);
   }
 
   /** Buffers a response for the next batch, like {@link append}. */
@@ -377,6 +411,41 @@ export class Journal {
     this.#write(true);
   }
 
+  /**
+   * Records a policy reload of a live session (applied or refused), at once: it must be on disk
+   * before whoever asked for it is told.
+   */
+  recordPolicyReload(reload: NewPolicyReload): PolicyReloadRecord {
+    this.#assertOpen();
+    const ts = reload.ts ?? this.#iso();
+    const detail = JSON.stringify(reload.detail ?? {});
+    const result = this.#stmt(INSERT_POLICY_RELOAD).run(
+      reload.session,
+      ts,
+      reload.outcome,
+      reload.policy,
+      reload.oldHash,
+      reload.newHash,
+      detail,
+    );
+    return {
+      id: Number(result.lastInsertRowid),
+      session: reload.session,
+      ts,
+      outcome: reload.outcome,
+      policy: reload.policy,
+      oldHash: reload.oldHash,
+      newHash: reload.newHash,
+      detail: reload.detail ?? {},
+    };
+  }
+
+  /** A session's policy reloads, oldest first; with `after`, only those after that id. */
+  policyReloads(session: string, after = 0): PolicyReloadRecord[] {
+    this.#assertOpen();
+    return this.#stmt(SELECT_POLICY_RELOADS).all(session, after).map(toPolicyReload);
+  }
+
   /** Replaces the counters each sensor reported for a session, at once. */
   putSensorStats(session: string, stats: readonly SensorStats[]): void {
     this.#assertOpen();
@@ -393,17 +462,26 @@ export class Journal {
    * `crashed`, with the time of their last event as their end, and returns their ids. A reused
    * pid makes a dead Sentry look alive; `isAlive` may check more than the pid to rule that out.
    */
-  reconcile(isAlive: (pid: number) => boolean): string[] {
+  reconcile(isAlive: (pid: number) => boolean, options: ReconcileOptions = {}): string[] {
     this.#assertOpen();
     const live = this.#stmt(SELECT_LIVE).all(this.#hostname);
     const crashed: string[] = [];
+    const settled: string[] = [];
     this.#transaction(() => {
       for (const row of live) {
         const id = String(row["id"]);
         if (isAlive(Number(row["sentry_pid"]))) continue;
-        if (Number(this.#stmt(MARK_CRASHED).run(id).changes) > 0) crashed.push(id);
+        const end = options.recorded?.(id) ?? null;
+        if (end !== null) {
+          this.updateSession(id, end);
+          settled.push(id);
+        } else if (Number(this.#stmt(MARK_CRASHED).run(id).changes) > 0) {
+          crashed.push(id);
+          settled.push(id);
+        }
       }
     });
+    for (const id of settled) options.settled?.(id);
     return crashed;
   }
 
@@ -438,6 +516,23 @@ export class Journal {
       ).all(options.host, options.host.toUpperCase(), limit).map(toSummary);
     }
     return this.#stmt(`${SELECT_SUMMARY} ${SESSION_ORDER} LIMIT ?`).all(limit).map(toSummary);
+  }
+
+  /**
+   * The host names of the sessions, with each one's count of sessions and of live ones, the
+   * host of the most recently started session first. One pass over the sessions table.
+   */
+  sessionHosts(): SessionHost[] {
+    this.#assertOpen();
+    return this.#stmt(
+      `SELECT host, count(*) AS n, coalesce(sum(state IN ('running', 'paused')), 0) AS live,
+        max(started_at) AS last FROM sessions GROUP BY host ORDER BY last DESC, host`,
+    ).all().map((row) => ({
+      host: String(row["host"]),
+      sessions: Number(row["n"]),
+      live: Number(row["live"]),
+      lastStarted: String(row["last"]),
+    }));
   }
 
   /**
@@ -490,9 +585,40 @@ export class Journal {
    * Events matching a filter, by id (time) ascending or, with `order: "desc"`, descending. Page
    * with `after`: pass the last id of one page to get the next. With a session, a page takes a
    * few ms at a million events whatever the filters: the query walks the index that reads the
-   * fewest rows, and a time range also bounds the ids (see the notes in `_sql.ts`).
+   * fewest rows, and a time range also bounds the ids (see the notes in `_sql.ts`). The
+   * `attributed` and `text` filters are checked on each event walked, without an index.
    */
   queryEvents(filter: EventFilter = {}): AgentEvent[] {
+    return this.#queryEvents(filter, undefined);
+  }
+
+  /**
+   * One bounded step of a query of one session: the events matching `filter` among the next
+   * `maxWalk` events of the session past `filter.after` (in the filter's order), and the cursor
+   * to continue from. A text search reads every event it walks, so a step costs at most
+   * `maxWalk` of them, however rare the matches: an API serving a live session never blocks its
+   * event loop for long, and a client walks a big session in steps.
+   */
+  searchEvents(filter: EventFilter & { session: string }, maxWalk: number): SearchPage {
+    this.#assertOpen();
+    const walk = checkCount("maxWalk", maxWalk, 1);
+    const limit = checkCount("limit", filter.limit ?? 1000, 0);
+    const desc = filter.order === "desc";
+    const params: SQLInputValue[] = [filter.session];
+    if (filter.after !== undefined) params.push(filter.after);
+    const edgeRow = this.#stmt(nthEventId({ desc, cursor: filter.after !== undefined }))
+      .get(...params, walk - 1);
+    const edge = edgeRow === undefined ? undefined : String(edgeRow["id"]);
+    const events = this.#queryEvents(
+      filter,
+      edge === undefined ? undefined : { id: edge, inclusive: true },
+    );
+    const full = limit > 0 && events.length === limit;
+    return { events, next: full ? events.at(-1)?.id ?? null : edge ?? null };
+  }
+
+  /** {@link queryEvents}, with the ids bounded at `edge` (inclusive) on the far side of the walk. */
+  #queryEvents(filter: EventFilter, edge: IdBound | undefined): AgentEvent[] {
     this.#assertOpen();
     const limit = checkCount("limit", filter.limit ?? 1000, 0);
     const desc = filter.order === "desc";
@@ -510,8 +636,10 @@ export class Journal {
       verdict: filter.verdict,
       since: filter.since,
       until: filter.until,
-      from: desc ? undefined : cursor,
-      to: desc ? cursor : undefined,
+      attributed: filter.attributed,
+      words: filter.text === undefined ? undefined : searchWords(filter.text),
+      from: desc ? edge : cursor,
+      to: desc ? cursor : edge,
     };
     let index: string | undefined;
     if (filter.session !== undefined) {
@@ -527,6 +655,13 @@ export class Journal {
     const where = eventWhere(conditions);
     return this.#stmt(selectEvents(where.sql, { index, desc })).all(...where.params, limit)
       .map(toEvent);
+  }
+
+  /** One event by its id (case-insensitive), or undefined: for `sentry explain`. */
+  getEvent(id: string): AgentEvent | undefined {
+    this.#assertOpen();
+    const row = this.#stmt(selectEvents("id = ?", { desc: false })).get(id.toUpperCase(), 1);
+    return row === undefined ? undefined : toEvent(row);
   }
 
   /**
@@ -602,6 +737,22 @@ export class Journal {
     this.#assertOpen();
     return this.#stmt("SELECT * FROM responses WHERE session = ? ORDER BY id").all(session)
       .map(toResponse);
+  }
+
+  /**
+   * The responses of every session whose `ts` is in a window (from `since`, before `until`;
+   * either open when absent), in the order they were written, at most `limit` (default 1000).
+   * For `sentry audit`, which looks across sessions; responses are few, so no index is kept.
+   */
+  responsesBetween(window: { since?: string; until?: string; limit?: number }): ResponseRecord[] {
+    this.#assertOpen();
+    return this.#stmt(
+      "SELECT * FROM responses WHERE ts >= ? AND ts < ? ORDER BY id LIMIT ?",
+    ).all(
+      window.since ?? "",
+      window.until ?? "\uffff",
+      checkCount("limit", window.limit ?? 1000, 0),
+    ).map(toResponse);
   }
 
   /** Each sensor's latest counters in a session, by sensor name. */
@@ -999,17 +1150,29 @@ export class Journal {
     }
   }
 
-  #afterPush(): void {
+  /** After a push of an item `ageMs` old: writes now, or makes sure a write is due in time. */
+  #afterPush(ageMs = 0): void {
     if (this.#pending() >= this.#batchMax && !this.#failing) {
       this.#write(false);
-    } else if (this.#timer === undefined) {
-      this.#arm(this.#batchMs);
+      return;
     }
+    if (this.#failing) {
+      if (this.#timer === undefined) this.#arm(this.#batchMs);
+      return;
+    }
+    // Never sooner than a fifth of the window after the last write: under a backlog every event
+    // is already old, and writing at each turn would cost the batching the backlog needs.
+    const due = Math.max(
+      this.#clock() + Math.max(0, this.#batchMs - ageMs),
+      this.#lastWrite + this.#batchMs / 5,
+    );
+    if (this.#timer === undefined || due < this.#due) this.#arm(Math.max(0, due - this.#clock()));
   }
 
   /** Schedules a write of the buffer; the timer keeps the process alive until it fires. */
   #arm(ms: number): void {
     this.#clearTimer();
+    this.#due = this.#clock() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (!this.#closed) this.#write(false);
@@ -1098,6 +1261,7 @@ export class Journal {
     this.#responses = [];
     this.#failing = false;
     const elapsed = this.#clock() - start;
+    this.#lastWrite = start + elapsed;
     const m = this.#metrics;
     this.#latencies[m.batches % LATENCY_WINDOW] = elapsed;
     m.batches++;

@@ -260,6 +260,33 @@ Deno.test("the batch timer writes buffered events batchMs after the first append
   }, { batchMs: 10 });
 });
 
+Deno.test("the batch window runs from the event's action, not from its arrival", async () => {
+  // batchMs is a minute; the event's action was 59.97 s ago (it spent that long in a sensor):
+  // it is due in 30 ms, not in another minute. A second, fresher event does not push it back.
+  await withJournal(async (journal) => {
+    const make = eventFactory();
+    journal.createSession(session("S1"));
+    const start = Date.now();
+    journal.append(make());
+    journal.append(make({ ts: new Date(T0 + 60_000).toISOString() }));
+    const deadline = start + 5000;
+    while (journal.queryEvents().length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(journal.queryEvents().length, 2);
+    assert.ok(Date.now() - start < 2000, `written after ${Date.now() - start} ms`);
+  }, { now: () => T0 + 59_970 });
+  // An event older than the whole window is written at the next turn of the event loop.
+  await withJournal(async (journal) => {
+    const make = eventFactory();
+    journal.createSession(session("S1"));
+    journal.append(make());
+    assert.equal(journal.queryEvents().length, 0, "append itself never writes");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(journal.queryEvents().length, 1);
+  }, { now: () => T0 + 120_000 });
+});
+
 Deno.test("queryEvents() returns events that pass AgentEvent.parse unchanged", async () => {
   await withJournal((journal) => {
     const make = eventFactory();

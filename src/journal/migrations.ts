@@ -296,6 +296,23 @@ export const MIGRATIONS: readonly Migration[] = [
     };
     `,
   },
+  {
+    version: 7,
+    name: "policy reloads: a live session's policy changes, with the old and new policy hashes",
+    sql: `
+      CREATE TABLE policy_reloads (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        session   TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        ts        TEXT NOT NULL,
+        outcome   TEXT NOT NULL CHECK (outcome IN ('applied', 'refused')),
+        policy    TEXT NOT NULL,              -- the policy asked for: a template name or a file
+        old_hash  TEXT NOT NULL,              -- sha256 of the resolved policy in force before
+        new_hash  TEXT,                       -- of the one asked for; NULL when it did not load
+        detail    TEXT NOT NULL               -- JSON: who asked, the reason, what stays as started
+      );
+      CREATE INDEX policy_reloads_session ON policy_reloads (session, id);
+    `,
+  },
 ];
 
 /** The schema version this code reads and writes. */

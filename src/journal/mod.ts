@@ -10,6 +10,7 @@ export {
   JOURNAL_FILE,
   type JournalOptions,
   openJournal,
+  type ReconcileOptions,
   SessionRefError,
 } from "./journal.ts";
 export {
@@ -32,15 +33,23 @@ export {
   type ResponseAction,
   type ResponseOutcome,
   type ResponseRecord,
+  type SearchPage,
   type SensorStatsRecord,
   SESSION_KINDS,
   SESSION_STATES,
+  type SessionHost,
   type SessionKind,
   SessionPatch,
   SessionRecord,
   type SessionState,
   type SessionSummary,
 } from "./records.ts";
+export {
+  type NewPolicyReload,
+  type PolicyReloadOutcome,
+  type PolicyReloadRecord,
+} from "./policy_reloads.ts";
+export { searchWords } from "./_sql.ts";
 export {
   DROPPED_KEY,
   type IngestBatch,

@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import type { Kind } from "../events/mod.ts";
+import type { AgentEvent, Kind } from "../events/mod.ts";
 import type { SensorStats } from "../sensors/mod.ts";
 
 /** How Sentry came to watch an agent: it started it (`run`) or joined it (`attach`). */
@@ -189,6 +189,18 @@ export interface EventFilter {
   /** `ts` before this ISO timestamp (exclusive). */
   until?: string;
   /**
+   * Only events tied to one of the agent's processes (`pid` set: true), or only unattributed
+   * ones (false). Read from each event, not from an index.
+   */
+  attributed?: boolean;
+  /**
+   * Free text: every word (split on white space) must appear, ASCII case-insensitively, in the
+   * event's kind, target, rule, verdict, response, pid, executable, command line or detail, as
+   * JSON text (so `"` and `\` match as typed). Read from each event walked: bound a search with
+   * {@link Journal.searchEvents}.
+   */
+  text?: string;
+  /**
    * A cursor: only events after this id in the chosen order (greater ids for `asc`, smaller for
    * `desc`). Pass the last id of a page to get the next.
    */
@@ -197,6 +209,25 @@ export interface EventFilter {
   order?: "asc" | "desc";
   /** At most this many events; default 1000. */
   limit?: number;
+}
+
+/** A host named by the journal's sessions, as {@link Journal.sessionHosts} lists it. */
+export interface SessionHost {
+  /** The host's name, as the sessions record it (what `listSessions({ host })` takes). */
+  host: string;
+  sessions: number;
+  /** Its sessions still running or paused. */
+  live: number;
+  /** When its newest session started (ISO). */
+  lastStarted: string;
+}
+
+/** One bounded step of {@link Journal.searchEvents}. */
+export interface SearchPage {
+  /** The matches found in the walked window, in the filter's order. */
+  events: AgentEvent[];
+  /** The cursor (`after`) to continue from; null once the session's end was reached. */
+  next: string | null;
 }
 
 /** How many events of one kind a session has. */

@@ -370,3 +370,77 @@ export function removeTreeAt(fd: number, name: string, path: string): void {
   }
   unlinkAt(fd, name, true, path);
 }
+
+/** `renameat` of an absolute path (a quarantine item) into a directory fd, as `at.name`. */
+export function renameIn(src: string, at: At): void {
+  check(lib().renameat(AT_FDCWD, cstr(src), at.fd, cstr(at.name)), "move back", at.path);
+}
+
+/** What an entry of an open directory is, without following a symlink; null when absent. */
+export function lstatAt(at: At): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(procPath(at.fd, at.name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
+ * Copies a file, symlink or directory tree at an absolute path (Sentry's own, such as a
+ * quarantine item) into a directory fd as `at.name`, which must not exist: every entry is made
+ * with `O_EXCL`/`mkdirat`/`symlinkat` relative to an fd opened beneath, so nothing is written
+ * through a symlink. Keeps modes and mtimes. Other file types are skipped.
+ */
+export function copyIn(src: string, at: At): void {
+  const info = Deno.lstatSync(src);
+  const mode = (info.mode ?? 0o600) & 0o7777;
+  const times = { mode, atimeMs: Date.now(), mtimeMs: info.mtime?.getTime() ?? Date.now() };
+  if (info.isSymlink) {
+    symlinkAt(Deno.readLinkSync(src), at, at.name);
+    return;
+  }
+  if (info.isFile) {
+    const fd = createAt(at, at.name, 0o600);
+    try {
+      const out = Deno.openSync(procPath(fd), { write: true });
+      try {
+        const input = Deno.openSync(src, { read: true });
+        try {
+          const buffer = new Uint8Array(1 << 16);
+          for (;;) {
+            const n = input.readSync(buffer);
+            if (n === null) break;
+            let done = 0;
+            while (done < n) done += out.writeSync(buffer.subarray(done, n));
+          }
+        } finally {
+          input.close();
+        }
+      } finally {
+        out.close();
+      }
+      setMeta(fd, times, at.path);
+    } finally {
+      closeFd(fd);
+    }
+    return;
+  }
+  if (!info.isDirectory) return;
+  mkdirAt(at, 0o700);
+  const r = openat2(at.fd, at.name, O.RDONLY | O.DIRECTORY, 0, RESOLVE_STRICT);
+  if (r.fd < 0) throw new BeneathError(openFailure(r.errno, at.path), r.errno, at.path);
+  try {
+    for (const entry of Deno.readDirSync(src)) {
+      copyIn(`${src}/${entry.name}`, {
+        fd: r.fd,
+        name: entry.name,
+        path: `${at.path}/${entry.name}`,
+        close: () => {},
+      });
+    }
+    setMeta(r.fd, times, at.path);
+  } finally {
+    lib().close(r.fd);
+  }
+}

@@ -70,6 +70,8 @@ const FAN_REPORT_NAME = 0x800;
 const FAN_MARK_ADD = 0x1;
 const FAN_MARK_DONT_FOLLOW = 0x4;
 const FAN_MARK_ONLYDIR = 0x8;
+const FAN_MARK_IGNORED_MASK = 0x20;
+const FAN_MARK_IGNORED_SURV_MODIFY = 0x40;
 const O_RDONLY = 0;
 const O_NONBLOCK = 0o4000;
 const O_LARGEFILE = 0o100000;
@@ -186,6 +188,24 @@ export class PermissionGroup {
       BigInt(mask),
       AT_FDCWD,
       cString(target.path),
+    ) === 0;
+    return ok ? 0 : errnoOf(this.#lib) || EINVAL;
+  }
+
+  /**
+   * Exempts one file (not following a symlink) from the group's events, whatever mark would
+   * report them (an ignore mask on its inode, kept across modifications). Returns 0 or the errno.
+   * For files Sentry itself holds POSIX locks on (SQLite's): a permission event's fd for them
+   * would be opened in Sentry's process, and its close drops every such lock the process holds.
+   */
+  ignore(path: string): number {
+    if (this.#closed) return EINVAL;
+    const ok = this.#lib.symbols.fanotify_mark(
+      this.fd,
+      FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY | FAN_MARK_DONT_FOLLOW,
+      BigInt(this.mask),
+      AT_FDCWD,
+      cString(path),
     ) === 0;
     return ok ? 0 : errnoOf(this.#lib) || EINVAL;
   }

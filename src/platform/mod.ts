@@ -209,3 +209,5 @@ export {
   SequenceGaps,
 } from "./proc_connector_record.ts";
 export { seccompAvailability } from "./seccomp_linux.ts";
+export { InotifyError, InotifyGroup } from "./inotify_linux.ts";
+export { decodeInotify, encodeInotify, IN, type InotifyRecord } from "./inotify_record.ts";

@@ -47,6 +47,17 @@ export class Quarantine {
     });
   }
 
+  /**
+   * Records, before any change, which snapshot the rollback restores: undo takes the protected
+   * roots from its (authenticated) manifest, and writes beneath them only.
+   */
+  writeOrigin(snapshot: string): void {
+    Deno.writeTextFileSync(`${this.dir}/origin.json`, JSON.stringify({ snapshot }), {
+      mode: 0o600,
+      createNew: true,
+    });
+  }
+
   /** A fresh item name, relative to the folder. */
   nextItem(): string {
     return `items/${this.#next++}`;

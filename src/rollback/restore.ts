@@ -144,6 +144,7 @@ function restoreLocked(store: Store, options: RestoreOptions): RestoreResult {
     };
   }
   const q = new Quarantine(`${store.quarantineDir(options.session)}/${id}`);
+  q.writeOrigin(options.plan.snapshot.id);
   const st: State = {
     store,
     q,

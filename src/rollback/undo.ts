@@ -3,9 +3,24 @@
  * a session moved into quarantine or overwrote, so the trees are as the rollback found them.
  * @module
  */
-import { dirname } from "node:path";
+import {
+  type At,
+  Beneath,
+  closeFd,
+  copyIn,
+  lstatAt,
+  mkdirAt,
+  O,
+  procPath,
+  removeTreeAt,
+  renameIn,
+  renameOut,
+  renameWithin,
+  setMeta,
+  unlinkAt,
+} from "../platform/beneath_linux.ts";
 import type { Store } from "./store.ts";
-import { ensureParent, moveTree, readJournal, type UndoRecord } from "./_quarantine.ts";
+import { copyTree, readJournal, type UndoRecord } from "./_quarantine.ts";
 import { isCode, reasonOf } from "./_walk.ts";
 
 /** Options for {@link undo}. */
@@ -103,63 +118,121 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
     const dir = `${store.quarantineDir(options.session)}/${target.id}`;
     const records = readJournal(dir);
     const results: UndoPathResult[] = [];
+    // Every change is made beneath a protected root of the rollback's snapshot, through a
+    // directory fd opened with openat2 (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a symlink
+    // swapped in anywhere, even mid-undo, makes the change fail, never land elsewhere.
+    const trees = new Map<string, Beneath>();
+    const roots = rootsOf(store, dir, target);
     let aside = 0;
-    const moveAside = (path: string) => {
-      Deno.mkdirSync(`${dir}/undone`, { recursive: true, mode: 0o700 });
-      moveTree(path, `${dir}/undone/${aside++}`);
-    };
-    const run = (record: UndoRecord, fn: () => void) => {
+    const run = (record: UndoRecord, fn: (tree: Beneath, rel: string) => void) => {
       try {
-        checkParent(record.path);
-        fn();
+        const root = roots.filter((r) => record.path === r || record.path.startsWith(`${r}/`))
+          .sort((x, y) => y.length - x.length)[0];
+        if (root === undefined) {
+          throw new Error("it is outside every protected root of the rollback's snapshot");
+        }
+        let tree = trees.get(root);
+        if (tree === undefined) trees.set(root, tree = new Beneath(root));
+        fn(tree, record.path === root ? "" : record.path.slice(root.length + 1));
         results.push({ path: record.path, op: record.op, outcome: "ok" });
       } catch (e) {
         results.push({ path: record.path, op: record.op, outcome: "failed", reason: reasonOf(e) });
       }
     };
-    // Changes in reverse order; directory times last, deepest first, since everything else
-    // changes them.
-    const dirMeta: Extract<UndoRecord, { op: "meta" }>[] = [];
-    for (const record of [...records].reverse()) {
-      switch (record.op) {
-        case "created":
-          run(record, () => {
-            if (lexists(record.path)) moveAside(record.path);
-          });
-          break;
-        case "mkdir":
-          run(record, () => {
-            if (!lexists(record.path)) return;
-            try {
-              Deno.removeSync(record.path);
-            } catch (e) {
-              // Something was written into it since: keep it, aside.
-              if (!isCode(e, "ENOTEMPTY")) throw e;
-              moveAside(record.path);
-            }
-          });
-          break;
-        case "replaced":
-        case "moved":
-          run(record, () => {
-            const item = `${dir}/${record.item}`;
-            // The journal announces each change before making it: after a crash, the item
-            // may not exist, and then there is nothing to put back.
-            if (!lexists(item)) return;
-            if (record.op === "moved" && lexists(record.path)) moveAside(record.path);
-            ensureParent(record.path);
-            moveTree(item, record.path);
-          });
-          break;
-        case "meta":
-          if (record.dir) dirMeta.push(record);
-          else run(record, () => setMeta(record.path, record.mode, record.mtimeMs, now));
-          break;
+    const moveAside = (tree: Beneath, at: At) => {
+      Deno.mkdirSync(`${dir}/undone`, { recursive: true, mode: 0o700 });
+      const dst = `${dir}/undone/${aside++}`;
+      try {
+        renameOut(at, dst);
+      } catch (e) {
+        if (!isCode(e, "EXDEV")) throw e;
+        copyTree(procPath(at.fd, at.name), dst);
+        removeTreeAt(at.fd, at.name, at.path);
       }
-    }
-    dirMeta.sort((a, b) => b.path.length - a.path.length);
-    for (const record of dirMeta) {
-      run(record, () => setMeta(record.path, record.mode, record.mtimeMs, now));
+      if (at.name === "" || at.path === tree.root) tree.resetRoot();
+    };
+    const within = (tree: Beneath, rel: string, fn: (at: At) => void) => {
+      const at = tree.at(rel);
+      try {
+        fn(at);
+      } finally {
+        at.close();
+      }
+      if (rel === "") tree.resetRoot();
+    };
+    try {
+      // Changes in reverse order; directory times last, deepest first, since everything else
+      // changes them.
+      const dirMeta: Extract<UndoRecord, { op: "meta" }>[] = [];
+      for (const record of [...records].reverse()) {
+        switch (record.op) {
+          case "created":
+            run(record, (tree, rel) =>
+              within(tree, rel, (at) => {
+                if (lstatAt(at) !== null) moveAside(tree, at);
+              }));
+            break;
+          case "mkdir":
+            run(record, (tree, rel) =>
+              within(tree, rel, (at) => {
+                if (lstatAt(at) === null) return;
+                try {
+                  unlinkAt(at.fd, at.name, true, at.path);
+                } catch (e) {
+                  // Something was written into it since: keep it, aside.
+                  if (!isCode(e, "ENOTEMPTY")) throw e;
+                  moveAside(tree, at);
+                }
+              }));
+            break;
+          case "replaced":
+          case "moved":
+            run(record, (tree, rel) => {
+              const item = `${dir}/${record.item}`;
+              // The journal announces each change before making it: after a crash, the item
+              // may not exist, and then there is nothing to put back.
+              if (!lexists(item)) return;
+              makeParents(tree, rel);
+              within(tree, rel, (at) => {
+                if (lstatAt(at) !== null) {
+                  // A file that replaced the original (or reappeared where it was moved from).
+                  moveAside(tree, at);
+                }
+                try {
+                  renameIn(item, at);
+                } catch (e) {
+                  if (!isCode(e, "EXDEV")) throw e;
+                  copyIn(item, at);
+                  Deno.removeSync(item, { recursive: true });
+                }
+              });
+            });
+            break;
+          case "meta":
+            if (record.dir) dirMeta.push(record);
+            else {
+              run(record, (tree, rel) => setFileMeta(tree, rel, record, now));
+            }
+            break;
+        }
+      }
+      dirMeta.sort((a, b) => b.path.length - a.path.length);
+      for (const record of dirMeta) {
+        run(record, (tree, rel) => {
+          const fd = tree.open(rel, O.RDONLY | O.DIRECTORY);
+          try {
+            setMeta(
+              fd,
+              { mode: record.mode, atimeMs: now(), mtimeMs: record.mtimeMs },
+              record.path,
+            );
+          } finally {
+            closeFd(fd);
+          }
+        });
+      }
+    } finally {
+      for (const tree of trees.values()) tree.close();
     }
     Deno.writeTextFileSync(
       `${dir}/undone.json`,
@@ -175,11 +248,92 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
   });
 }
 
-function setMeta(path: string, mode: number, mtimeMs: number, now: () => number): void {
-  const info = Deno.lstatSync(path);
-  if (info.isSymlink) throw new Error(`refusing to change "${path}": it is a symlink`);
-  Deno.chmodSync(path, mode);
-  Deno.utimeSync(path, new Date(now()), new Date(mtimeMs));
+/**
+ * Puts a file's mode and mtime back. Through a fresh inode when the file has other links: a hard
+ * link to a file outside the tree (`~/.ssh/id_rsa`) must not get its mode changed.
+ */
+function setFileMeta(
+  tree: Beneath,
+  rel: string,
+  record: { path: string; mode: number; mtimeMs: number },
+  now: () => number,
+): void {
+  const meta = { mode: record.mode, atimeMs: now(), mtimeMs: record.mtimeMs };
+  const fd = tree.open(rel, O.RDONLY | O.NOFOLLOW);
+  try {
+    const info = Deno.statSync(procPath(fd));
+    if (!info.isFile) throw new Error("it is no longer a regular file");
+    if ((info.nlink ?? 1) <= 1) {
+      setMeta(fd, meta, record.path);
+      return;
+    }
+    if (rel === "") throw new Error("the root is a file with other links: refusing to change it");
+    const at = tree.at(rel);
+    const tmp = `.sentry-undo-${crypto.randomUUID()}`;
+    try {
+      copyIn(procPath(fd), { ...at, name: tmp });
+      const parent = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
+      const copy = tree.open(parent === "" ? tmp : `${parent}/${tmp}`, O.RDONLY | O.NOFOLLOW);
+      try {
+        setMeta(copy, meta, record.path);
+      } finally {
+        closeFd(copy);
+      }
+      renameWithin(at, tmp, at.name);
+    } catch (e) {
+      try {
+        unlinkAt(at.fd, tmp, false, record.path);
+      } catch {
+        // Not made, or already renamed.
+      }
+      throw e;
+    } finally {
+      at.close();
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Creates the missing directories above a root-relative path, each beneath the one above. */
+function makeParents(tree: Beneath, rel: string): void {
+  const parts = rel.split("/").slice(0, -1);
+  for (let i = 1; i <= parts.length; i++) {
+    const sub = parts.slice(0, i).join("/");
+    try {
+      closeFd(tree.open(sub, O.PATH | O.DIRECTORY));
+    } catch (e) {
+      if (!isCode(e, "ENOENT")) throw e;
+      const at = tree.at(sub);
+      try {
+        mkdirAt(at, 0o700);
+      } finally {
+        at.close();
+      }
+    }
+  }
+}
+
+/**
+ * The protected roots of the rollback's snapshot, from its authenticated manifest (a quarantine
+ * never names its own roots: they could be edited to point anywhere).
+ */
+function rootsOf(store: Store, dir: string, target: RollbackRecord): string[] {
+  let snapshot = target.snapshot;
+  if (snapshot === "") {
+    try {
+      snapshot = String(JSON.parse(Deno.readTextFileSync(`${dir}/origin.json`)).snapshot ?? "");
+    } catch {
+      snapshot = "";
+    }
+  }
+  if (snapshot === "") {
+    throw new Error(
+      `Cannot undo rollback "${target.id}": it does not say which snapshot it restored, so its ` +
+        "protected roots are unknown",
+    );
+  }
+  return store.readManifest(snapshot).content.map((t) => t.root);
 }
 
 function lexists(path: string): boolean {
@@ -189,19 +343,5 @@ function lexists(path: string): boolean {
   } catch (e) {
     if (e instanceof Deno.errors.NotFound || isCode(e, "ENOTDIR")) return false;
     throw e;
-  }
-}
-
-/**
- * Throws unless the directory holding `path` is reached through real directories only: undo
- * never writes through a symlink either.
- */
-function checkParent(path: string): void {
-  // The nearest existing directory above: missing ones are created below it.
-  let parent = dirname(path);
-  while (parent !== "/" && !lexists(parent)) parent = dirname(parent);
-  const real = Deno.realPathSync(parent);
-  if (real !== parent) {
-    throw new Error(`refusing to write through "${parent}": it resolves to "${real}"`);
   }
 }

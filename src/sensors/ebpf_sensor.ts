@@ -46,6 +46,8 @@ const ESRCH = 3;
 const EBADF = 9;
 /** At most this many (caller, target) pairs are remembered to journal a probe once. */
 const PROBES_KEPT = 4096;
+/** How long a process group's members, read from /proc, are taken as current. */
+const GROUP_SCAN_MS = 50;
 
 /** The eBPF sensor's settings. */
 export interface EbpfSensorOptions {
@@ -84,6 +86,8 @@ export class EbpfSensor implements Sensor {
   #records = 0;
   /** Existence probes (signal 0) journaled already, by caller, target and outcome. */
   readonly #probes = new Set<string>();
+  /** Process groups' members by pgid, with when they were read. */
+  readonly #groups = new Map<number, { at: number; members: number[] }>();
 
   /** Sets up the sensor; the program is already loaded and tracks the tree. */
   constructor(options: EbpfSensorOptions) {
@@ -151,6 +155,21 @@ export class EbpfSensor implements Sensor {
   }
 
   /**
+   * The live members of a process group, from a scan of /proc at most every
+   * {@link GROUP_SCAN_MS} per group: a flood of signals to one foreign group costs one scan per
+   * window, not one per signal.
+   */
+  #groupMembers(pgid: number): number[] {
+    const now = performance.now();
+    const cached = this.#groups.get(pgid);
+    if (cached !== undefined && now - cached.at < GROUP_SCAN_MS) return cached.members;
+    const members = this.#options.tracer.groupMembers(pgid);
+    if (this.#groups.size > 256) this.#groups.clear();
+    this.#groups.set(pgid, { at: now, members });
+    return members;
+  }
+
+  /**
    * Classifies a control record's target. A target of the tree (the kernel found it in its
    * tables at sys_enter, or /proc names a tracked process now) is the agent's own business:
    * null, nothing is journaled. So is a target that does not exist (ESRCH, and /proc has no
@@ -190,15 +209,17 @@ export class EbpfSensor implements Sensor {
       if (c.scope === "group") {
         const pgid = c.group ?? (pid === null ? null : t.describe(pid)?.pgrp ?? null);
         if (pgid === null) return this.#namespaced();
-        const members = t.groupMembers(pgid);
         // A group whose leader is the tree's is the tree's: only a process's own children can be
         // moved into a group of its session, and `run` starts the agent in a session of its own.
         // (Judged member by member, a fork that just hopped away looks adopted by Sentry.)
-        const leaderInside = t.isTracked(pgid);
-        const outside = leaderInside ? [] : members.filter((m) => !inTree(m));
+        // Decided before any /proc scan: an agent that signals its own group thousands of times
+        // a second (`killpg`) cost a full scan of /proc each, and starved the session.
+        if (t.isTracked(pgid)) return null;
+        const members = this.#groupMembers(pgid);
+        const outside = members.filter((m) => !inTree(m));
         if (members.length > 0 && outside.length === 0) return null;
-        // An empty group: it had no members (ESRCH), or they are gone; its leader says whose.
-        if (members.length === 0 && (c.result === -ESRCH || t.isTracked(pgid))) return null;
+        // An empty group: it had no members (ESRCH), or they are gone.
+        if (members.length === 0 && c.result === -ESRCH) return null;
         if (members.length === 0) {
           // Gone before /proc could be read: who got the signal cannot be told now.
           this.#counter.blind(

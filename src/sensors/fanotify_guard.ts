@@ -93,6 +93,12 @@ export interface FanotifyGuardOptions {
   workerUrl?: URL;
   /** Mark Sentry's own directories only (`policy.guarded`), not the policy's deny lists. */
   sentryOnly?: boolean;
+  /**
+   * Files the guard must never hold: Sentry's own SQLite files (the journal and its -wal and
+   * -shm). A permission event's fd is opened in Sentry's process, and closing it would drop
+   * SQLite's POSIX locks there: other processes then delete the WAL under the live journal.
+   */
+  unheld?: readonly string[];
 }
 
 /** The guard's exact counters (see `GUARD_COUNTER` in fanotify_guard_worker.ts). */
@@ -227,6 +233,7 @@ export async function startFanotifyGuard(options: FanotifyGuardOptions): Promise
     audit: options.audit ?? false,
     lateMs: options.lateMs ?? 50,
     arch: Deno.build.arch,
+    unheld: [...(options.unheld ?? [])],
   };
   worker.postMessage(start);
 

@@ -128,6 +128,8 @@ export interface GuardWorkerStart {
   audit: boolean;
   lateMs: number;
   arch: string;
+  /** Files exempt from the guard: Sentry's SQLite files (see `PermissionGroup.ignore`). */
+  unheld: string[];
 }
 
 /** One decided event, as the worker hands it over. */
@@ -565,6 +567,13 @@ function run(start: GuardWorkerStart, post: (message: GuardWorkerMessage) => voi
       service: drainPerm,
     });
     marks.placeAll();
+    for (const path of start.unheld) {
+      const errno = perm.ignore(path);
+      // A file that is not there (ENOENT) has no inode to exempt; Sentry itself makes it.
+      if (errno !== 0 && errno !== 2) {
+        marks.failures.push({ path, errno: `ignore mark: errno ${errno}` });
+      }
+    }
     post({ type: "ready", failures: marks.failures, watching: watch !== null });
     const fds = watch === null ? [perm.fd, start.wakeFd] : [perm.fd, start.wakeFd, watch.fd];
     for (;;) {

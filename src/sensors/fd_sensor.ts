@@ -37,6 +37,7 @@ export class FdSensor implements Sensor {
   readonly #open = new Map<number, Map<number, OpenFd>>();
   /** Recently open paths per pid, for attributing inotify events: path -> pid -> last seen. */
   readonly #recent = new Map<string, Map<number, number>>();
+  readonly #pollHooks: ((now: number) => void)[] = [];
   #emit: ((event: SensorEvent) => void) | null = null;
 
   /** Sets up the sensor; it reads nothing until the tree scans. */
@@ -63,6 +64,14 @@ export class FdSensor implements Sensor {
     const byPid = this.#recent.get(path);
     if (byPid === undefined) return [];
     return [...byPid].filter(([, seen]) => seen >= sinceMs).map(([pid]) => pid);
+  }
+
+  /**
+   * Calls `hook` after each poll with the time the poll's scan began: every descriptor open at
+   * that time has been seen, so evidence for an action before it is complete.
+   */
+  onPoll(hook: (now: number) => void): void {
+    this.#pollHooks.push(hook);
   }
 
   /** Reads the descriptors of every member once. */
@@ -105,6 +114,7 @@ export class FdSensor implements Sensor {
       member.sockets = sockets;
     }
     this.#expire(now);
+    for (const hook of this.#pollHooks) hook(now);
   }
 
   #ignored(path: string): boolean {

@@ -1,4 +1,5 @@
 import type { Kind } from "../events/mod.ts";
+import { IN, InotifyGroup, type InotifyRecord } from "../platform/mod.ts";
 import type { FdSensor } from "./fd_sensor.ts";
 import type { ProcSensor } from "./proc_sensor.ts";
 import { type Sensor, type SensorEvent, type SensorStats, StatsCounter } from "./sensor.ts";
@@ -18,24 +19,52 @@ export interface WatchSensorOptions {
   ignore?: string[];
   /** How far back fd evidence counts for attribution, in milliseconds. */
   evidenceMs: number;
-  /** How long single halves of a rename wait for their pair, in milliseconds. */
-  pairMs?: number;
   /**
-   * How long an event waits before it is attributed, in milliseconds: long enough for the fd
-   * sensor's next polls to see the file open (about two polling intervals).
+   * The longest an event waits before it is attributed, in milliseconds. It is attributed as
+   * soon as the fd sensor completes a poll that began after it (every descriptor open at the
+   * event has then been seen); this bound only matters when the polls stall.
    */
   settleMs?: number;
 }
 
-interface Pending {
-  kind: "remove" | "rename";
+/**
+ * How far back the record of reported paths reaches (by time and by count): a rescan after an
+ * overflow reports only what this record does not hold, so it must cover the window, which in
+ * a flood starts seconds before the overflow is read (the watcher's thread lags behind).
+ */
+const REPORTED_MEMORY_MS = 30_000;
+const REPORTED_MAX = 300_000;
+/** How long a scan's record keeps a later create event for the same path a repeat. */
+const SCANNED_MEMORY_MS = 2000;
+/** How long a rescan waits after the last overflow, and the longest it waits after the first. */
+const RESCAN_QUIET_MS = 100;
+const RESCAN_MAX_WAIT_MS = 1000;
+/** Entries a rescan reads between two yields to the event loop. */
+const RESCAN_SLICE = 2000;
+/** The longest the rescan at stop may take. */
+const FINAL_RESCAN_MS = 10_000;
+
+/** One change, as the sensor reads it from inotify's records. */
+export interface WatchChange {
+  kind: "create" | "modify" | "delete" | "rename" | "moved_in" | "moved_out" | "overflow";
+  /** The path (the new one for a rename); "" for an overflow. */
   path: string;
-  at: number;
+  /** A rename's old path. */
+  from?: string;
+  /** Whether the entry is a directory. */
+  dir?: boolean;
 }
 
+/** The events every watched directory reports. */
+const WATCH_MASK = IN.CREATE | IN.MODIFY | IN.ATTRIB | IN.DELETE | IN.MOVED_FROM | IN.MOVED_TO |
+  IN.ONLYDIR | IN.DONT_FOLLOW | IN.EXCL_UNLINK;
+
 /**
- * Watches the workspace and the directories the policy's deny rules name with inotify
- * (`Deno.watchFs`), for creates, modifications, deletes and renames, which polling can miss.
+ * Watches the workspace and the directories the policy's deny rules name with inotify (its own
+ * instance, through FFI), for creates, modifications, deletes and renames, which polling can
+ * miss. A directory made in a recursive root is watched as soon as its creation is read, and
+ * scanned, so what was made in it before is not missed; a queue overflow (the kernel's
+ * `IN_Q_OVERFLOW`) is followed by a rescan of the roots.
  * inotify does not say which process acted: an event is attributed to a pid only when exactly
  * one process of the tree had that path open recently (evidence from the fd sensor).
  * Otherwise it is recorded with `pid: null` and `detail.unattributed`, and counted.
@@ -44,9 +73,29 @@ export class WatchSensor implements Sensor {
   readonly name = "watch";
   readonly #options: WatchSensorOptions;
   readonly #counter = new StatsCounter("watch");
-  readonly #pending: Pending[] = [];
   readonly #settling: { kind: Kind; path: string; detail: Record<string, unknown>; at: number }[] =
     [];
+  /** When the last complete fd poll began: events before it have all their evidence. */
+  #polledAt = Number.NEGATIVE_INFINITY;
+  /** Every path reported in the last {@link REPORTED_MEMORY_MS}, and since an overflow. */
+  readonly #reported = new Map<string, number>();
+  /** Paths a scan reported lately, whose own create event may still come. */
+  readonly #scanned = new Map<string, number>();
+  #signal: AbortSignal | null = null;
+  /** Stops scans: only at the bound of a stop, never with the session's signal. */
+  #scanSignal: AbortSignal = new AbortController().signal;
+  /** Scans of new directories in flight. */
+  readonly #scans = new Set<Promise<void>>();
+  /** The path of the last event read, whose ctime dates the start of an overflow. */
+  #lastPath: string | null = null;
+  /** The start of the window a rescan must cover (null: no overflow pending). */
+  #overflowSince: number | null = null;
+  #firstOverflow = 0;
+  #lastOverflow = 0;
+  #rescanning = false;
+  /** The watched directories, by watch descriptor. */
+  readonly #dirs = new Map<number, { path: string; recursive: boolean }>();
+  #group: InotifyGroup | null = null;
   #emit: ((event: SensorEvent) => void) | null = null;
 
   /** Sets up the sensor. */
@@ -59,118 +108,382 @@ export class WatchSensor implements Sensor {
     return this.#counter.snapshot();
   }
 
-  /** Watches until the signal aborts. */
+  /**
+   * Watches until the signal aborts: a watch on every directory of the roots (below the
+   * recursive ones), read on the FFI thread pool.
+   */
   async start(emit: (event: SensorEvent) => void, signal: AbortSignal): Promise<void> {
     this.#emit = emit;
-    const groups = [true, false].map((recursive) =>
-      this.#options.roots.filter((r) => r.recursive === recursive).map((r) => r.path)
-    );
-    const watchers: Deno.FsWatcher[] = [];
-    groups.forEach((paths, i) => {
-      if (paths.length === 0) return;
-      try {
-        watchers.push(Deno.watchFs(paths, { recursive: i === 0 }));
-      } catch (error) {
-        this.#counter.blind(
-          "watch_failed",
-          `directories that could not be watched: ${paths.join(", ")} (${
-            (error as Error).message
-          })`,
-          paths.length,
-        );
-      }
-    });
-    const flush = setInterval(
-      () => {
-        this.#flushPending(Date.now(), false);
-        this.#flushSettled(Date.now(), false);
-      },
-      Math.min(this.#options.pairMs ?? 150, 50),
-    );
-    const stop = () => {
-      for (const w of watchers) {
-        try {
-          w.close();
-        } catch {
-          // Already closed.
-        }
-      }
-    };
-    signal.addEventListener("abort", stop, { once: true });
+    this.#signal = signal;
+    let group: InotifyGroup;
     try {
-      await Promise.all(watchers.map(async (w) => {
-        for await (const event of w) this.handle(event, Date.now());
-      }));
+      group = InotifyGroup.open();
+    } catch (error) {
+      this.#counter.blind(
+        "watch_failed",
+        `directories that could not be watched: ${
+          this.#options.roots.map((r) => r.path).join(", ")
+        } (${(error as Error).message})`,
+        this.#options.roots.length,
+      );
+      return;
+    }
+    this.#group = group;
+    // Scans (of new directories, after overflows) outlive the session's signal: at stop they
+    // finish, bounded by FINAL_RESCAN_MS, since what they would report happened before it.
+    const hardStop = new AbortController();
+    this.#scanSignal = hardStop.signal;
+    // Attribute as soon as the evidence is in, not after a fixed wait: the journal's crash
+    // window counts from the event's time, so every millisecond held here is exposed.
+    this.#options.fd.onPoll((polledAt) => {
+      if (signal.aborted) return;
+      this.#polledAt = Math.max(this.#polledAt, polledAt);
+      this.#flushSettled(Date.now(), false);
+    });
+    const flush = setInterval(() => {
+      const now = Date.now();
+      this.#flushSettled(now, false);
+      this.#forget(now);
+      if (this.#rescanDue(now)) void this.#rescan(signal);
+    }, 50);
+    try {
+      for (const root of this.#options.roots) await this.#watchTree(root.path, root.recursive);
+      while (!signal.aborted) {
+        // A bounded wait, so that a stop is seen within 100 ms and the queue is then drained.
+        const ready = await group.wait(100);
+        if (ready === "closed") break;
+        if (ready !== "readable") continue;
+        const now = Date.now();
+        for (const change of this.#changes(group.read())) this.handle(change, now);
+      }
     } finally {
       clearInterval(flush);
-      this.#flushPending(Date.now(), true);
+      // What the kernel queued before the stop is the session's too.
+      try {
+        for (const change of this.#changes(group.read())) this.handle(change, Date.now());
+      } catch {
+        // The group failed: the overflow-free part was read.
+      }
+      const deadline = setTimeout(() => hardStop.abort(), FINAL_RESCAN_MS);
+      while (this.#scans.size > 0) await Promise.all([...this.#scans]);
+      await group.close();
+      this.#group = null;
+      await this.#finalRescan();
+      clearTimeout(deadline);
+      if (hardStop.signal.aborted) {
+        this.#counter.blind(
+          "scan_cut",
+          `directory scans cut short at stop (${FINAL_RESCAN_MS} ms): entries made in new ` +
+            "directories may be missing",
+        );
+      }
       this.#flushSettled(Date.now(), true);
       this.#emit = null;
     }
   }
 
-  /** Handles one inotify event (public so tests can feed recorded events). */
-  handle(event: Deno.FsEvent, now: number): void {
-    this.#counter.counters.polls++;
-    if (event.flag === "rescan") {
-      // The kernel queue overflowed: events were lost and we cannot know which.
-      this.#counter.counters.dropped++;
+  /** Watches a directory; counts it when it cannot be (the inotify watch limit, most often). */
+  #watchDir(path: string, recursive: boolean): void {
+    const group = this.#group;
+    if (group === null) return;
+    const wd = group.add(path, WATCH_MASK);
+    if (wd < 0) {
+      // ENOENT/ENOTDIR: gone already, or not a directory: nothing to watch.
+      if (wd === -2 || wd === -20) return;
       this.#counter.blind(
-        "inotify_overflow",
-        "inotify queue overflows: some file events were lost",
+        "unwatched_directories",
+        `directories that could not be watched (errno ${-wd}; ENOSPC is the ` +
+          "fs.inotify.max_user_watches limit): changes in them are not seen",
       );
       return;
     }
-    const paths = event.paths.filter((p) => !this.#ignored(p));
-    if (paths.length === 0) return;
-    switch (event.kind) {
-      case "create":
-        for (const p of paths) this.#send("file.create", p, {}, now);
-        break;
-      case "modify":
-        for (const p of paths) this.#send("file.write", p, {}, now);
-        break;
-      case "remove":
-        for (const p of paths) this.#pending.push({ kind: "remove", path: p, at: now });
-        break;
-      case "rename":
-        if (event.paths.length === 2) {
-          const [from, to] = event.paths as [string, string];
-          // A full rename: drop the halves reported before it.
-          for (let i = this.#pending.length - 1; i >= 0; i--) {
-            const p = this.#pending[i] as Pending;
-            if (p.path === from || p.path === to) this.#pending.splice(i, 1);
-          }
-          this.#send("file.rename", to, { from }, now);
+    this.#dirs.set(wd, { path, recursive });
+  }
+
+  /** Watches a directory and, when recursive, every directory below it. */
+  async #watchTree(root: string, recursive: boolean): Promise<void> {
+    this.#watchDir(root, recursive);
+    if (!recursive) return;
+    const signal = this.#signal ?? new AbortController().signal;
+    await this.#walk(root, true, signal, (path, info) => {
+      if (info.isDirectory) this.#watchDir(path, true);
+    });
+  }
+
+  /**
+   * Turns records into changes: paths from the watch map, the two halves of a rename paired by
+   * their cookie (a half left alone moved in from, or out to, an unwatched place), and the
+   * watch map kept true as directories come, go and move.
+   */
+  #changes(records: readonly InotifyRecord[]): WatchChange[] {
+    const out: WatchChange[] = [];
+    const from = new Map<number, { path: string; dir: boolean; index: number }>();
+    for (const r of records) {
+      if ((r.mask & IN.Q_OVERFLOW) !== 0) {
+        out.push({ kind: "overflow", path: "" });
+        continue;
+      }
+      if ((r.mask & IN.IGNORED) !== 0) {
+        this.#dirs.delete(r.wd);
+        continue;
+      }
+      const dir = this.#dirs.get(r.wd);
+      if (dir === undefined || r.name === "") continue;
+      const path = dir.path.endsWith("/") ? dir.path + r.name : `${dir.path}/${r.name}`;
+      const isDir = (r.mask & IN.ISDIR) !== 0;
+      if ((r.mask & IN.CREATE) !== 0) {
+        if (isDir && dir.recursive) this.#watchDir(path, true);
+        out.push({ kind: "create", path, dir: isDir });
+      } else if ((r.mask & (IN.MODIFY | IN.ATTRIB)) !== 0) {
+        if (!isDir) out.push({ kind: "modify", path });
+      } else if ((r.mask & IN.DELETE) !== 0) {
+        out.push({ kind: "delete", path, dir: isDir });
+      } else if ((r.mask & IN.MOVED_FROM) !== 0) {
+        from.set(r.cookie, { path, dir: isDir, index: out.length });
+        out.push({ kind: "moved_out", path, dir: isDir });
+      } else if ((r.mask & IN.MOVED_TO) !== 0) {
+        const pair = from.get(r.cookie);
+        if (pair !== undefined) {
+          from.delete(r.cookie);
+          out[pair.index] = { kind: "rename", path, from: pair.path, dir: isDir };
+          if (isDir) this.#moveWatches(pair.path, path, dir.recursive);
         } else {
-          for (const p of paths) this.#pending.push({ kind: "rename", path: p, at: now });
+          out.push({ kind: "moved_in", path, dir: isDir });
+          if (isDir && dir.recursive) void this.#watchTree(path, true);
         }
-        break;
-      default:
-        break;
+      }
+    }
+    // Directories moved out of the watched tree: their watches would report stale paths.
+    for (const left of from.values()) if (left.dir) this.#unwatchBelow(left.path);
+    return out;
+  }
+
+  /** After a directory rename inside the watched tree: its watches follow it to `to`. */
+  #moveWatches(from: string, to: string, recursive: boolean): void {
+    let moved = false;
+    for (const entry of this.#dirs.values()) {
+      if (entry.path === from || entry.path.startsWith(from + "/")) {
+        entry.path = to + entry.path.slice(from.length);
+        moved = true;
+      }
+    }
+    // It had no watch yet (renamed before its creation was read, so the watch could not be
+    // added): watch it now and report what was made in it meanwhile.
+    if (!moved && recursive && this.#signal !== null) {
+      this.#track(this.#scanNewDirectory(to, this.#scanSignal));
     }
   }
 
-  #flushPending(now: number, all: boolean): void {
-    const pairMs = this.#options.pairMs ?? 150;
-    while (this.#pending.length > 0) {
-      const p = this.#pending[0] as Pending;
-      if (!all && now - p.at < pairMs) break;
-      this.#pending.shift();
-      if (p.kind === "remove") this.#send("file.delete", p.path, {}, p.at);
-      else {
-        // Half a rename: the other side is outside the watched directories.
-        let exists = false;
-        try {
-          Deno.lstatSync(p.path);
-          exists = true;
-        } catch {
-          exists = false;
-        }
-        if (exists) this.#send("file.rename", p.path, { from: null, moved: "in" }, p.at);
-        else this.#send("file.delete", p.path, { moved: "out" }, p.at);
+  #unwatchBelow(path: string): void {
+    for (const [wd, entry] of this.#dirs) {
+      if (entry.path === path || entry.path.startsWith(path + "/")) {
+        this.#group?.remove(wd);
+        this.#dirs.delete(wd);
       }
     }
+  }
+
+  /** Drops the oldest reported paths beyond the memory (both maps are in report order). */
+  #forget(now: number): void {
+    const horizon = now - REPORTED_MEMORY_MS;
+    for (const [path, at] of this.#reported) {
+      if (at >= horizon && this.#reported.size <= REPORTED_MAX) break;
+      this.#reported.delete(path);
+    }
+    for (const [path, at] of this.#scanned) {
+      if (at >= now - SCANNED_MEMORY_MS) break;
+      this.#scanned.delete(path);
+    }
+  }
+
+  #rescanDue(now: number): boolean {
+    if (this.#overflowSince === null || this.#rescanning) return false;
+    return now - this.#lastOverflow >= RESCAN_QUIET_MS ||
+      now - this.#firstOverflow >= RESCAN_MAX_WAIT_MS;
+  }
+
+  /**
+   * Recovers what an overflow lost: walks the roots, watches the directories whose creation was
+   * lost, and reports every entry changed (ctime) since the
+   * window began that no event reported, as a `file.create` (born in the window) or a
+   * `file.write`, with `detail.recovered`. Deletes in the window leave nothing to find: the
+   * overflow itself is the blind spot that names them.
+   */
+  async #rescan(signal: AbortSignal): Promise<void> {
+    const since = this.#overflowSince;
+    if (since === null) return;
+    this.#rescanning = true;
+    this.#overflowSince = null;
+    try {
+      for (const root of this.#options.roots) {
+        await this.#walk(root.path, root.recursive, signal, (path, info) => {
+          // A directory whose creation the overflow lost gets its watch now.
+          if (info.isDirectory && root.recursive) this.#watchDir(path, true);
+          const changed = (info.ctime ?? info.mtime)?.getTime() ?? 0;
+          if (changed < since || this.#reported.has(path)) return;
+          const born = info.birthtime?.getTime();
+          const kind: Kind = born !== undefined && born >= since ? "file.create" : "file.write";
+          this.#counter.blind(
+            "overflow_recovered",
+            "file changes lost in an inotify overflow and found by a rescan: journaled late, " +
+              "without the process or the exact time",
+          );
+          this.#found(kind, path, { recovered: "inotify_overflow" });
+        });
+      }
+      if (signal.aborted) {
+        // Cut short (Sentry is stopping): the final rescan covers the window again.
+        this.#overflowSince = Math.min(this.#overflowSince ?? since, since);
+      }
+    } finally {
+      this.#rescanning = false;
+    }
+  }
+
+  /**
+   * At stop: an overflow whose rescan has not run (or was cut short) gets one now, bounded in
+   * time; what it could not finish is named.
+   */
+  async #finalRescan(): Promise<void> {
+    const deadline = Date.now() + 1000;
+    while (this.#rescanning && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    if (this.#overflowSince === null) return;
+    const bound = AbortSignal.timeout(FINAL_RESCAN_MS);
+    await this.#rescan(bound);
+    if (bound.aborted) {
+      this.#counter.blind(
+        "overflow_rescan_cut",
+        `rescans after an inotify overflow cut short at stop (${FINAL_RESCAN_MS} ms): ` +
+          "changes in that window may be missing",
+      );
+    }
+  }
+
+  /**
+   * Reports what a new directory already holds. A recursive watch is added to a directory only
+   * once its creation is read, so whatever the agent made in it before then sends no event:
+   * `mkdir d && touch d/f` is otherwise a file nobody saw.
+   */
+  async #scanNewDirectory(dir: string, signal: AbortSignal): Promise<void> {
+    this.#watchDir(dir, true);
+    await this.#walk(dir, true, signal, (path, info) => {
+      if (info.isDirectory) this.#watchDir(path, true);
+      if (this.#reported.has(path)) return;
+      this.#counter.blind(
+        "created_before_watch",
+        "entries made in a new directory before its watch was added: found by a scan, " +
+          "without the process or the exact time",
+      );
+      this.#found("file.create", path, { found: "new_directory" });
+    });
+  }
+
+  #track(scan: Promise<void>): void {
+    this.#scans.add(scan);
+    void scan.finally(() => this.#scans.delete(scan));
+  }
+
+  /** Reports an entry a scan found; an inotify event for it that follows is a repeat. */
+  #found(kind: Kind, path: string, detail: Record<string, unknown>): void {
+    this.#scanned.delete(path);
+    this.#scanned.set(path, Date.now());
+    this.#send(kind, path, detail, Date.now());
+  }
+
+  /** Walks a directory (and below, when recursive), yielding to the event loop as it goes. */
+  async #walk(
+    dir: string,
+    recursive: boolean,
+    signal: AbortSignal,
+    visit: (path: string, info: Deno.FileInfo) => void,
+  ): Promise<void> {
+    let read = 0;
+    const walk = async (at: string): Promise<void> => {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = [...Deno.readDirSync(at)];
+      } catch {
+        return;
+      }
+      for (const entry of entries) {
+        if (signal.aborted) return;
+        const path = at.endsWith("/") ? at + entry.name : `${at}/${entry.name}`;
+        if (this.#ignored(path)) continue;
+        if (++read % RESCAN_SLICE === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+        let info: Deno.FileInfo;
+        try {
+          info = Deno.lstatSync(path);
+        } catch {
+          continue;
+        }
+        visit(path, info);
+        if (recursive && info.isDirectory) await walk(path);
+      }
+    };
+    await walk(dir);
+  }
+
+  /** Handles one change (public so tests can feed recorded changes). */
+  handle(change: WatchChange, now: number): void {
+    this.#counter.counters.polls++;
+    if (change.kind === "overflow") {
+      // The kernel's queue overflowed: events were lost. A rescan finds (and reports) the
+      // files they were about; the deletes among them leave no trace.
+      if (this.#overflowSince === null) {
+        // The lost events came after the last one read, which happened (its ctime) maybe
+        // seconds before it was read: the window starts there, or 2 s back, whichever is older.
+        const last = this.#lastPath === null ? null : changedAt(this.#lastPath);
+        this.#overflowSince = Math.min(now - 2000, (last ?? now) - 500);
+        this.#firstOverflow = now;
+      }
+      this.#lastOverflow = now;
+      this.#counter.blind(
+        "inotify_overflow",
+        "inotify queue overflows: the files they touched are rescanned, but deletes and " +
+          "renames away inside them are not seen",
+      );
+      return;
+    }
+    const p = change.path;
+    if (this.#ignored(p) && (change.from === undefined || this.#ignored(change.from))) return;
+    this.#lastPath = p;
+    switch (change.kind) {
+      case "create":
+        if (this.#scanned.has(p)) {
+          // A scan of its new directory reported it already.
+          this.#scanned.delete(p);
+          this.#counter.counters.deduplicated++;
+          return;
+        }
+        this.#send("file.create", p, {}, now);
+        if (change.dir === true && this.#signal !== null && this.#underRecursiveRoot(p)) {
+          this.#track(this.#scanNewDirectory(p, this.#scanSignal));
+        }
+        return;
+      case "modify":
+        this.#send("file.write", p, {}, now);
+        return;
+      case "delete":
+        this.#send("file.delete", p, {}, now);
+        return;
+      case "rename":
+        this.#send("file.rename", p, { from: change.from ?? null }, now);
+        return;
+      case "moved_in":
+        this.#send("file.rename", p, { from: null, moved: "in" }, now);
+        return;
+      case "moved_out":
+        this.#send("file.delete", p, { moved: "out" }, now);
+        return;
+    }
+  }
+
+  #underRecursiveRoot(path: string): boolean {
+    return this.#options.roots.some((r) =>
+      r.recursive && path.startsWith(r.path.endsWith("/") ? r.path : r.path + "/")
+    );
   }
 
   #ignored(path: string): boolean {
@@ -180,6 +493,8 @@ export class WatchSensor implements Sensor {
   }
 
   #send(kind: Kind, path: string, detail: Record<string, unknown>, at: number): void {
+    this.#reported.delete(path);
+    this.#reported.set(path, at);
     this.#settling.push({ kind, path, detail, at });
   }
 
@@ -192,7 +507,7 @@ export class WatchSensor implements Sensor {
         detail: Record<string, unknown>;
         at: number;
       };
-      if (!all && now - e.at < settleMs) break;
+      if (!all && now - e.at < settleMs && e.at >= this.#polledAt) break;
       this.#settling.shift();
       this.#attribute(e.kind, e.path, e.detail, e.at);
     }
@@ -232,5 +547,15 @@ export class WatchSensor implements Sensor {
       },
       sensor: this.name,
     });
+  }
+}
+
+/** When a path last changed (its ctime), in milliseconds; null when it is gone. */
+function changedAt(path: string): number | null {
+  try {
+    const info = Deno.lstatSync(path);
+    return (info.ctime ?? info.mtime)?.getTime() ?? null;
+  } catch {
+    return null;
   }
 }

@@ -39,6 +39,8 @@ export interface GuardOptions {
   env: Readonly<Record<string, string>>;
   /** The session's cgroup: the connect guard needs it to be cgroup v2. */
   cgroup: SessionCgroup | null;
+  /** The journal's path: the fanotify guard never holds its files (see its `unheld`). */
+  journal: string;
   onNotice: (notice: Notice) => void;
 }
 
@@ -87,6 +89,7 @@ export async function startGuards(options: GuardOptions): Promise<void> {
       accessPerm: options.kind === "attach",
       env: options.env,
       sentryOnly: !blocking,
+      unheld: [options.journal, `${options.journal}-wal`, `${options.journal}-shm`],
     });
   } catch (error) {
     options.onNotice({
@@ -99,6 +102,7 @@ export async function startGuards(options: GuardOptions): Promise<void> {
   }
   sayAll("the fanotify guard", guard.notices, options.onNotice);
   session.gate();
+  if (blocking) session.holdInKernel("the fanotify guard");
   session.sensors.push(gateSensor("fanotify_guard", guard, abort));
 }
 
@@ -164,6 +168,7 @@ async function startConnectGate(options: GuardOptions): Promise<void> {
   }
   sayAll("the connect guard", guard.notices, options.onNotice);
   session.gate(["net.connect", "db.connect"]);
+  session.holdInKernel("the connect guard");
   let last = "";
   const timer = setInterval(() => {
     const resolved = session.hostAddresses();

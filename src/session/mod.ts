@@ -7,6 +7,9 @@ export {
   type ControlReport,
   killSession,
   pauseSession,
+  ReloadError,
+  reloadSession,
+  type ReloadSessionOptions,
   resumeSession,
   type SessionTree,
   sessionTree,
@@ -34,9 +37,24 @@ export { linuxControl } from "./linux_control.ts";
 export { journalRestore, protect, type Protection, type ProtectOptions } from "./protect.ts";
 export { linuxPlatform } from "./linux_platform.ts";
 export {
+  checkReload,
+  type LivePolicy,
+  policyHash,
+  type ReloadCheck,
+  type ReloadCheckOptions,
+  type ReloadRequest,
+  reloadRequestPath,
+  reloadResultPath,
+  takeReloadRequest,
+  widenings,
+  writeReloadRequest,
+  writeReloadResult,
+} from "./reload.ts";
+export {
   DEDUP_WINDOW_MS,
   type ManualRollback,
   type Notice,
+  type ReloadResult,
   Session,
   type SessionConfig,
   type SessionDeps,
@@ -77,3 +95,11 @@ export {
   type TierSkip,
   trackTree,
 } from "./tiers.ts";
+export {
+  dropEndRecord,
+  endRecordPath,
+  endRecords,
+  readEndRecord,
+  reserveEndRecord,
+  writeEndRecord,
+} from "./end_record.ts";

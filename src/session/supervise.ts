@@ -1,6 +1,6 @@
 import { basename, join } from "node:path";
-import { createUlid } from "../events/mod.ts";
-import { type Journal, JOURNAL_FILE, openJournal } from "../journal/mod.ts";
+import { createUlid, responseRank } from "../events/mod.ts";
+import { type Journal, JOURNAL_FILE, openJournal, type SessionPatch } from "../journal/mod.ts";
 import {
   CgroupError,
   dataDir as dataDirOf,
@@ -28,7 +28,14 @@ import {
   type WallPlan,
 } from "./wall.ts";
 import { startGuards } from "./guards.ts";
+import {
+  reloadRequestPath,
+  reloadResultPath,
+  takeReloadRequest,
+  writeReloadResult,
+} from "./reload.ts";
 import { type Notice, Session, type SessionConfig } from "./session.ts";
+import { dropEndRecord, endRecordPath, reserveEndRecord, writeEndRecord } from "./end_record.ts";
 import {
   type KernelTier,
   openTier,
@@ -79,6 +86,14 @@ export interface SuperviseOptions {
   pauseTimeoutMs?: number | null;
   /** What a pause that times out ends in; default kill. */
   onPauseTimeout?: "resume" | "kill";
+  /**
+   * Loads a policy for a live reload (SIGHUP, `sentry policy reload`, the API): the file given,
+   * or with null the session's own policy read again, patched and compiled as at start. Absent:
+   * a reload is refused.
+   */
+  loadPolicy?: (file: string | null) => Promise<SupervisedPolicy>;
+  /** The policy as asked for (`--policy`), journaled with each reload. */
+  policySource?: string;
   /**
    * Starts what serves the session (the local API, alert outputs, the uploader) once it is
    * journaled and before its sensors and the agent start; the returned services are closed,
@@ -298,7 +313,13 @@ async function openSession(spec: OpenSession, options: SuperviseOptions): Promis
     agentSessions: spec.kind === "run" ? [spec.rootPid] : [],
     pauseTimeoutMs: options.pauseTimeoutMs ?? null,
     onPauseTimeout: options.onPauseTimeout ?? "kill",
+    ...(options.loadPolicy === undefined ? {} : { loadPolicy: options.loadPolicy }),
+    ...(options.policySource === undefined ? {} : { policySource: options.policySource }),
   }, { journal, platform: linuxPlatform(), control: linuxControl() });
+  if (session.tier === "seccomp" && policy.compiled.modeCap >= responseRank("block")) {
+    // The supervisor decides on the start policy, compiled in its own worker.
+    session.holdInKernel("the seccomp supervisor");
+  }
   session.tree.onScan(() => session.noticeExternalResume());
   return session;
 }
@@ -442,6 +463,8 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   const { journal, dataDir, ownJournal } = opened;
   const id = createUlid()();
   const pidsFile = join(dataDir, "run", `${id}.pids`);
+  // Room for the session's end, taken now, while there is some (see end_record.ts).
+  reserveEndRecord(dataDir, id);
   const subreaper = setChildSubreaper();
   const watchdog = startWatchdog({
     session: id,
@@ -585,6 +608,11 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
         (event) => masked(event) ?? walled(event),
         landlock === null ? undefined : landlockDenies(landlock),
       );
+      // In mode block the wall holds the policy's denies (files, commands, ports), not only
+      // Sentry's own directories.
+      if (landlock !== null && policy.resolved.mode === "block") {
+        session.holdInKernel("the Landlock wall");
+      }
     }
     // The kernel gates (root) hold before the agent runs a single instruction.
     await startGuards({
@@ -595,6 +623,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
       excluded: [watchdog.pid],
       env: options.env,
       cgroup,
+      journal: journal.path,
       onNotice: options.onNotice,
     });
     services = await options.services?.({ session, journal, dataDir }) ?? [];
@@ -646,6 +675,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   const onTerm = forward("SIGTERM");
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
+  const stopReloads = listenForReloads(session, dataDir);
   const emergency = () => session.releaseNow();
   const events = ["unload", "error", "unhandledrejection"] as const;
   // Whatever ends this process, the tree is released first (the watchdog covers SIGKILL).
@@ -661,23 +691,17 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
     await endLeftovers(session, cgroup, options);
     await session.stop();
     const code = exitCodeOf(final);
-    try {
-      const state = session.killed || journal.getSession(id).state === "killed"
-        ? "killed"
-        : "ended";
-      journal.updateSession(id, { state, endedAt: new Date().toISOString(), exitCode: code });
-      journal.flush();
-    } catch (error) {
-      // A full disk must not cost the agent's exit code; the session stays `running` in the
-      // journal until the next command finds its Sentry gone and marks it `crashed`.
-      const lost = journal.metrics().pending;
-      options.onNotice({
-        type: "warn",
-        message: `the session's end could not be journaled (${
-          (error as Error).message
-        }); ${lost} event(s) and response(s) were not stored`,
-      });
-    }
+    endSession({
+      journal,
+      dataDir,
+      id,
+      end: {
+        state: session.killed ? "killed" : "ended",
+        endedAt: new Date().toISOString(),
+        exitCode: code,
+      },
+      onNotice: options.onNotice,
+    });
     const counts = session.counts;
     options.onNotice({
       type: "info",
@@ -688,6 +712,7 @@ export async function superviseRun(command: string[], options: SuperviseOptions)
   } finally {
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGTERM", onTerm);
+    stopReloads();
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await closeAll(services);
@@ -777,6 +802,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   const { journal, dataDir, ownJournal } = opened;
   const id = createUlid()();
   const pidsFile = join(dataDir, "run", `${id}.pids`);
+  reserveEndRecord(dataDir, id);
   const watchdog = startWatchdog({
     session: id,
     pidsFile,
@@ -849,6 +875,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
       excluded: [watchdog.pid],
       env: options.env,
       cgroup,
+      journal: journal.path,
       onNotice: options.onNotice,
     });
     services = await options.services?.({ session, journal, dataDir }) ?? [];
@@ -877,6 +904,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   });
   Deno.addSignalListener("SIGINT", detach);
   Deno.addSignalListener("SIGTERM", detach);
+  const stopReloads = listenForReloads(session, dataDir);
   const emergency = () => session.releaseNow();
   const events = ["unload", "error", "unhandledrejection"] as const;
   // Whatever ends this process, the tree is released first (the watchdog covers SIGKILL).
@@ -891,8 +919,13 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     if (how === "detached") {
       journal.recordResponse({ session: id, action: "detach", outcome: "ok" });
     }
-    journal.updateSession(id, { state, endedAt: new Date().toISOString() });
-    journal.flush();
+    endSession({
+      journal,
+      dataDir,
+      id,
+      end: { state, endedAt: new Date().toISOString() },
+      onNotice: options.onNotice,
+    });
     options.onNotice({
       type: "info",
       message: how === "detached"
@@ -903,6 +936,7 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
   } finally {
     Deno.removeSignalListener("SIGINT", detach);
     Deno.removeSignalListener("SIGTERM", detach);
+    stopReloads();
     for (const e of events) globalThis.removeEventListener(e, emergency);
     session.releaseNow();
     await closeAll(services);
@@ -911,6 +945,40 @@ export async function superviseAttach(pid: number, options: SuperviseOptions): P
     await kernel?.close();
     if (ownJournal) journal.close();
   }
+}
+
+/**
+ * SIGHUP reloads the session's policy: the one `sentry policy reload` left in the session's
+ * request file (`run/<session>.reload`), or the session's own policy read again. Returns the
+ * function that stops listening and removes a request left unread.
+ */
+function listenForReloads(session: Session, dataDir: string): () => void {
+  const path = reloadRequestPath(dataDir, session.config.id);
+  const onHup = () => {
+    const request = takeReloadRequest(path);
+    const nonce = request === null || request.nonce === "" ? null : request.nonce;
+    void session.reload({
+      file: request?.file ?? null,
+      by: request?.by ?? "SIGHUP",
+      ...(nonce === null ? {} : { nonce }),
+    }).then((result) => {
+      // The requester waits for this answer (see reloadSession()).
+      if (nonce !== null) {
+        writeReloadResult(reloadResultPath(dataDir, session.config.id, nonce), result);
+      }
+    }).catch(() => {
+      // The requester times out and says so.
+    });
+  };
+  Deno.addSignalListener("SIGHUP", onHup);
+  return () => {
+    Deno.removeSignalListener("SIGHUP", onHup);
+    try {
+      Deno.removeSync(path);
+    } catch {
+      // None left.
+    }
+  };
 }
 
 function delay(ms: number): Promise<void> {
@@ -951,4 +1019,59 @@ function planAgentWall(
   });
   for (const notice of notices) options.onNotice(notice);
   return plan;
+}
+
+/** What {@link endSession} needs. */
+interface EndSessionOptions {
+  journal: Journal;
+  dataDir: string;
+  id: string;
+  /** The end; a state of `killed` in the journal (a kill from another process) wins. */
+  end: SessionPatch;
+  onNotice: (notice: Notice) => void;
+}
+
+/**
+ * Journals a session's end. When the journal refuses it (a full disk), the end goes to the
+ * record reserved at start, and the next command that opens the journal journals it: the
+ * session never shows `running`, and is not called `crashed` for a clean exit. Either way the
+ * events and responses that could not be stored are counted on stderr.
+ */
+function endSession(options: EndSessionOptions): void {
+  const { journal, dataDir, id } = options;
+  let end = options.end;
+  try {
+    if (end.state === "ended" && journal.getSession(id).state === "killed") {
+      end = { ...end, state: "killed" };
+    }
+    journal.updateSession(id, end);
+    dropEndRecord(dataDir, id);
+  } catch (error) {
+    const lost = journal.metrics().pending;
+    const note = `the end was journaled late: the journal could not be written at the end ` +
+      `(${(error as Error).message}); ${lost} event(s) and response(s) were not stored`;
+    const kept = writeEndRecord(dataDir, id, { ...end, note });
+    options.onNotice({
+      type: "warn",
+      message: `the session's end could not be journaled (${
+        (error as Error).message
+      }); ${lost} event(s) and response(s) were not stored; ${
+        kept
+          ? `the end is kept in ${endRecordPath(dataDir, id)} and journaled by the next ` +
+            "command that can write the journal"
+          : "the session will show as crashed"
+      }`,
+    });
+    return;
+  }
+  try {
+    journal.flush();
+  } catch (error) {
+    options.onNotice({
+      type: "warn",
+      message: `the session's last events could not be journaled (${
+        (error as Error).message
+      }); ${journal.metrics().pending} event(s) and response(s) were not stored`,
+    });
+  }
 }

@@ -1,7 +1,9 @@
+import { dirname } from "node:path";
 import { openJournal } from "../journal/mod.ts";
 import { identify, readCmdline, readStat, SessionCgroup } from "../platform/mod.ts";
 import type { ProcessRef } from "../platform/mod.ts";
 import { linuxControl } from "./linux_control.ts";
+import { readEndRecord } from "./end_record.ts";
 import { readPidsFile, writePidsFile } from "./pids_file.ts";
 import { killAgent, resumeAgent } from "./tree_actions.ts";
 
@@ -62,7 +64,10 @@ export async function runWatchdog(options: WatchdogOptions): Promise<number> {
     const journal = openJournal(options.journal);
     try {
       const session = journal.getSession(options.session);
-      if (session.state === "running" || session.state === "paused") {
+      // Sentry ended the session but could not journal it (a full disk): its recorded end is
+      // the truth, and the next command journals it.
+      const recorded = readEndRecord(dirname(options.journal), options.session);
+      if ((session.state === "running" || session.state === "paused") && recorded === null) {
         journal.updateSession(options.session, {
           state: "crashed",
           endedAt: new Date().toISOString(),
