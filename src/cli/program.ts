@@ -5,6 +5,7 @@ import { VERSION } from "../version.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { eprint, eprintln, paint, print } from "./output.ts";
 import { registerAccountCommands } from "./account.ts";
+import { registerAuditCommand } from "./audit.ts";
 import { registerBundleCommands } from "./bundle.ts";
 import { registerConfigCommands } from "./config.ts";
 import { registerControlCommands } from "./control.ts";
@@ -13,12 +14,15 @@ import { registerEventsCommand } from "./events.ts";
 import { registerLauncherCommand } from "./launcher.ts";
 import { registerWallLauncherCommand } from "./wall_launcher.ts";
 import { registerPolicyCommands } from "./policy.ts";
+import { registerExplainCommand } from "./explain.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerRollbackCommands } from "./rollback.ts";
 import { registerRunCommands } from "./run.ts";
+import { registerScheduleCommands } from "./schedule.ts";
 import { registerServeCommands } from "./serve.ts";
 import { registerServerCommands } from "./server.ts";
 import { registerSessionsCommand } from "./sessions.ts";
+import { registerStatusCommand } from "./status.ts";
 import { registerSyncCommands } from "./sync.ts";
 
 /**
@@ -42,6 +46,7 @@ export function buildProgram(): Command {
   program.enablePositionalOptions();
   registerRunCommands(program);
   registerSessionsCommand(program);
+  registerStatusCommand(program);
   registerEventsCommand(program);
   registerReportCommand(program);
   registerControlCommands(program);
@@ -50,10 +55,13 @@ export function buildProgram(): Command {
   registerServerCommands(program);
   registerBundleCommands(program);
   registerPolicyCommands(program);
+  registerExplainCommand(program);
   registerConfigCommands(program);
   registerAccountCommands(program);
   registerDoctorCommand(program);
   registerSyncCommands(program);
+  registerAuditCommand(program);
+  registerScheduleCommands(program);
   registerLauncherCommand(program);
   registerWallLauncherCommand(program);
   for (const cmd of program.commands) configureTree(cmd);

@@ -43,6 +43,14 @@ Deno.test("loadConfig() gives the defaults when there is no config file", async 
     assert.deepEqual(loaded.config, {
       sync: { enabled: true, outbox_max_events: 1_000_000, batch_events: 500 },
       outputs: {},
+      server: {},
+      audit: {
+        fail_on: "deny",
+        min_risk: 70,
+        timeout: "5m",
+        targets: [],
+        host: { enabled: true, max_store_bytes: 10 * 1024 ** 3, max_sync_backlog: 100_000 },
+      },
     });
   } finally {
     await Deno.remove(home, { recursive: true });

@@ -18,6 +18,8 @@ export {
   type ParseConfigOptions,
 } from "./loader.ts";
 export {
+  AuditConfig,
+  AuditTargetConfig,
   MAX_SYNC_BATCH_EVENTS,
   OtlpConfig,
   OutputsConfig,
