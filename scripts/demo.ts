@@ -5,13 +5,17 @@
  * ~/.bashrc, deletes workspace files, connects to a local database port, runs a denied tool and
  * spikes the CPU. Sentry detects each step and pauses the agent where the policy says; the demo
  * plays the operator and resumes it each time (`sentry resume last`), then prints
- * `sentry report last`.
+ * `sentry report last`. The session is journaled in the user's own data directory (SENTRY_HOME,
+ * else ~/.local/share/sentry), so `sentry report`, `sentry events`, `sentry serve` and the
+ * dashboard token work on it afterwards; the temporary workspace and home are kept for
+ * `sentry rollback`, and the demo says how to remove them.
  *
  * Run: deno task demo   (needs python3)
  * @module
  */
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { dataDir } from "../src/platform/mod.ts";
 
 const here = fileURLToPath(new URL("./demo/", import.meta.url));
 const main = fileURLToPath(new URL("../main.ts", import.meta.url));
@@ -47,9 +51,12 @@ const denoDir = Deno.env.get("DENO_DIR") ??
 const root = await Deno.makeTempDir({ prefix: "sentry-demo-" });
 const workspace = join(root, "workspace");
 const home = join(root, "home");
+// The user's own journal, not a temporary one: the hints Sentry prints (`sentry report ID`, the
+// dashboard's token) must work after the demo, from the user's shell.
+const journalDir = dataDir(Deno.env.toObject());
 const env = {
   HOME: home,
-  SENTRY_HOME: join(root, "sentry"),
+  SENTRY_HOME: journalDir,
   DEMO_STEP_SECONDS: "0.4",
   DEMO_CPU_SECONDS: "3.5",
   PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
@@ -121,6 +128,7 @@ const child = new Deno.Command(sentry[0] as string, {
 const decoder = new TextDecoder();
 let buffer = "";
 let resumes = 0;
+let session: string | null = null;
 for await (const chunk of child.stderr) {
   buffer += decoder.decode(chunk, { stream: true });
   let nl: number;
@@ -128,6 +136,7 @@ for await (const chunk of child.stderr) {
     const line = buffer.slice(0, nl);
     buffer = buffer.slice(nl + 1);
     console.error(line);
+    session ??= /as session ([0-9A-Z]+)/.exec(line)?.[1] ?? null;
     if (line.includes("paused the agent")) {
       resumes++;
       await new Promise((r) => setTimeout(r, 700));
@@ -141,5 +150,12 @@ listener.close();
 console.log(
   `\n[demo] the agent was paused and resumed ${resumes} times; sentry exited with code ${status.code}`,
 );
-await run(["report", "last"]);
-await Deno.remove(root, { recursive: true });
+await run(["report", session ?? "last"]);
+const ref = session ?? "last";
+console.log(`
+[demo] the session is journaled in ${journalDir}; from any shell, try:
+  sentry report ${ref}
+  sentry events --session ${ref} --min-risk 30
+  sentry serve            # the dashboard; paste the token from: sentry token
+  sentry rollback ${ref} --dry-run
+[demo] its workspace and fake home stay in ${root}; remove them with: rm -rf ${root}`);

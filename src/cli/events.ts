@@ -1,10 +1,12 @@
 import type { Command } from "commander";
 import { type Kind, KINDS } from "../events/mod.ts";
-import type { EventFilter } from "../journal/mod.ts";
+import type { EventFilter, ResponseRecord } from "../journal/mod.ts";
+import { oneLine, responsesByEvent, takenCell, targetCell } from "./cells.ts";
 import { UsageError } from "./errors.ts";
 import { findSession, openForReading } from "./journal_access.ts";
 import { paint, printJson, printTable } from "./output.ts";
-import { shortTime } from "./sessions.ts";
+import { journalExists, parseLimit, shortTime } from "./sessions.ts";
+import { parseWindow } from "./time_window.ts";
 
 /** Adds `sentry events`. */
 export function registerEventsCommand(program: Command): void {
@@ -13,6 +15,8 @@ export function registerEventsCommand(program: Command): void {
     .option("-k, --kind <kind>", `one kind, or a glob such as file.* (${KINDS.join(", ")})`)
     .option("--min-risk <n>", "risk at least n")
     .option("--verdict <verdict>", "allow or deny")
+    .option("--since <time>", "events at or after a time: ISO (2026-12-06T14:30) or ago (2h, 1d)")
+    .option("--until <time>", "events before a time: ISO or ago, as --since")
     .option("--limit <n>", "at most n events (the latest ones)", "1000")
     .option("--json", "print one AgentEvent per line")
     .action(
@@ -22,11 +26,13 @@ export function registerEventsCommand(program: Command): void {
           kind?: string;
           minRisk?: string;
           verdict?: string;
+          since?: string;
+          until?: string;
           limit: string;
           json?: boolean;
         },
       ) => {
-        const filter: EventFilter = { order: "desc" };
+        const filter: EventFilter = { order: "desc", ...parseWindow(opts) };
         if (opts.kind !== undefined) {
           const re = new RegExp(`^${opts.kind.replace(/[.]/g, "\\.").replace(/\*/g, ".*")}$`);
           const kinds = KINDS.filter((k) => re.test(k));
@@ -48,11 +54,9 @@ export function registerEventsCommand(program: Command): void {
           }
           filter.verdict = opts.verdict;
         }
-        const limit = Number(opts.limit);
-        if (!Number.isInteger(limit) || limit < 1) {
-          throw new UsageError(`Invalid --limit "${opts.limit}": give a positive number`);
-        }
-        filter.limit = limit;
+        filter.limit = parseLimit(opts.limit);
+        // A fresh host has no events: an empty list, not an error (a session is still asked for).
+        if (!journalExists() && opts.session === undefined) return;
         const { journal } = openForReading();
         try {
           if (opts.session !== undefined) filter.session = findSession(journal, opts.session).id;
@@ -61,6 +65,14 @@ export function registerEventsCommand(program: Command): void {
             for (const e of events) printJson(e);
             return;
           }
+          // The responses really taken, from the journal's responses of the sessions shown.
+          const records: ResponseRecord[] = [];
+          for (
+            const id of new Set(events.filter((e) => e.response !== "none").map((e) => e.session))
+          ) {
+            records.push(...journal.responses(id));
+          }
+          const taken = responsesByEvent(records);
           const rows = [[
             "TIME",
             "SESSION",
@@ -69,6 +81,7 @@ export function registerEventsCommand(program: Command): void {
             "VERDICT",
             "RISK",
             "RESPONSE",
+            "TAKEN",
             "RULE",
             "TARGET",
           ]];
@@ -80,9 +93,11 @@ export function registerEventsCommand(program: Command): void {
               e.kind,
               e.verdict === "deny" ? paint("deny", "red") : "allow",
               String(e.risk),
-              e.response,
-              e.rule,
-              e.target,
+              // Shadow mode: what the policy asks for, which the mode kept from being taken.
+              e.would === undefined ? e.response : `${e.response} (would: ${e.would})`,
+              takenCell(taken.get(e.id) ?? []),
+              oneLine(e.rule),
+              targetCell(e),
             ]);
           }
           printTable(rows);

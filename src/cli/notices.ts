@@ -1,5 +1,6 @@
 import { formatAlert } from "../respond/mod.ts";
 import type { Notice } from "../session/mod.ts";
+import { measuredText } from "./cells.ts";
 import { eprintJson, eprintln, paint } from "./output.ts";
 
 /**
@@ -23,9 +24,14 @@ export function printNotice(notice: Notice, options: { json: boolean }): void {
     return;
   }
   switch (notice.type) {
-    case "event":
-      eprintln(formatAlert(notice.event, paint));
+    case "event": {
+      // A resource alert says what it measured: the CPU percentage or memory, and for how long.
+      const measured = notice.event.kind.startsWith("resource.")
+        ? measuredText(notice.event.detail)
+        : "";
+      eprintln(formatAlert(notice.event, paint) + (measured === "" ? "" : `; measured${measured}`));
       break;
+    }
     case "response":
       eprintln(paint(`sentry: ${notice.message}`, notice.outcome === "ok" ? "yellow" : "red"));
       break;

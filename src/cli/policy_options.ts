@@ -131,7 +131,10 @@ export async function loadPolicyFromFlags(
   flags: PolicyFlags,
   environment: PolicyEnvironment = currentEnvironment(),
 ): Promise<LoadedPolicy> {
-  const base = await loadPolicy(flags.policy ?? "default", { cwd: environment.cwd });
+  const base = await loadPolicy(flags.policy ?? "default", {
+    cwd: environment.cwd,
+    env: environment.env,
+  });
   const resolved = applyPatch(base, patchFromFlags(flags));
   const workspace = resolve(environment.cwd, flags.workspace ?? resolved.workspace);
   resolved.workspace = workspace;

@@ -1,9 +1,11 @@
 import type { Command } from "commander";
 import type { AgentEvent } from "../events/mod.ts";
 import type { Journal, ResponseRecord, SessionSummary } from "../journal/mod.ts";
+import { measuredText, oneLine, responsesByEvent, takenCell } from "./cells.ts";
 import { findSession, openForReading } from "./journal_access.ts";
 import { paint, printJson, println, printTable } from "./output.ts";
 import { shortTime } from "./sessions.ts";
+import { inWindow, parseWindow, type TimeWindow } from "./time_window.ts";
 
 /** How many timeline lines a report prints before it folds the middle. */
 const TIMELINE_MAX = 60;
@@ -11,6 +13,11 @@ const TIMELINE_MAX = 60;
 /** Everything a report shows, gathered from the journal (also printed with --json). */
 export interface Report {
   session: SessionSummary;
+  /**
+   * The time window the report covers (`--since`, `--until`; either end open), or null for the
+   * whole session. The session's own figures (events, denied, highest risk) stay whole-session.
+   */
+  window: TimeWindow | null;
   counts: { kind: string; count: number; denied: number }[];
   /** Denied actions of the agent's processes. */
   violations: AgentEvent[];
@@ -20,6 +27,11 @@ export interface Report {
    */
   unattributed: AgentEvent[];
   topRisks: AgentEvent[];
+  /**
+   * Shadow mode (`--mode monitor`): how many of the violations would have got each response
+   * (the events' `would`), such as `{ pause: 2 }`; empty when no event carries one.
+   */
+  would: Record<string, number>;
   responses: ResponseRecord[];
   timeline: { ts: string; text: string }[];
   sensors: {
@@ -31,43 +43,101 @@ export interface Report {
   }[];
 }
 
-/** Gathers a session's report from the journal. */
-export function buildReport(journal: Journal, session: SessionSummary): Report {
-  const denied = journal.queryEvents({ session: session.id, verdict: "deny", limit: 10_000 });
+/** What {@link buildReport} reports on. */
+export interface BuildReportOptions {
+  session: SessionSummary;
+  /** Only what happened in this window; the whole session when absent or empty. */
+  window?: TimeWindow;
+}
+
+/** Gathers a session's report from the journal, whole or over a time window. */
+export function buildReport(journal: Journal, options: BuildReportOptions): Report {
+  const { session } = options;
+  const window = options.window ?? {};
+  const windowed = window.since !== undefined || window.until !== undefined;
+  const denied = journal.queryEvents({
+    session: session.id,
+    verdict: "deny",
+    limit: 10_000,
+    ...window,
+  });
   const violations = denied.filter((e) => e.pid !== null);
   const unattributed = denied.filter((e) => e.pid === null);
   const notable = journal.queryEvents({
     session: session.id,
     kind: ["proc.exec", "proc.exit", "resource.cpu", "resource.memory"],
     limit: 10_000,
+    ...window,
   });
-  const responses = journal.responses(session.id);
+  const responses = journal.responses(session.id).filter((r) => inWindow(r.ts, window));
   const byId = new Map<string, AgentEvent>();
   for (const e of [...violations, ...notable]) byId.set(e.id, e);
   const timeline: { ts: string; text: string }[] = [];
   for (const e of [...byId.values()]) {
     const who = e.pid === null ? "unattributed" : `pid ${e.pid}`;
-    const measured = e.kind.startsWith("resource.") ? resourceText(e.detail) : "";
+    const measured = e.kind.startsWith("resource.") ? measuredText(e.detail) : "";
     const text = e.verdict === "deny"
-      ? `${e.kind} ${e.target}${measured} (${who}): deny, risk ${e.risk}, ${e.rule} -> ${e.response}`
+      ? `${e.kind} ${e.target}${measured} (${who}): deny, risk ${e.risk}, ${e.rule} -> ${e.response}${
+        e.would === undefined ? "" : ` (would: ${e.would})`
+      }`
       : e.kind === "proc.exit"
       ? `${e.kind} ${e.target} (${who})${
         typeof e.detail.code === "number" ? ` code ${e.detail.code}` : ""
       }`
       : `${e.kind} ${e.target}${measured} (${who})`;
-    timeline.push({ ts: e.ts, text });
+    timeline.push({ ts: e.ts, text: oneLine(text) });
   }
   for (const r of responses) {
-    timeline.push({ ts: r.ts, text: `response ${r.action}: ${r.outcome}${describe(r)}` });
+    timeline.push({
+      ts: r.ts,
+      text: oneLine(`response ${r.action}: ${r.outcome}${describe(r)}`),
+    });
+  }
+  for (const r of journal.policyReloads(session.id)) {
+    if (!inWindow(r.ts, window)) continue;
+    const by = typeof r.detail.by === "string" ? `, by ${r.detail.by}` : "";
+    timeline.push({
+      ts: r.ts,
+      text: oneLine(
+        r.outcome === "applied"
+          ? `policy reload: ${r.policy} applied (sha256 ${r.oldHash.slice(0, 12)} -> ${
+            (r.newHash ?? "").slice(0, 12)
+          }${by})`
+          : `policy reload: ${r.policy} refused${by}: ${String(r.detail.reason ?? "")}`,
+      ),
+    });
   }
   timeline.sort((a, b) => a.ts.localeCompare(b.ts));
+  const would: Record<string, number> = {};
+  for (const e of violations) if (e.would !== undefined) would[e.would] = (would[e.would] ?? 0) + 1;
+  let counts: Report["counts"];
+  let topRisks: AgentEvent[];
+  if (windowed) {
+    // The journal counts whole sessions: over a window, count the window's events.
+    const all = journal.queryEvents({ session: session.id, limit: 10_000_000, ...window });
+    const byKind = new Map<string, { kind: string; count: number; denied: number }>();
+    for (const e of all) {
+      let c = byKind.get(e.kind);
+      if (c === undefined) byKind.set(e.kind, c = { kind: e.kind, count: 0, denied: 0 });
+      c.count++;
+      if (e.verdict === "deny") c.denied++;
+    }
+    counts = [...byKind.values()].sort((a, b) => b.count - a.count || a.kind.localeCompare(b.kind));
+    topRisks = all.filter((e) => e.pid !== null && e.risk > 0)
+      .sort((a, b) => b.risk - a.risk || a.ts.localeCompare(b.ts)).slice(0, 10);
+  } else {
+    counts = journal.countsByKind(session.id);
+    topRisks = journal.topRisks(session.id, 10 + unattributed.length)
+      .filter((e) => e.pid !== null).slice(0, 10);
+  }
   return {
     session,
-    counts: journal.countsByKind(session.id),
+    window: windowed ? window : null,
+    counts,
     violations,
     unattributed,
-    topRisks: journal.topRisks(session.id, 10 + unattributed.length)
-      .filter((e) => e.pid !== null).slice(0, 10),
+    topRisks,
+    would,
     responses,
     timeline,
     sensors: journal.sensorStats(session.id).map((r) => ({
@@ -78,26 +148,6 @@ export function buildReport(journal: Journal, session: SessionSummary): Report {
       blindSpots: r.stats.blindSpots,
     })),
   };
-}
-
-/**
- * What a CPU spike or memory excursion measured, for the timeline: `: 99.2% CPU (peak 100%) for
- * 3.9 s` (percent of one core) or `: 2600 MB (peak 3500 MB) for 2.5 s`, with `, ongoing` when it
- * was journaled before its end.
- */
-function resourceText(d: Record<string, unknown>): string {
-  const n = (key: string) => typeof d[key] === "number" ? d[key] as number : null;
-  const [value, peak, seconds] = [
-    n("percent") ?? n("mb"),
-    n("peak_percent") ?? n("peak_mb"),
-    n("duration_seconds"),
-  ];
-  if (value === null) return "";
-  const unit = n("percent") !== null ? "% CPU" : " MB";
-  const peakUnit = n("percent") !== null ? "%" : " MB";
-  return `: ${value}${unit}${peak === null ? "" : ` (peak ${peak}${peakUnit})`}${
-    seconds === null ? "" : ` for ${seconds} s`
-  }${d.ongoing === true ? ", ongoing" : ""}`;
 }
 
 function describe(r: ResponseRecord): string {
@@ -132,20 +182,30 @@ export function printReport(report: Report): void {
     ? "still running"
     : `${((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 1000).toFixed(1)} s`;
   println(paint(`Session ${s.id}`, "bold"));
-  println(`  agent ${s.agent}: ${s.command.join(" ") || "(unknown command)"}`);
-  println(`  ${s.kind} under policy ${s.policy} (mode ${s.mode}), workspace ${s.workspace}`);
+  println(oneLine(`  agent ${s.agent}: ${s.command.join(" ") || "(unknown command)"}`));
+  println(
+    oneLine(`  ${s.kind} under policy ${s.policy} (mode ${s.mode}), workspace ${s.workspace}`),
+  );
   println(`  sensing tier: ${s.tier ?? "unknown (journaled before tiers)"}`);
   println(
     `  started ${shortTime(s.startedAt)}, ${
       s.endedAt === null ? "" : `ended ${shortTime(s.endedAt)}, `
     }${duration}; ` +
       `state ${s.state}${s.exitCode === null ? "" : `, exit code ${s.exitCode}`}${
-        s.note === null ? "" : ` (${s.note})`
+        s.note === null ? "" : ` (${oneLine(s.note)})`
       }`,
   );
   println(
     `  ${s.events} events, ${s.denied} denied, highest risk ${s.maxRisk}, ${s.responses} responses`,
   );
+  if (report.window !== null) {
+    const w = report.window;
+    println(
+      `  this report covers ${w.since === undefined ? "the start" : shortTime(w.since)} to ${
+        w.until === undefined ? "now" : shortTime(w.until)
+      } only: ${report.violations.length} violations, ${report.responses.length} responses in it`,
+    );
+  }
 
   println();
   println(paint("Actions by kind", "bold"));
@@ -156,21 +216,32 @@ export function printReport(report: Report): void {
     ]);}
 
   println();
+  const taken = responsesByEvent(report.responses);
   println(paint(`Violations (${report.violations.length})`, "bold"));
   if (report.violations.length === 0) println("  none");
   else {
     printTable([
-      ["  TIME", "RISK", "RESPONSE", "KIND", "PID", "RULE", "TARGET"],
+      ["  TIME", "RISK", "RESPONSE", "TAKEN", "KIND", "PID", "RULE", "TARGET"],
       ...report.violations.map((e) => [
         `  ${elapsed(s.startedAt, e.ts)}`,
         String(e.risk),
-        e.response,
+        e.would === undefined ? e.response : `${e.response} (would: ${e.would})`,
+        takenCell(taken.get(e.id) ?? []),
         e.kind,
         String(e.pid ?? "?"),
-        e.rule,
-        e.target,
+        oneLine(e.rule),
+        oneLine(e.target),
       ]),
     ]);
+  }
+
+  const would = Object.entries(report.would);
+  if (would.length > 0) {
+    println(
+      `  shadow mode: the policy would have answered ${
+        would.map(([r, n]) => `${n} with ${r}`).join(", ")
+      }; none was taken`,
+    );
   }
 
   if (report.unattributed.length > 0) {
@@ -180,7 +251,7 @@ export function printReport(report: Report): void {
     );
     println("  file events no evidence ties to the agent: another program may have acted");
     for (const e of report.unattributed.slice(0, 20)) {
-      println(`  ${elapsed(s.startedAt, e.ts)}  ${e.kind} ${e.target} (${e.rule})`);
+      println(`  ${elapsed(s.startedAt, e.ts)}  ${e.kind} ${oneLine(e.target)} (${e.rule})`);
     }
   }
 
@@ -192,9 +263,9 @@ export function printReport(report: Report): void {
       ", ",
     );
     println(
-      `  ${
-        String(e.risk).padStart(3)
-      }  ${e.kind} ${e.target} (${e.verdict}, ${e.rule}): ${factors}`,
+      `  ${String(e.risk).padStart(3)}  ${e.kind} ${
+        oneLine(e.target)
+      } (${e.verdict}, ${e.rule}): ${factors}`,
     );
   }
 
@@ -234,11 +305,14 @@ export function registerReportCommand(program: Command): void {
     "summarise a session: counts, violations, top risks, timeline, blind spots",
   )
     .argument("<session>", "a session id, a unique prefix, or last")
+    .option("--since <time>", "only what happened from a time: ISO (2026-12-06T14:30) or ago (2h)")
+    .option("--until <time>", "only what happened before a time: ISO or ago, as --since")
     .option("--json", "print the report as one JSON object")
-    .action((ref: string, opts: { json?: boolean }) => {
+    .action((ref: string, opts: { json?: boolean; since?: string; until?: string }) => {
+      const window = parseWindow(opts);
       const { journal } = openForReading();
       try {
-        const report = buildReport(journal, findSession(journal, ref));
+        const report = buildReport(journal, { session: findSession(journal, ref), window });
         if (opts.json) printJson(report);
         else printReport(report);
       } finally {

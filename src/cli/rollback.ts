@@ -11,6 +11,7 @@ import {
   undo,
 } from "../rollback/mod.ts";
 import type { Journal, SessionRecord } from "../journal/mod.ts";
+import { checkGlobSyntax } from "../policy/mod.ts";
 import { journalRestore, pauseSession } from "../session/mod.ts";
 import { ExitCode, UsageError } from "./errors.ts";
 import { findSession, openForReading } from "./journal_access.ts";
@@ -56,6 +57,13 @@ export function registerRollbackCommands(program: Command): void {
         ref: string,
         opts: { dryRun?: boolean; path?: string[]; undo?: boolean; json?: boolean },
       ) => {
+        for (const glob of opts.path ?? []) {
+          try {
+            checkGlobSyntax(glob);
+          } catch (error) {
+            throw new UsageError(`Invalid --path: ${(error as Error).message}`);
+          }
+        }
         const { journal, dataDir } = openForReading();
         try {
           const session = findSession(journal, ref);

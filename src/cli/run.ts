@@ -15,6 +15,7 @@ import { configDir } from "../platform/mod.ts";
 import { resolveSyncSettings } from "../sync/mod.ts";
 import { sessionServices, syncOn } from "./_session_services.ts";
 import { ExitCode, UsageError } from "./errors.ts";
+import { modeCeiling } from "./mode_notice.ts";
 import { printNotice } from "./notices.ts";
 import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
 
@@ -30,7 +31,7 @@ interface WatchFlags extends PolicyFlags {
   killGrace: string;
   rollback: boolean;
   api: boolean;
-  apiPort: string;
+  apiPort?: string;
   sensor: TierRequest;
   freezer: FreezerRequest;
   pauseTimeout?: string;
@@ -73,7 +74,6 @@ function addWatchFlags(cmd: Command): Command {
     .option(
       "--api-port <n>",
       `serve the local API and dashboard on this port of 127.0.0.1 (default: auto, the first free from ${DEFAULT_API_PORT})`,
-      "auto",
     )
     .option("--no-api", "serve no API while watching")
     .addOption(
@@ -108,7 +108,13 @@ async function options(flags: WatchFlags) {
   const { config } = await loadConfig();
   const policy = await loadPolicyFromFlags(flags);
   const json = flags.json === true;
-  const port = apiPort(flags.apiPort);
+  if (!flags.api && flags.apiPort !== undefined) {
+    throw new UsageError(
+      `Conflicting flags: --no-api serves no API, so --api-port "${flags.apiPort}" has nothing to do`,
+      { hint: "give one of them" },
+    );
+  }
+  const port = apiPort(flags.apiPort ?? "auto");
   const killGraceMs = positive("--kill-grace", flags.killGrace, 0);
   const pause = policy.resolved.pause;
   const timeoutText = flags.pauseTimeout ?? pause.timeout;
@@ -125,6 +131,8 @@ async function options(flags: WatchFlags) {
     }
   }
   const onNotice = (n: Parameters<typeof printNotice>[0]) => printNotice(n, { json });
+  const capped = modeCeiling(policy.resolved);
+  if (capped !== null) onNotice({ type: "warn", message: capped });
   const env = Deno.env.toObject();
   const sync = resolveSyncSettings({ env, configDir: configDir(env), section: config.sync });
   const services = sessionServices({
@@ -134,8 +142,18 @@ async function options(flags: WatchFlags) {
     sync,
     onNotice,
   });
+  // A live reload (SIGHUP, `sentry policy reload`, the API) loads as here, with the same inline
+  // flags on top and the session's workspace: FILE replaces --policy, null reads it again.
+  const loadReload = (file: string | null) =>
+    loadPolicyFromFlags({
+      ...flags,
+      policy: file ?? flags.policy ?? "default",
+      workspace: policy.workspace,
+    });
   return {
     policy,
+    loadPolicy: loadReload,
+    policySource: flags.policy ?? "default",
     ...(flags.name === undefined ? {} : { agent: flags.name }),
     intervalMs: positive("--interval", flags.interval, 5),
     killGraceMs,

@@ -10,6 +10,7 @@ import {
 } from "../api/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, isAlive, loadOrCreateToken } from "../platform/mod.ts";
+import { endRecords } from "../session/mod.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, println } from "./output.ts";
 
@@ -17,6 +18,24 @@ import { eprintln, paint, println } from "./output.ts";
 export const DEFAULT_SERVE_PORT = DEFAULT_API_PORT;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/**
+ * Whether a `--listen` value is an address to listen on: an IPv4 or IPv6 literal, or
+ * `localhost`. A host name is refused: it would need a lookup, and may name another host.
+ */
+export function isListenAddress(text: string): boolean {
+  if (text === "localhost") return true;
+  const v4 = text.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/);
+  if (v4 !== null) return v4.slice(1).every((o) => Number(o) <= 255 && !/^0\d/.test(o));
+  if (!text.includes(":") || !/^[0-9a-f:.]+$/i.test(text)) return false;
+  try {
+    // The URL parser knows IPv6 literals, with their :: and embedded IPv4 forms.
+    new URL(`http://[${text}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Adds `sentry serve` and `sentry token`. */
 export function registerServeCommands(program: Command): void {
@@ -34,6 +53,11 @@ export function registerServeCommands(program: Command): void {
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
         throw new UsageError(`Invalid --port "${opts.port}": give a port from 0 to 65535`);
       }
+      if (!isListenAddress(opts.listen)) {
+        throw new UsageError(
+          `Invalid --listen "${opts.listen}": give an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost`,
+        );
+      }
       if (!LOOPBACK.has(opts.listen)) {
         eprintln(paint(
           `sentry: warning: listening on ${opts.listen}, not loopback: anyone who can reach it and has the token ` +
@@ -43,7 +67,7 @@ export function registerServeCommands(program: Command): void {
       }
       const dir = ensureDataDir(dataDir(Deno.env.toObject()));
       const journal = openJournal(join(dir, JOURNAL_FILE));
-      journal.reconcile(isAlive);
+      journal.reconcile(isAlive, endRecords(dir));
       const token = loadOrCreateToken(dir);
       const poller = journalPoller(journal);
       const ac = new AbortController();

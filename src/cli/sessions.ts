@@ -1,6 +1,30 @@
 import type { Command } from "commander";
-import { printJson, printTable } from "./output.ts";
+import { join } from "node:path";
+import { JOURNAL_FILE } from "../journal/mod.ts";
+import { dataDir } from "../platform/mod.ts";
+import { oneLine } from "./cells.ts";
+import { UsageError } from "./errors.ts";
+import { eprintln, printJson, printTable } from "./output.ts";
 import { openForReading } from "./journal_access.ts";
+
+/** Whether this user's data directory has a journal yet (no session has run before it does). */
+export function journalExists(): boolean {
+  try {
+    Deno.statSync(join(dataDir(Deno.env.toObject()), JOURNAL_FILE));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Parses `--limit`: a whole number, at least 1; anything else is a usage error. */
+export function parseLimit(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || !Number.isSafeInteger(n)) {
+    throw new UsageError(`Invalid --limit "${text}": give a whole number, at least 1`);
+  }
+  return n;
+}
 
 /** Formats an ISO timestamp for a table: local date and time to the second. */
 export function shortTime(iso: string | null): string {
@@ -18,9 +42,15 @@ export function registerSessionsCommand(program: Command): void {
     .option("--json", "print one JSON object per line")
     .option("--limit <n>", "at most this many sessions", "50")
     .action((opts: { json?: boolean; limit: string }) => {
+      const limit = parseLimit(opts.limit);
+      if (!journalExists()) {
+        // A fresh host: nothing has run, which is not an error.
+        if (!opts.json) eprintln("no sessions yet; start one with: sentry run -- <command>");
+        return;
+      }
       const { journal } = openForReading();
       try {
-        const sessions = journal.listSessions({ limit: Math.max(1, Number(opts.limit) || 50) });
+        const sessions = journal.listSessions({ limit });
         if (opts.json) {
           for (const s of sessions) printJson(s);
           return;
@@ -39,10 +69,10 @@ export function registerSessionsCommand(program: Command): void {
           "MAX RISK",
         ]];
         for (const s of sessions) {
-          const command = s.command.join(" ");
+          const command = oneLine(s.command.join(" "));
           rows.push([
             s.id,
-            s.agent,
+            oneLine(s.agent),
             command.length > 40 ? command.slice(0, 39) + "…" : command,
             String(s.pid ?? "-"),
             shortTime(s.startedAt),

@@ -6,6 +6,8 @@ export interface PolicyErrorOptions {
   column?: number;
   /** The dotted path of the offending field, such as `files.read.deny[2]`. */
   field?: string;
+  /** Every problem found, each a one-line message with its place (`policy validate` lists them). */
+  problems?: readonly { message: string }[];
   cause?: unknown;
 }
 
@@ -21,6 +23,8 @@ export class PolicyError extends Error {
   readonly column: number | undefined;
   /** The dotted path of the offending field. */
   readonly field: string | undefined;
+  /** Every problem found, the first being this error's own; empty when only one is known. */
+  readonly problems: readonly { message: string }[];
 
   /** Builds the error; the message should already name the file, place and value. */
   constructor(message: string, options: PolicyErrorOptions = {}) {
@@ -30,6 +34,7 @@ export class PolicyError extends Error {
     this.line = options.line;
     this.column = options.column;
     this.field = options.field;
+    this.problems = options.problems ?? [];
   }
 }
 

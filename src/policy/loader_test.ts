@@ -727,3 +727,101 @@ Deno.test({
     assert.equal(policy.files.read.deny.at(-1), "/secret/**");
   },
 });
+
+Deno.test("`parsePolicy()` names a control character's line and column", () => {
+  policyError(() => parsePolicy("name: x\ndescription: a\x07b\n", "p.yaml"), {
+    message: ["p.yaml:2:15: control character U+0007"],
+    line: 2,
+    column: 15,
+  });
+  // Tabs, line feeds and carriage returns are text.
+  assert.equal(parsePolicy("name: x\r\ndescription: 'a\tb'\r\n", "p.yaml").name, "x");
+});
+
+Deno.test("`parsePolicy()` reports text that was not UTF-8 once per run of bad bytes", () => {
+  const text = new TextDecoder().decode(
+    new Uint8Array([...new TextEncoder().encode("name: x\nmode: "), 0xff, 0xfe, 0x0a]),
+  );
+  const error = policyError(() => parsePolicy(text, "p.yaml"), {
+    message: ["p.yaml:2:7: the text is not valid UTF-8"],
+    line: 2,
+    column: 7,
+  });
+  assert.equal(error.problems.length, 1);
+});
+
+Deno.test("`parsePolicy()` refuses thresholds out of order, at the one that breaks it", () => {
+  policyError(() => parsePolicy("thresholds:\n  alert: 90\n  pause: 10\n", "p.yaml"), {
+    message: ['p.yaml:3:10: field "thresholds.pause": 10 is below thresholds.alert (90)'],
+    line: 3,
+    column: 10,
+    field: "thresholds.pause",
+  });
+  policyError(() => parsePolicy("thresholds: { pause: 70, kill: 50 }\n", "p.yaml"), {
+    message: ['field "thresholds.kill": 50 is below thresholds.pause (70)'],
+    field: "thresholds.kill",
+  });
+  assert.ok(parsePolicy("thresholds: { alert: 20, pause: 20, kill: 101 }\n", "p.yaml"));
+});
+
+Deno.test("`loadPolicy()` refuses thresholds that fall out of order with what they extend", async () => {
+  const error = await policyErrorAsync(
+    loadPolicy("/p/child.yaml", {
+      readFile: () => Promise.resolve("name: c\nthresholds:\n  alert: 70\n"),
+    }),
+    {
+      message: [
+        '/p/child.yaml:3:10: field "thresholds.alert": with what it extends, thresholds.pause (60) is below thresholds.alert (70)',
+      ],
+      field: "thresholds.alert",
+    },
+  );
+  assert.equal(error.line, 3);
+});
+
+Deno.test("`parsePolicy()` refuses an unbalanced glob in a process list", () => {
+  policyError(() => parsePolicy('processes:\n  deny: ["[abc"]\n', "p.yaml"), {
+    message: ['p.yaml:2:10: field "processes.deny[0]": Bad glob "[abc": unclosed "["'],
+    line: 2,
+    column: 10,
+  });
+  policyError(() => parsePolicy("processes:\n  allow: [{ name: 'py{3' }]\n", "p.yaml"), {
+    message: ['field "processes.allow[0]": Bad glob "py{3": unbalanced "{"'],
+  });
+});
+
+Deno.test("`parsePolicy()` with an environment names an unset variable's line and column", () => {
+  const yaml = "files:\n  read:\n    deny:\n      - ${NOPE}/x\n      - $ALSO_NOPE/y\n" +
+    "      - ${SET}/z\n      - ${WORKSPACE}/w\n";
+  const error = policyError(() => parsePolicy(yaml, "p.yaml", { env: { SET: "/s" } }), {
+    message: [
+      'p.yaml:4:9: field "files.read.deny[0]": unset variable "NOPE"',
+      "(and 1 more problem)",
+    ],
+    line: 4,
+    column: 9,
+  });
+  assert.match(error.problems[1]?.message ?? "", /p\.yaml:5:9: .*unset variable "ALSO_NOPE"/);
+  // Without an environment, variables are left to compile time.
+  assert.ok(parsePolicy(yaml, "p.yaml"));
+  // In rules too.
+  const rule = "rules:\n  - id: r\n    description: Detect r\n    risk: 1\n" +
+    "    match: { kind: file.read, target: '${NOPE}/**' }\n";
+  policyError(() => parsePolicy(rule, "p.yaml", { env: {} }), {
+    message: ['field "rules[0].match.target": unset variable "NOPE"'],
+    line: 5,
+  });
+});
+
+Deno.test("`parsePolicy()` gathers every problem, in the order of the file", () => {
+  const yaml = 'processes:\n  deny: ["[abc"]\nthresholds:\n  alert: 90\n  pause: 10\n' +
+    "files:\n  read:\n    deny: ['${NOPE}/x']\n";
+  const error = policyError(() => parsePolicy(yaml, "p.yaml", { env: {} }), {
+    message: ["p.yaml:2:10", "(and 2 more problems)"],
+  });
+  assert.deepEqual(error.problems.map((p) => p.message.match(/p\.yaml:(\d+):/)?.[1]), [
+    "2",
+    "5",
+    "8",
+  ]);
+});
