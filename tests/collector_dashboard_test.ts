@@ -2,7 +2,7 @@
  * The dashboard's host filter in a real headless Chromium (Debian's, driven by playwright-core; no
  * browser is downloaded), over a real collector: `sentry server` with two upload keys receives
  * gzip batches from two hosts over loopback, as their uploaders would send them. First
- * `sentry serve` over the same journal (no `/v1/hosts`: the hosts come from the sessions), then
+ * `sentry serve` over the same journal (its `/v1/hosts` lists the sessions' host names), then
  * the collector itself: both hosts are listed with their sessions, last-seen time and dropped
  * count, selecting one lists only its sessions and agents (also when new sessions arrive live,
  * and after a reload), on a laptop and a phone. It saves tests/artifacts/collector-dashboard.png,
@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { createUlid } from "../src/events/mod.ts";
-import { ago, collectorHosts, hostsFromSessions } from "../src/api/assets/view.js";
+import { ago, collectorHosts, localHosts } from "../src/api/assets/view.js";
 import {
   ARTIFACTS,
   browserTest,
@@ -165,8 +165,8 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const browser = held.browser = await launchChromium();
   const problems: string[] = [];
 
-  // `sentry serve` over the collector's journal: no /v1/hosts, so the hosts come from the
-  // sessions' host names; with one host there is no filter to show.
+  // `sentry serve` over the collector's journal: its /v1/hosts lists the sessions' host names;
+  // with one host there is no filter to show.
   const serve = sb.spawn(["serve", "--port", "0"], { env: { SENTRY_HOME: data } });
   const serving = /serving the API at (http:\/\/127\.0\.0\.1:\d+)/;
   await serve.waitForStderr(serving);
@@ -287,7 +287,7 @@ browserTest({
   scenario,
 });
 
-Deno.test("collectorHosts() merges a host's keys, and hostsFromSessions() counts sessions by host name", () => {
+Deno.test("collectorHosts() merges a host's keys, and localHosts() keeps the local API's hosts by name", () => {
   const id = "01JBZ0000000000000000HOSTA";
   const other = "01JBZ0000000000000000HOSTB";
   const hosts = collectorHosts([
@@ -337,10 +337,13 @@ Deno.test("collectorHosts() merges a host's keys, and hostsFromSessions() counts
     },
   ]);
   assert.deepEqual(
-    hostsFromSessions([{ host: "b" }, { host: "a" }, { host: "b" }, { host: "c" }]).map((
-      x,
-    ) => [x.value, x.sessions]),
-    [["b", 2], ["a", 1], ["c", 1]],
+    localHosts([{ name: "b", sessions: 2 }, { name: "a", sessions: 1 }]).map((x) => [
+      x.value,
+      x.label,
+      x.sessions,
+      x.lastSeen,
+    ]),
+    [["b", "b", 2, null], ["a", "a", 1, null]],
   );
   const now = Date.parse("2026-01-03T12:00:00.000Z");
   assert.deepEqual(

@@ -8,14 +8,21 @@
 
 import { Hono } from "hono";
 import type { Context } from "hono";
-import type { Journal, SessionSummary } from "../journal/mod.ts";
+import type { EventFilter, Journal, SessionSummary } from "../journal/mod.ts";
 import { SessionRefError } from "../journal/mod.ts";
 import { isTemplateName, loadPolicy, readTemplate, TEMPLATES } from "../policy/mod.ts";
 import { VERSION } from "../version.ts";
 import { bearerAuth, hostGuard } from "./auth.ts";
 import { limitBody, SMALL_BODY_LIMIT } from "./body_limit.ts";
-import { defaultControls, type SessionControls } from "./control.ts";
+import {
+  defaultControls,
+  PolicyReloadBody,
+  reloadRequestOf,
+  reloadResultBody,
+  type SessionControls,
+} from "./control.ts";
 import { dashboardRoutes } from "./dashboard.ts";
+import { explainRoutes } from "./explain.ts";
 import { HttpError, parseInput } from "./errors.ts";
 import type { LiveSource } from "./live.ts";
 import { countEvents, renderMetrics, type SessionSensor } from "./metrics.ts";
@@ -23,6 +30,7 @@ import { openApiDocument } from "./openapi.ts";
 import {
   type ControlResult,
   EventsQuery,
+  LocalHostList,
   RollbackBody,
   type SensorStatus,
   SessionsQuery,
@@ -52,6 +60,13 @@ export interface AppDeps {
   heartbeatMs?: number;
   /** The largest request body on any route; default {@link SMALL_BODY_LIMIT} (64 KiB). */
   maxBodyBytes?: number;
+  /**
+   * Set when this API stops with a session (`run`, `attach`): its event streams open with an
+   * `event: server` message naming the session and `serve`, the command that serves the journal
+   * here afterwards, and `close()` ends them with `event: closing` and the session as it ended
+   * (see {@link StreamServer}), so that the dashboard can say what happened and what to run.
+   */
+  endsWith?: { session: string; serve: string };
 }
 
 /** The app, and `close()` to stop its background subscription. */
@@ -62,9 +77,11 @@ export type SentryApp = Hono & {
 
 const GET_ROUTES = [
   "/health",
+  "/v1/hosts",
   "/v1/sessions",
   "/v1/sessions/:id",
   "/v1/sessions/:id/events",
+  "/v1/events/:id/explain",
   "/v1/events/stream",
   "/v1/policies",
   "/v1/policies/:name",
@@ -73,6 +90,9 @@ const GET_ROUTES = [
 ];
 
 const CONTROL_ACTIONS = ["pause", "resume", "kill"] as const;
+
+/** The events of a session one text search request walks at most (see `Journal.searchEvents`). */
+export const SEARCH_WALK = 5_000;
 
 /**
  * Builds the API. Every route but `/health` needs the bearer token; every route checks the
@@ -87,6 +107,9 @@ export function createApp(deps: AppDeps): SentryApp {
   const events = countEvents(live);
   /** Aborted by `close()`: open event streams end, so a graceful shutdown can finish. */
   const closing = new AbortController();
+  const endsWith = deps.endsWith;
+  /** The `closing` message, made once at `close()` for every open stream. */
+  let farewell: string | undefined;
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -134,6 +157,19 @@ export function createApp(deps: AppDeps): SentryApp {
     });
   });
 
+  app.get("/v1/hosts", (c) => {
+    const body: z.infer<typeof LocalHostList> = {
+      collector: false,
+      hosts: journal.sessionHosts().map((h) => ({
+        name: h.host,
+        sessions: h.sessions,
+        live: h.live,
+        last_started: h.lastStarted,
+      })),
+    };
+    return c.json(body);
+  });
+
   app.get("/v1/sessions/:id", (c) => {
     const session = journal.getSession(c.req.param("id"));
     return c.json({
@@ -147,17 +183,23 @@ export function createApp(deps: AppDeps): SentryApp {
     const query = parseInput(EventsQuery, queryOf(c), "query");
     const session = journal.getSession(c.req.param("id"));
     const limit = query.limit ?? 100;
-    const page = journal.queryEvents({
+    const filter: EventFilter & { session: string } = {
       session: session.id,
       ...(query.kind === undefined ? {} : { kind: query.kind }),
       ...(query.verdict === undefined ? {} : { verdict: query.verdict }),
       ...(query.min_risk === undefined ? {} : { minRisk: query.min_risk }),
       ...(query.since === undefined ? {} : { since: query.since }),
       ...(query.until === undefined ? {} : { until: query.until }),
+      ...(query.attributed === undefined ? {} : { attributed: query.attributed }),
       ...(query.cursor === undefined ? {} : { after: query.cursor.toUpperCase() }),
       order: query.order ?? "asc",
-      limit: limit + 1,
-    });
+    };
+    if (query.q !== undefined && query.q.trim() !== "") {
+      // A text search reads each event it walks: one bounded step per request.
+      const step = journal.searchEvents({ ...filter, text: query.q, limit }, SEARCH_WALK);
+      return c.json({ events: step.events, next_cursor: step.next });
+    }
+    const page = journal.queryEvents({ ...filter, limit: limit + 1 });
     const more = page.length > limit;
     const items = more ? page.slice(0, limit) : page;
     return c.json({ events: items, next_cursor: more ? items.at(-1)?.id ?? null : null });
@@ -175,6 +217,10 @@ export function createApp(deps: AppDeps): SentryApp {
     return streamEvents(c, {
       journal,
       live,
+      ...(endsWith === undefined ? {} : {
+        hello: `event: server\ndata: ${JSON.stringify(endsWith)}\n\n`,
+        farewell: () => farewell,
+      }),
       ...(session === undefined ? {} : { session }),
       ...(lastEventId ? { lastEventId: lastEventId.toUpperCase() } : {}),
       ...(deps.heartbeatMs === undefined ? {} : { heartbeatMs: deps.heartbeatMs }),
@@ -200,6 +246,18 @@ export function createApp(deps: AppDeps): SentryApp {
       }),
     );
   });
+
+  app.post("/v1/sessions/:id/policy/reload", async (c) => {
+    const body = parseInput(PolicyReloadBody, await readJson(c), "body");
+    const session: SessionSummary = journal.getSession(c.req.param("id"));
+    if (controls.reload === undefined) {
+      throw new HttpError(409, "This API cannot reload a session's policy");
+    }
+    const request = reloadRequestOf(body, { dataDir: deps.dataDir, session: session.id });
+    return c.json(reloadResultBody(await controls.reload(session, request)));
+  });
+
+  app.route("/", explainRoutes({ journal, dataDir: deps.dataDir }));
 
   app.get("/v1/policies", (c) => c.json({ policies: TEMPLATES.map((name) => ({ name })) }));
 
@@ -235,6 +293,16 @@ export function createApp(deps: AppDeps): SentryApp {
 
   return Object.assign(app, {
     close: () => {
+      if (endsWith !== undefined && farewell === undefined) {
+        let ended: SessionSummary | undefined;
+        try {
+          if (!journal.closed) ended = journal.getSession(endsWith.session);
+        } catch {
+          // Gone or unreadable: the page still learns that this API stopped, and what to run.
+        }
+        const data = { ...endsWith, ...(ended === undefined ? {} : { ended }) };
+        farewell = `event: closing\ndata: ${JSON.stringify(data)}\n\n`;
+      }
       closing.abort();
       events.close();
     },

@@ -356,6 +356,7 @@ Deno.test("GET /v1/openapi.json is an OpenAPI document with every path", async (
     for (
       const path of [
         "/health",
+        "/v1/hosts",
         "/v1/sessions",
         "/v1/sessions/{id}",
         "/v1/sessions/{id}/events",
@@ -380,6 +381,8 @@ Deno.test("GET /v1/openapi.json is an OpenAPI document with every path", async (
       "order",
       "limit",
       "cursor",
+      "attributed",
+      "q",
     ]);
   } finally {
     w.close();

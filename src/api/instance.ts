@@ -13,9 +13,10 @@
  * @module
  */
 
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { AgentEvent } from "../events/mod.ts";
 import type { Journal } from "../journal/mod.ts";
+import { dataDir as defaultDataDir } from "../platform/mod.ts";
 import type { ManualRollback, Session } from "../session/mod.ts";
 import { createApp, type SentryApp } from "./app.ts";
 import { allowedHostsFor } from "./auth.ts";
@@ -44,6 +45,11 @@ export interface InstanceApiOptions {
   port: number | "auto";
   /** Time between SIGTERM and SIGKILL when killing another session; default 3000 ms. */
   killGraceMs?: number;
+  /**
+   * The environment, to tell whether `dataDir` is the one `sentry serve` finds by itself (the
+   * command the dashboard shows once this API stopped); defaults to this process's.
+   */
+  env?: Record<string, string>;
 }
 
 /** A running instance API. */
@@ -157,6 +163,10 @@ export function startInstanceApi(options: InstanceApiOptions): InstanceApi {
     live,
     controls: liveControls(session, fallback),
     sensors: () => session.stats(),
+    endsWith: {
+      session: own,
+      serve: serveCommand(dataDir, listener.port, options.env ?? Deno.env.toObject()),
+    },
   });
   listener.serve(app.fetch);
   const url = `http://127.0.0.1:${listener.port}`;
@@ -185,6 +195,29 @@ export function startInstanceApi(options: InstanceApiOptions): InstanceApi {
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * The command that serves the journal in `dataDir` on `port` once this process is gone:
+ * `sentry serve --port N`, after `SENTRY_HOME=DIR` when `sentry serve` would not find `dataDir`
+ * by itself (the environment without `SENTRY_HOME` leads elsewhere).
+ */
+export function serveCommand(dataDir: string, port: number, env: Record<string, string>): string {
+  const { SENTRY_HOME: _, ...rest } = env;
+  let usual: string | undefined;
+  try {
+    usual = resolve(defaultDataDir(rest));
+  } catch {
+    usual = undefined; // No HOME: only SENTRY_HOME can name it.
+  }
+  const dir = resolve(dataDir);
+  const prefix = usual === dir ? "" : `SENTRY_HOME=${shellQuote(dir)} `;
+  return `${prefix}sentry serve --port ${port}`;
+}
+
+/** A word for a POSIX shell: as is when plain, else in single quotes. */
+function shellQuote(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
 }
 
 /**
@@ -233,6 +266,13 @@ function liveControls(session: Session, others: SessionControls): SessionControl
     async kill(s) {
       if (s.id !== own) return await others.kill(s);
       return result("kill", await session.kill(null));
+    },
+    async reload(s, request) {
+      if (s.id !== own) {
+        if (others.reload === undefined) throw new HttpError(409, "Cannot reload from here");
+        return await others.reload(s, request);
+      }
+      return await session.reload({ file: request.file, by: "api" });
     },
     async rollback(s, request) {
       // A dry run only reads the store; a real one must stop the agent through its session.

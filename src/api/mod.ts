@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-export { type AppDeps, createApp, type SentryApp } from "./app.ts";
+export { type AppDeps, createApp, SEARCH_WALK, type SentryApp } from "./app.ts";
 export { limitBody, type LimitBodyOptions, readAtMost, SMALL_BODY_LIMIT } from "./body_limit.ts";
 export { allowedHostsFor, bearerAuth, hostGuard, tokenMatches } from "./auth.ts";
 export {
@@ -22,7 +22,8 @@ export {
   type RollbackRequest,
   type SessionControls,
 } from "./control.ts";
-export { HttpError } from "./errors.ts";
+export { HttpError, parseInput } from "./errors.ts";
+export { dashboardRoutes } from "./dashboard.ts";
 export {
   createLiveHub,
   type JournalPoller,

@@ -8,12 +8,14 @@
 import { z } from "zod";
 import { AgentEvent } from "../events/mod.ts";
 import { VERSION } from "../version.ts";
+import { PolicyReloadBody, PolicyReloadResultBody } from "./control.ts";
 import {
   ControlResult,
   ErrorBody,
   EventPage,
   EventsQuery,
   Health,
+  LocalHostList,
   PolicyDetail,
   PolicyList,
   RollbackBody,
@@ -21,6 +23,7 @@ import {
   SessionDetail,
   SessionList,
   StreamQuery,
+  StreamServer,
 } from "./schemas.ts";
 
 type Json = Record<string, unknown>;
@@ -91,7 +94,11 @@ export function openApiDocument(): Json {
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
-      schemas: { AgentEvent: schema(AgentEvent), Error: schema(ErrorBody) },
+      schemas: {
+        AgentEvent: schema(AgentEvent),
+        Error: schema(ErrorBody),
+        StreamServer: schema(StreamServer),
+      },
     },
     security: [{ bearer: [] }],
     paths: {
@@ -120,6 +127,14 @@ export function openApiDocument(): Json {
             schema: { type: "string" },
           }],
           responses: { "200": json(SessionList, "The sessions"), ...ERRORS },
+        },
+      },
+      "/v1/hosts": {
+        get: {
+          operationId: "listHosts",
+          summary: "The hosts the journal's sessions name, with their counts (a collector lists " +
+            "the hosts that upload instead, without `collector: false`)",
+          responses: { "200": json(LocalHostList, "The hosts"), ...ERRORS },
         },
       },
       "/v1/sessions/{id}": {
@@ -161,7 +176,10 @@ export function openApiDocument(): Json {
           ],
           responses: {
             "200": {
-              description: "An event stream: `id:` is the event id, `data:` an AgentEvent",
+              description: "An event stream: `event: event` messages, whose `id:` is the event " +
+                "id and `data:` an AgentEvent. The API of `sentry run` or `attach` first sends " +
+                "`event: server` and, when it stops with its session, `event: closing` (data: " +
+                "StreamServer in components)",
               content: { "text/event-stream": { schema: schema(AgentEvent) } },
             },
             ...ERRORS,
@@ -184,6 +202,42 @@ export function openApiDocument(): Json {
             "200": json(RollbackResultBody, "What was, or would be, restored"),
             "404": json(ErrorBody, "No such session"),
             "409": json(ErrorBody, "The session has no snapshot"),
+            ...ERRORS,
+          },
+        },
+      },
+      "/v1/sessions/{id}/policy/reload": {
+        post: {
+          operationId: "reloadSessionPolicy",
+          summary:
+            "Apply a new policy to a live session's next events (a template, an absolute file, YAML text, or its own read again)",
+          parameters: [SESSION_ID],
+          requestBody: {
+            required: false,
+            content: { "application/json": { schema: schema(PolicyReloadBody, "input") } },
+          },
+          responses: {
+            "200": json(PolicyReloadResultBody, "The reload: applied, or refused with the reason"),
+            "404": json(ErrorBody, "No such session"),
+            "409": json(ErrorBody, "The session is not live on this host, or did not answer"),
+            ...ERRORS,
+          },
+        },
+      },
+      "/v1/events/{id}/explain": {
+        get: {
+          operationId: "explainEvent",
+          summary:
+            "Why an event got its verdict: the entries that matched in precedence order, with file and line",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: {
+            "200": {
+              description:
+                "The event, the policy and its files, the explanation and warnings (as sentry explain --json)",
+              content: { "application/json": {} },
+            },
+            "404": json(ErrorBody, "No such event"),
+            "409": json(ErrorBody, "The session's policy is not a built-in template"),
             ...ERRORS,
           },
         },

@@ -91,6 +91,15 @@ export const EventsQuery = z.object({
   order: z.enum(["asc", "desc"]).optional().describe("asc (oldest first, default) or desc"),
   limit: Integer.pipe(z.number().min(1).max(1000)).optional().describe("Page size, 1-1000"),
   cursor: ULID.optional().describe("The next_cursor of the previous page"),
+  attributed: z.enum(["true", "false"]).transform((v) => v === "true").optional().describe(
+    "true: only events of the agent's processes; false: only unattributed ones (pid null)",
+  ),
+  q: z.string().max(200).optional().describe(
+    "Free text: every word must appear (ASCII case-insensitively) in the event's kind, target, " +
+      "rule, verdict, response, pid, executable, command line or detail. Each request walks at " +
+      "most 5,000 events of the session, so a page may hold fewer matches than `limit` (even " +
+      "none) and still have a `next_cursor`: follow it to search further",
+  ),
 }).strict();
 
 /** The page and filter of `GET /v1/sessions`, as query strings. */
@@ -105,6 +114,40 @@ export const EventPage = z.object({
   events: z.array(AgentEvent),
   /** Pass as `cursor` for the next page; null on the last page. */
   next_cursor: z.string().nullable(),
+});
+
+/** A host named by the local journal's sessions. */
+export const LocalHost = z.object({
+  /** The host name: what `GET /v1/sessions?host=` takes. */
+  name: z.string(),
+  sessions: z.number().int(),
+  /** Its sessions still running or paused. */
+  live: z.number().int(),
+  /** When its newest session started. */
+  last_started: z.string(),
+});
+
+/**
+ * `GET /v1/hosts` of the local API: the hosts its journal's sessions name. `collector: false`
+ * tells it from a collector's list (hosts that upload, by id and key).
+ */
+export const LocalHostList = z.object({
+  collector: z.literal(false),
+  hosts: z.array(LocalHost),
+});
+
+/**
+ * The first message of the event stream of an API that stops with its session (`sentry run`,
+ * `sentry attach`), `event: server`: which session that is, and the command that serves the
+ * journal at the same address once it stopped. Sent again as `event: closing`, with the
+ * session as the journal last has it, when that API stops.
+ */
+export const StreamServer = z.object({
+  session: z.string(),
+  /** Such as `sentry serve --port 7979`, with `SENTRY_HOME=...` when the data is elsewhere. */
+  serve: z.string(),
+  /** On `closing` only: the session as it ended. */
+  ended: SessionSummary.optional(),
 });
 
 /** The filters of `GET /v1/events/stream`. */

@@ -23,6 +23,10 @@ export interface StreamOptions {
   heartbeatMs?: number;
   /** Ends the stream when aborted: the server is shutting down. */
   closing?: AbortSignal;
+  /** A frame written first, before any event (the `server` message of `createApp`). */
+  hello?: string;
+  /** The last frame, written when `closing` ends the stream; none when it returns undefined. */
+  farewell?: () => string | undefined;
   /**
    * Live events queued for a slow client before the stream is closed; default 10,000. The client
    * reconnects with `Last-Event-ID` and catches up from the journal, so nothing is lost.
@@ -79,6 +83,7 @@ export function streamEvents(c: Context, options: StreamOptions): Response {
     const onClosing = (): void => notify();
     closing?.addEventListener("abort", onClosing);
     try {
+      if (options.hello !== undefined) await stream.write(options.hello);
       /** The newest id replayed: live events up to it were already sent. */
       let replayed: string | undefined;
       if (options.lastEventId !== undefined) {
@@ -124,6 +129,15 @@ export function streamEvents(c: Context, options: StreamOptions): Response {
         clearTimeout(timer);
         wake = undefined;
         if (!woken && !stream.aborted) await stream.write(": keep-alive\n\n");
+      }
+      if (closing?.aborted === true && !stream.aborted && !overflow) {
+        // Events queued before the close still go out, then the reason of the end.
+        let text = "";
+        for (const event of queue.splice(0)) {
+          if (replayed === undefined || event.id > replayed) text += frame(event);
+        }
+        text += options.farewell?.() ?? "";
+        if (text !== "") await stream.write(text);
       }
     } finally {
       unsubscribe();

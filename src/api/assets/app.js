@@ -17,11 +17,12 @@ import {
   duration,
   fill,
   h,
-  hostsFromSessions,
   KIND_GROUPS,
   KINDS,
+  localHosts,
   matchesSearch,
   riskBand,
+  ulidTime,
 } from "./view.js";
 
 const TOKEN_KEY = "sentry.token";
@@ -35,8 +36,11 @@ const MAX_ROWS = 300;
 const POLL_MS = 2000;
 /** How often the host list is refreshed (and also whenever a session appears). */
 const HOSTS_MS = 10_000;
-/** Sessions read to find the hosts when the server has no `/v1/hosts` (the API's maximum). */
-const HOST_SCAN = 1000;
+/**
+ * Steps of a text search run at once (the server walks at most 5,000 events a step): past
+ * them, "Search older events" continues.
+ */
+const SEARCH_STEPS = 40;
 /** Bars of the timeline strip. */
 const BINS = 60;
 /** Timeline items shown at most (the newest). */
@@ -83,6 +87,17 @@ const state = {
   generation: 0,
   streamOpened: false,
   busy: false,
+  /**
+   * @type {{ session: string, serve: string } | null} set when the API serving this page stops
+   * with a session (`sentry run`, `attach`): what its stream's `server` message said
+   */
+  server: null,
+  /** @type {any | null} the `closing` message of that API: it stopped, and how its session ended */
+  closed: null,
+  /** Whether the API is gone (the agent exited): the page shows what it holds, and what to run. */
+  offline: false,
+  /** What the feed's last search covered: "" (no search), "all", or the ISO time it reached. */
+  searched: "",
 };
 
 // ------------------------------------------------------------------------------------------
@@ -127,6 +142,7 @@ function boot() {
   $("logout").addEventListener("click", () => logout(""));
   setupFilters();
   $("older").addEventListener("click", () => loadEvents({ older: true }));
+  $("offline-copy").addEventListener("click", copyServeCommand);
   $("d-close").addEventListener("click", closeDetail);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("detail").hidden) closeDetail();
@@ -185,22 +201,32 @@ function start(token) {
   state.streamOpened = false;
   state.host = hashParams().get("host") ?? "";
   state.revealHost = state.host !== "";
-  state.stream = openStream({
-    url: "/v1/events/stream",
-    token,
-    onMessage,
-    onState: onStreamState,
-  });
+  connectStream("");
   refreshSessions();
   state.poll = setInterval(refreshSessions, POLL_MS);
   refreshHosts();
   state.hostsPoll = setInterval(refreshHosts, HOSTS_MS);
 }
 
+/** Opens the live stream, resuming after `lastEventId` when given. */
+function connectStream(/** @type {string} */ lastEventId) {
+  state.stream?.close();
+  state.stream = openStream({
+    url: "/v1/events/stream",
+    token: state.token,
+    onMessage,
+    onState: onStreamState,
+    ...(lastEventId === "" ? {} : { lastEventId }),
+  });
+}
+
 /** @param {string} message */
 function logout(message) {
   state.stream?.close();
   state.stream = null;
+  state.server = null;
+  state.closed = null;
+  setOffline(false);
   clearInterval(state.poll);
   clearInterval(state.hostsPoll);
   sessionStorage.removeItem(TOKEN_KEY);
@@ -226,13 +252,32 @@ function setConn(kind, text) {
 /** @param {string} streamState @param {string} [detail] */
 function onStreamState(streamState, detail) {
   if (streamState === "open") {
+    // Whoever serves the page now says at once (`server`) whether it stops with a session.
+    state.server = null;
+    state.closed = null;
     setConn("open", "live");
-    // After a reconnect, fetch what may have been missed before the first event id was known.
-    if (state.streamOpened && state.selected) loadEvents({ merge: true });
+    if (state.offline) {
+      // Back (`sentry serve` on the same address): reload what the page shows.
+      setOffline(false);
+      refreshSessions();
+      refreshHosts();
+      if (state.selected) {
+        loadDetail();
+        loadEvents({});
+        loadMarks();
+      }
+    } else if (state.streamOpened && state.selected) {
+      // After a reconnect, fetch what may have been missed before the first event id was known.
+      loadEvents({ merge: true });
+    }
     state.streamOpened = true;
   } else if (streamState === "connecting") {
-    setConn("connecting", "connecting…");
+    if (!state.offline) setConn("connecting", "connecting…");
   } else if (streamState === "retrying") {
+    // The API of `sentry run` stops with its agent: no use waiting, say what to run instead.
+    if (state.closed !== null) setOffline(true);
+    else if (state.server !== null && !state.offline) checkGone();
+    if (state.offline) return;
     setConn("retrying", "reconnecting…");
     if (detail) $("conn").title = `The live event stream: ${detail}`;
   } else if (streamState === "unauthorized") {
@@ -257,9 +302,15 @@ async function refreshSessions() {
     sessions = (await api(`/v1/sessions?${query}`)).sessions;
   } catch (error) {
     for (const id of asked) state.unknown.add(id);
-    if (!(error instanceof ApiError && error.status === 401)) {
+    if (!(error instanceof ApiError && error.status === 401) && !state.offline) {
       setConn("retrying", "API unreachable");
     }
+    return;
+  }
+  if (state.offline) {
+    // Something serves this address again (`sentry serve`): reconnect now, not at the stream's
+    // next retry; the stream's opening ends the offline mode.
+    connectStream(state.stream?.lastEventId ?? "");
     return;
   }
   // Logged out, or another host was chosen while this answer was on its way.
@@ -333,27 +384,16 @@ function writeHash() {
 let hostsLoading = false;
 
 /**
- * Reloads the hosts: a collector's `/v1/hosts`, or, where there is none (`sentry run`, `serve`:
- * 404), the hosts named by the newest sessions.
+ * Reloads the hosts from `/v1/hosts`: a collector's (hosts that upload, by id), or the local
+ * API's (`collector: false`: the host names of the journal's sessions).
  */
 async function refreshHosts() {
   if (hostsLoading || !state.token) return;
   hostsLoading = true;
   try {
-    /** @type {import("./view.js").HostEntry[] | null} */
-    let hosts = null;
-    if (state.collector !== false) {
-      try {
-        hosts = collectorHosts((await api("/v1/hosts")).hosts);
-        state.collector = true;
-      } catch (error) {
-        if (!(error instanceof ApiError && error.status === 404)) throw error;
-        state.collector = false;
-      }
-    }
-    if (hosts === null) {
-      hosts = hostsFromSessions((await api(`/v1/sessions?limit=${HOST_SCAN}`)).sessions);
-    }
+    const body = await api("/v1/hosts");
+    state.collector = body.collector !== false;
+    const hosts = state.collector ? collectorHosts(body.hosts) : localHosts(body.hosts);
     if (!state.token) return;
     state.hosts = hosts;
     renderHosts();
@@ -618,7 +658,8 @@ function renderHead(s) {
   );
   const live = s.state === "running" || s.state === "paused";
   // A collector holds other hosts' sessions: it cannot signal their processes (its API says 409).
-  const off = state.busy || state.collector === true;
+  // Offline, nothing answers the buttons: the agent is gone with the API that served the page.
+  const off = state.busy || state.collector === true || state.offline;
   /** @type {HTMLButtonElement} */ ($("btn-pause")).disabled = off || s.state !== "running";
   /** @type {HTMLButtonElement} */ ($("btn-resume")).disabled = off || s.state !== "paused";
   /** @type {HTMLButtonElement} */ ($("btn-kill")).disabled = off || !live;
@@ -679,30 +720,41 @@ function setupFilters() {
     ),
     h("optgroup", { label: "Kinds" }, KINDS.map((k) => h("option", { value: k }, k))),
   );
-  for (const id of ["f-kind", "f-verdict", "f-risk"]) {
+  for (const id of ["f-kind", "f-verdict", "f-risk", "f-agent", "f-violations"]) {
     $(id).addEventListener("change", () => loadEvents({}));
   }
+  // A violation is a denied action of the agent's processes: "violations only" sets both.
+  $("f-violations").addEventListener("change", () => {
+    const on = /** @type {HTMLInputElement} */ ($("f-violations")).checked;
+    /** @type {HTMLSelectElement} */ ($("f-verdict")).disabled = on;
+    /** @type {HTMLInputElement} */ ($("f-agent")).disabled = on;
+  });
   let timer = 0;
   $("f-search").addEventListener("input", () => {
     clearTimeout(timer);
-    timer = setTimeout(renderFeed, 120);
+    // The search runs on the server, over the whole session; shown rows follow at once.
+    renderFeed();
+    timer = setTimeout(() => loadEvents({}), 300);
   });
   $("filters").addEventListener("submit", (e) => e.preventDefault());
 }
 
 function filters() {
   const kinds = /** @type {HTMLSelectElement} */ ($("f-kind")).value;
-  const verdict = /** @type {HTMLSelectElement} */ ($("f-verdict")).value;
+  const violations = /** @type {HTMLInputElement} */ ($("f-violations")).checked;
+  const verdict = violations ? "deny" : /** @type {HTMLSelectElement} */ ($("f-verdict")).value;
+  const agentOnly = violations || /** @type {HTMLInputElement} */ ($("f-agent")).checked;
   const raw = Number(/** @type {HTMLInputElement} */ ($("f-risk")).value);
   const minRisk = Number.isFinite(raw) ? Math.min(100, Math.max(0, Math.round(raw))) : 0;
-  return { kinds: kinds ? kinds.split(",") : [], verdict, minRisk };
+  return { kinds: kinds ? kinds.split(",") : [], verdict, minRisk, agentOnly };
 }
 
 /** @param {any} e */
 function passesFilters(e) {
   const f = filters();
   return (f.kinds.length === 0 || f.kinds.includes(e.kind)) &&
-    (f.verdict === "" || e.verdict === f.verdict) && e.risk >= f.minRisk;
+    (f.verdict === "" || e.verdict === f.verdict) && e.risk >= f.minRisk &&
+    (!f.agentOnly || e.pid !== null);
 }
 
 /**
@@ -713,28 +765,52 @@ function passesFilters(e) {
 async function loadEvents(how) {
   const id = state.selected;
   if (!id) return;
+  if (state.offline) {
+    // Nothing to ask: the filters and the search apply to the events already loaded.
+    renderFeed();
+    return;
+  }
   if (!how.older && !how.merge) state.generation++;
   const generation = state.generation;
   const f = filters();
+  const q = searchText().trim();
   const query = new URLSearchParams({ order: "desc", limit: String(PAGE) });
   if (f.kinds.length > 0) query.set("kind", f.kinds.join(","));
   if (f.verdict) query.set("verdict", f.verdict);
   if (f.minRisk > 0) query.set("min_risk", String(f.minRisk));
-  if (how.older && state.cursor) query.set("cursor", state.cursor);
-  let page;
-  try {
-    page = await api(`/v1/sessions/${encodeURIComponent(id)}/events?${query}`);
-  } catch (error) {
-    toast(`Cannot load events: ${errorText(error)}`, "error");
-    return;
-  }
-  if (generation !== state.generation || id !== state.selected) return;
+  if (f.agentOnly) query.set("attributed", "true");
+  if (q !== "") query.set("q", q);
+  let cursor = how.older ? state.cursor : null;
+  let found = 0;
   if (!how.older && !how.merge) {
-    state.events = [];
-    state.ids = new Set();
+    state.searched = q === "" ? "" : "…";
+    $("feed-note").textContent = q === "" ? "" : "Searching the session…";
   }
-  for (const e of page.events) addEvent(e);
-  if (!how.merge) state.cursor = page.next_cursor;
+  // A search walks the session in bounded steps: follow them until a page is found.
+  for (let step = 0; step < (q === "" ? 1 : SEARCH_STEPS); step++) {
+    if (cursor) query.set("cursor", cursor);
+    let page;
+    try {
+      page = await api(`/v1/sessions/${encodeURIComponent(id)}/events?${query}`);
+    } catch (error) {
+      if (!state.offline) toast(`Cannot load events: ${errorText(error)}`, "error");
+      return;
+    }
+    if (generation !== state.generation || id !== state.selected) return;
+    if (step === 0 && !how.older && !how.merge) {
+      state.events = [];
+      state.ids = new Set();
+    }
+    for (const e of page.events) addEvent(e);
+    found += page.events.length;
+    if (how.merge) break;
+    cursor = state.cursor = page.next_cursor;
+    if (q !== "") {
+      state.searched = cursor === null ? "all" : new Date(ulidTime(cursor)).toISOString();
+      renderFeed();
+    }
+    if (cursor === null || found >= PAGE) break;
+  }
   renderFeed();
   renderStrip();
 }
@@ -769,7 +845,11 @@ function searchText() {
 
 function renderFeed() {
   const q = searchText();
-  const shown = state.events.filter((e) => matchesSearch(e, q)).slice(0, MAX_ROWS);
+  // Loaded events already match the search (the server's); live ones are checked here, and
+  // offline the filters too.
+  const shown = state.events.filter((e) =>
+    matchesSearch(e, q) && (!state.offline || passesFilters(e))
+  ).slice(0, MAX_ROWS);
   if (shown.length === 0) {
     fill(
       $("feed"),
@@ -783,7 +863,23 @@ function renderFeed() {
     fill($("feed"), shown.map(feedRow));
   }
   updateFeedCount(shown.length);
-  $("older").hidden = state.cursor === null;
+  $("older").hidden = state.cursor === null || state.offline;
+  $("older").textContent = q.trim() !== "" ? "Search older events" : "Load older events";
+  $("feed-note").textContent = state.offline
+    ? (q.trim() !== "" || filtersOn()
+      ? `Offline: filtering the ${count(state.events.length)} events loaded.`
+      : "")
+    : q.trim() === "" || state.searched === "" || state.searched === "…"
+    ? (q.trim() === "" ? "" : "Searching the session…")
+    : state.searched === "all"
+    ? "Searched the whole session."
+    : `Searched back to ${dateTime(state.searched)}.`;
+}
+
+/** Whether a filter of the feed narrows it. */
+function filtersOn() {
+  const f = filters();
+  return f.kinds.length > 0 || f.verdict !== "" || f.minRisk > 0 || f.agentOnly;
 }
 
 /** @param {number} shown */
@@ -816,6 +912,13 @@ function feedRow(e) {
         { class: "tags" },
         e.verdict === "deny" && h("span", { class: "tag tag-deny" }, "deny"),
         e.response !== "none" && h("span", { class: "tag" }, e.response),
+        // Shadow mode: what the policy asks for, not taken (mode monitor).
+        e.would !== undefined &&
+          h(
+            "span",
+            { class: "tag tag-would", title: "not taken: mode monitor" },
+            `would: ${e.would}`,
+          ),
       ),
     ),
   );
@@ -825,6 +928,10 @@ function feedRow(e) {
 function onMessage(/** @type {{ event: string, data: string }} */ message) {
   if (message.event === "error") {
     toast(`The event stream failed: ${message.data}`, "error");
+    return;
+  }
+  if (message.event === "server" || message.event === "closing") {
+    onServer(message.event, message.data);
     return;
   }
   if (message.event !== "event") return;
@@ -853,9 +960,10 @@ function onMessage(/** @type {{ event: string, data: string }} */ message) {
     state.marks.set(e.id, e);
     scheduleRender("timeline");
   }
-  if (passesFilters(e)) {
+  // The events held are the search's matches (the server's): a live one joins them if it matches.
+  if (passesFilters(e) && matchesSearch(e, searchText())) {
     const at = addEvent(e);
-    if (at === 0 && matchesSearch(e, searchText())) {
+    if (at === 0) {
       const feed = $("feed");
       feed.querySelector(".empty")?.remove();
       feed.prepend(feedRow(e));
@@ -904,6 +1012,97 @@ function scheduleSessionsRefresh() {
 }
 
 // ------------------------------------------------------------------------------------------
+// When the API stops with its agent
+
+/**
+ * The stream's `server` message (this API stops with a session) or its `closing` message (it
+ * stops now; `ended` is the session as the journal has it).
+ * @param {string} kind @param {string} data
+ */
+function onServer(kind, data) {
+  /** @type {any} */
+  let info;
+  try {
+    info = JSON.parse(data);
+  } catch {
+    return;
+  }
+  if (kind === "server") {
+    state.server = { session: String(info.session), serve: String(info.serve) };
+    state.closed = null;
+    return;
+  }
+  state.closed = info;
+  const ended = info.ended;
+  if (ended) {
+    const at = state.sessions.findIndex((s) => s.id === ended.id);
+    if (at >= 0) state.sessions[at] = ended;
+    if (state.detail?.session?.id === ended.id) state.detail.session = ended;
+    renderSessions();
+    renderAgents();
+    if (state.selected === ended.id) {
+      renderHead(ended);
+      renderTimeline();
+    }
+  }
+  setOffline(true);
+}
+
+/** Enters or leaves the offline mode: the banner, the connection badge and the controls. */
+function setOffline(/** @type {boolean} */ on) {
+  state.offline = on;
+  const banner = $("offline");
+  banner.hidden = !on;
+  if (on) {
+    const info = state.closed ?? state.server;
+    const session = state.closed?.ended ??
+      state.sessions.find((s) => s.id === info?.session);
+    const how = session?.kind === "attach" ? "sentry attach" : "sentry run";
+    const ended = state.closed?.ended;
+    const what = ended?.state === "killed" ? "was killed" : "exited";
+    const code = ended?.exitCode === null || ended?.exitCode === undefined
+      ? ""
+      : ` (exit code ${ended.exitCode})`;
+    fill(
+      $("offline-text"),
+      ended
+        ? `The agent ${session?.agent ?? ""} ${what}${code}, and ${how} stopped serving this page. `
+        : `${how} stopped serving this page: its process is gone. `,
+      "The journal keeps everything it recorded. To browse it here again, run this on the host; " +
+        "the page reconnects by itself:",
+    );
+    $("offline-cmd").textContent = info?.serve ?? "sentry serve";
+    setConn("ended", "offline");
+    $("conn").title = "The API that served this page stopped";
+  }
+  const s = state.sessions.find((x) => x.id === state.selected);
+  if (s) renderHead(s);
+  renderFeed();
+}
+
+/** Enters the offline mode when the API that stops with its session no longer answers. */
+async function checkGone() {
+  try {
+    const res = await fetch("/health", { cache: "no-store" });
+    await res.body?.cancel();
+    return;
+  } catch {
+    // Nothing listens: the process is gone.
+  }
+  if (state.server !== null && !state.offline && state.token) setOffline(true);
+}
+
+async function copyServeCommand() {
+  const text = $("offline-cmd").textContent ?? "";
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Copied");
+  } catch {
+    getSelection()?.selectAllChildren($("offline-cmd"));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // The timeline
 
 async function loadMarks() {
@@ -944,7 +1143,7 @@ function renderTimeline() {
         h("b", {}, e.kind),
         ` ${e.target} (${who}): `,
         h("span", { class: "denied" }, "deny"),
-        `, ${e.rule} → ${e.response}`,
+        `, ${e.rule} → ${e.response}${e.would === undefined ? "" : ` (would: ${e.would})`}`,
       ]
       : e.kind === "proc.exit"
       ? [
@@ -1144,7 +1343,12 @@ function openDetail(e) {
       "dl",
       { class: "kv" },
       kv("rule", h("code", {}, e.rule)),
-      kv("response", e.response),
+      kv(
+        "response",
+        e.would === undefined
+          ? e.response
+          : `${e.response} (would: ${e.would}, not taken: mode monitor)`,
+      ),
       kv("time", `${dateTime(e.ts)} (${clock(e.ts)})`),
       kv("sensor", e.sensor),
       kv("pid", e.pid === null ? "unattributed" : `${e.pid} (parent ${e.ppid ?? "?"})`),
@@ -1172,9 +1376,78 @@ function openDetail(e) {
     ),
     Object.keys(e.detail ?? {}).length > 0 &&
       [h("h4", {}, "Detail"), h("pre", { class: "json" }, JSON.stringify(e.detail, null, 2))],
+    h("h4", {}, "Why"),
+    h("div", { id: "d-explain" }, h("p", { class: "muted" }, "Explaining…")),
   );
   $("detail").hidden = false;
   document.body.classList.add("detail-open");
+  loadExplanation(e.id);
+}
+
+/**
+ * Fills the event detail's "Why" with `GET /v1/events/:id/explain`: every entry that matched in
+ * precedence order, with its file and line, why the winner won, and the exceptions that applied.
+ * @param {string} id
+ */
+async function loadExplanation(id) {
+  /** @type {any} */
+  let data;
+  try {
+    data = await api(`/v1/events/${encodeURIComponent(id)}/explain`);
+  } catch (err) {
+    if (state.openEvent !== id) return;
+    fill(
+      $("d-explain"),
+      h("p", { class: "muted" }, String(/** @type {any} */ (err)?.message ?? err)),
+    );
+    return;
+  }
+  if (state.openEvent !== id) return;
+  const x = data.explanation;
+  /** @param {any} s */
+  const where = (s) => (s === null ? "implicit" : `${s.file}:${s.line}`);
+  fill(
+    $("d-explain"),
+    h("p", {}, `${x.why}.`),
+    h("p", { class: "muted" }, `${x.responseWhy}.`),
+    h(
+      "table",
+      { class: "factors" },
+      h(
+        "tbody",
+        {},
+        x.matches.map((/** @type {any} */ m) =>
+          h(
+            "tr",
+            {},
+            h("td", { class: "pts" }, m.winner ? "→" : ""),
+            h(
+              "td",
+              {},
+              h("code", {}, m.section === "rules" ? `rule ${m.entry}` : `${m.section} ${m.entry}`),
+              h(
+                "div",
+                { class: "muted" },
+                `${m.effect}${
+                  (m.exceptions ?? []).length > 0 ? ", exempted by an exception" : ""
+                } · ${where(m.source)}`,
+              ),
+            ),
+          )
+        ),
+      ),
+    ),
+    x.exceptions.map((/** @type {any} */ ex) =>
+      h(
+        "p",
+        { class: "muted" },
+        `Exception #${ex.index + 1} of ${ex.rule} applied: ${JSON.stringify(ex.match)} (${
+          where(ex.source)
+        })`,
+      )
+    ),
+    data.warnings.map((/** @type {string} */ w) => h("p", { class: "muted" }, `Note: ${w}`)),
+  );
 }
 
 /** @param {string} key @param {any} value */

@@ -138,27 +138,48 @@ export function count(n) {
   return n.toLocaleString("en-US");
 }
 
+/** Lower case for ASCII letters only, as SQLite's `lower()`. */
+function asciiLower(/** @type {string} */ text) {
+  return text.replace(/[A-Z]/g, (c) => c.toLowerCase());
+}
+
 /**
- * Whether an event matches a free-text search: every word must appear in its kind, target,
- * rule, verdict, response, executable, command line or pid.
+ * Whether an event matches a free-text search, exactly as the server's search (`q` of the
+ * events route) decides: every word, JSON-escaped, must appear (ASCII case-insensitively) in the
+ * JSON array of its kind, target, rule, verdict, response, pid, executable, command line and
+ * detail.
  * @param {{ kind: string, target: string, rule: string, verdict: string, response: string,
- *   exe: string | null, cmdline: string[], pid: number | null }} event
+ *   exe: string | null, cmdline: string[], pid: number | null, detail?: unknown }} event
  * @param {string} query
  */
 export function matchesSearch(event, query) {
-  const words = query.toLowerCase().split(/\s+/).filter((w) => w !== "");
+  const words = query.split(/\s+/).filter((w) => w !== "").map((w) =>
+    asciiLower(JSON.stringify(w).slice(1, -1))
+  );
   if (words.length === 0) return true;
-  const text = [
+  const text = asciiLower(JSON.stringify([
     event.kind,
     event.target,
     event.rule,
     event.verdict,
     event.response,
-    event.exe ?? "",
-    event.cmdline.join(" "),
-    event.pid === null ? "" : String(event.pid),
-  ].join("\n").toLowerCase();
+    event.pid,
+    event.exe,
+    event.cmdline,
+    event.detail ?? {},
+  ]));
   return words.every((w) => text.includes(w));
+}
+
+/**
+ * The time an event id (a ULID) was minted, in ms since the epoch.
+ * @param {string} id
+ */
+export function ulidTime(id) {
+  const digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  let t = 0;
+  for (const ch of id.slice(0, 10).toUpperCase()) t = t * 32 + digits.indexOf(ch);
+  return t;
 }
 
 /**
@@ -216,18 +237,21 @@ export function collectorHosts(records) {
 }
 
 /**
- * The hosts named by sessions (`sentry run` or `serve`, which have no `/v1/hosts`), the host
- * with the most sessions first.
- * @param {{ host: string }[]} sessions
+ * The hosts of the local API's `GET /v1/hosts` (`sentry run`, `attach`, `serve`: the host names
+ * of the journal's sessions), in its order: the host of the latest session first.
+ * @param {{ name: string, sessions: number }[]} records
  * @returns {HostEntry[]}
  */
-export function hostsFromSessions(sessions) {
-  /** @type {Map<string, number>} */
-  const counts = new Map();
-  for (const s of sessions) counts.set(s.host, (counts.get(s.host) ?? 0) + 1);
-  return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map((
-    [name, sessions],
-  ) => ({ value: name, name, label: name, sessions, lastSeen: null, dropped: null, keys: [] }));
+export function localHosts(records) {
+  return records.map((r) => ({
+    value: r.name,
+    name: r.name,
+    label: r.name,
+    sessions: r.sessions,
+    lastSeen: null,
+    dropped: null,
+    keys: [],
+  }));
 }
 
 /**
