@@ -8,7 +8,18 @@
 
 import type { Journal, SessionRecord } from "../journal/mod.ts";
 import { openStore, rollback } from "../rollback/mod.ts";
-import { journalRestore, killSession, pauseSession, resumeSession } from "../session/mod.ts";
+import { isAbsolute, join } from "node:path";
+import { z } from "zod";
+import { isTemplateName } from "../policy/mod.ts";
+import {
+  journalRestore,
+  killSession,
+  pauseSession,
+  ReloadError,
+  type ReloadResult,
+  reloadSession,
+  resumeSession,
+} from "../session/mod.ts";
 import { HttpError } from "./errors.ts";
 import type { ControlResult, RollbackResultBody } from "./schemas.ts";
 
@@ -29,6 +40,86 @@ export interface SessionControls {
   resume(session: SessionRecord): Promise<ControlResult>;
   kill(session: SessionRecord): Promise<ControlResult>;
   rollback(session: SessionRecord, request: RollbackRequest): Promise<RollbackResultBody>;
+  /**
+   * Applies a new policy to a live session's next events (`POST /v1/sessions/:id/policy/reload`);
+   * absent: the route answers 501.
+   */
+  reload?(session: SessionRecord, request: PolicyReloadRequest): Promise<ReloadResult>;
+}
+
+/**
+ * The body of `POST /v1/sessions/:id/policy/reload`: `policy`, a template name or an absolute
+ * policy file on the host, or `yaml`, a policy's text; neither: the session's own policy read
+ * again.
+ */
+export const PolicyReloadBody = z.object({
+  policy: z.string().min(1).max(4096).optional().describe(
+    "A template name or an absolute policy file on the host",
+  ),
+  yaml: z.string().min(1).max(1_000_000).optional().describe("A policy's YAML text"),
+}).strict().refine((b) => b.policy === undefined || b.yaml === undefined, {
+  message: "give policy or yaml, not both",
+});
+
+/** What `POST /v1/sessions/:id/policy/reload` answers: the reload, applied or refused. */
+export const PolicyReloadResultBody = z.object({
+  session: z.string(),
+  outcome: z.enum(["applied", "refused"]),
+  policy: z.string().describe("The policy asked for: a file, a template, or the session's own"),
+  by: z.string(),
+  old_hash: z.string().describe("sha256 of the resolved policy in force before"),
+  new_hash: z.string().nullable().describe("sha256 of the policy asked for; null: it did not load"),
+  reason: z.string().nullable().describe("Why it was refused"),
+  fixed: z.array(z.string()).describe("What stays as the session started"),
+});
+
+/** A reload's result as the API answers it. */
+export type PolicyReloadResultBody = z.infer<typeof PolicyReloadResultBody>;
+
+/** A reload's result in the API's shape (snake_case). */
+export function reloadResultBody(r: ReloadResult): PolicyReloadResultBody {
+  return {
+    session: r.session,
+    outcome: r.outcome,
+    policy: r.policy,
+    by: r.by,
+    old_hash: r.oldHash,
+    new_hash: r.newHash,
+    reason: r.reason,
+    fixed: r.fixed,
+  };
+}
+
+/** A reload asked through the API: the policy file or template to load, or null. */
+export interface PolicyReloadRequest {
+  file: string | null;
+}
+
+/**
+ * Turns a reload body into the file to load: a template name or an absolute path as given, or
+ * YAML text written to `run/<session>.api-policy.yaml` (mode 0600) in the data directory. A
+ * relative path is a 400: the API's working directory means nothing to its caller.
+ */
+export function reloadRequestOf(
+  body: z.infer<typeof PolicyReloadBody>,
+  where: { dataDir: string; session: string },
+): PolicyReloadRequest {
+  if (body.yaml !== undefined) {
+    const dir = join(where.dataDir, "run");
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, `${where.session}.api-policy.yaml`);
+    Deno.writeTextFileSync(file, body.yaml, { mode: 0o600 });
+    return { file };
+  }
+  if (body.policy === undefined) return { file: null };
+  if (!isTemplateName(body.policy) && !isAbsolute(body.policy)) {
+    throw new HttpError(
+      400,
+      `Invalid policy "${body.policy}": give a template name or an absolute file path`,
+      { field: "policy" },
+    );
+  }
+  return { file: body.policy };
 }
 
 /** What {@link defaultControls} needs. */
@@ -64,6 +155,14 @@ export function defaultControls(options: DefaultControlsOptions): SessionControl
         "kill",
         await killSession(session, { journal, dataDir, graceMs, by: BY }),
       );
+    },
+    async reload(session, request) {
+      try {
+        return await reloadSession(session, { dataDir, file: request.file, by: BY });
+      } catch (error) {
+        if (error instanceof ReloadError) throw new HttpError(409, error.message, { cause: error });
+        throw error;
+      }
     },
     async rollback(session, request) {
       // The agent must not write while its files are restored: stop it first (it stays stopped).

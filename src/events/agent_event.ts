@@ -50,6 +50,11 @@ export const AgentEvent = z.object({
   /** The sensor that saw the action, such as `proc`, `fd`, `watch` or `net`. */
   sensor: z.string().min(1),
   ...Decision.shape,
+  /**
+   * Shadow mode (`--mode monitor`): the response the policy asks for, which the mode kept
+   * Sentry from taking. Absent when the event got what the policy asks for.
+   */
+  would: z.enum(RESPONSES).optional(),
 });
 
 /** A decided event, as the journal stores it. */
@@ -62,6 +67,7 @@ export const Observation = AgentEvent.omit({
   factors: true,
   rule: true,
   response: true,
+  would: true,
 });
 
 /** An event before its decision. */

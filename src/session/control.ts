@@ -1,9 +1,19 @@
 import { join } from "node:path";
 import type { Journal, SessionRecord } from "../journal/mod.ts";
-import { Cgroup, identify, listPids, type ProcessRef, readStat } from "../platform/mod.ts";
+import {
+  bootTimeMs,
+  Cgroup,
+  clockTicks,
+  identify,
+  listPids,
+  type ProcessRef,
+  readStat,
+} from "../platform/mod.ts";
 import type { ControlResult } from "../respond/mod.ts";
 import { linuxControl } from "./linux_control.ts";
 import { readPidsFile } from "./pids_file.ts";
+import { reloadRequestPath, reloadResultPath, writeReloadRequest } from "./reload.ts";
+import type { ReloadResult } from "./session.ts";
 import {
   type AgentTree,
   killAgent,
@@ -179,4 +189,84 @@ export async function killSession(
   });
   deps.journal.flush();
   return result;
+}
+
+/** What {@link reloadSession} needs. */
+export interface ReloadSessionOptions {
+  dataDir: string;
+  /** The policy file (absolute) or template to load, or null: the session's own, read again. */
+  file: string | null;
+  /** Who asks, for the journal. */
+  by: string;
+  /** How long to wait for the session's Sentry to answer; default 15 s. */
+  timeoutMs?: number;
+}
+
+/** A reload that could not be asked for: the session is not live here, or did not answer. */
+export class ReloadError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ReloadError";
+  }
+}
+
+/**
+ * Asks a live session's Sentry, from another process, to reload its policy: leaves the request
+ * beside its pids file, sends SIGHUP to that Sentry (only once its identity is proven: on this
+ * host, started before the session, the session's pids file in place), and waits for its
+ * answer, which it leaves beside the request (it journals the reload too). Throws a {@link ReloadError} when the session is not live on this host or
+ * does not answer in time.
+ */
+export async function reloadSession(
+  session: SessionRecord,
+  options: ReloadSessionOptions,
+): Promise<ReloadResult> {
+  const why = `Cannot reload the policy of session "${session.id}"`;
+  if (session.state !== "running" && session.state !== "paused") {
+    throw new ReloadError(`${why}: it is not live (state ${session.state})`);
+  }
+  if (session.host !== Deno.hostname()) {
+    throw new ReloadError(`${why}: it runs on host "${session.host}", not on this one`);
+  }
+  const pids = readPidsFile(join(options.dataDir, "run", `${session.id}.pids`));
+  if (pids === null) {
+    throw new ReloadError(`${why}: its Sentry keeps no pids file (it has ended)`);
+  }
+  // Until the agent is let go, Sentry does not listen for SIGHUP yet (which would end it).
+  if (pids.starting) throw new ReloadError(`${why}: it is still starting; try again`);
+  const stat = readStat(session.sentryPid);
+  const startedMs = stat === null ? null : bootTimeMs() + stat.starttime * 1000 / clockTicks();
+  // A Sentry started after its session is another process that reuses the pid. The boot time
+  // has whole seconds: allow that much.
+  if (stat === null || startedMs === null || startedMs > Date.parse(session.startedAt) + 1500) {
+    throw new ReloadError(`${why}: its Sentry (pid ${session.sentryPid}) is gone`);
+  }
+  const nonce = crypto.randomUUID();
+  const path = reloadRequestPath(options.dataDir, session.id);
+  const answer = reloadResultPath(options.dataDir, session.id, nonce);
+  writeReloadRequest(path, { file: options.file, by: options.by, nonce });
+  Deno.kill(session.sentryPid, "SIGHUP");
+  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  while (Date.now() < deadline) {
+    let text: string | null = null;
+    try {
+      text = Deno.readTextFileSync(answer);
+      Deno.removeSync(answer);
+    } catch {
+      // Not yet.
+    }
+    if (text !== null) return JSON.parse(text) as ReloadResult;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Taken, or never written.
+  }
+  throw new ReloadError(
+    `${why}: its Sentry (pid ${session.sentryPid}) did not answer within ${
+      Math.round((options.timeoutMs ?? 15_000) / 1000)
+    } s`,
+  );
 }

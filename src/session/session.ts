@@ -1,4 +1,10 @@
-import { type AgentEvent, createUlid, type Kind, type Response } from "../events/mod.ts";
+import {
+  type AgentEvent,
+  createUlid,
+  type Kind,
+  type Response,
+  responseRank,
+} from "../events/mod.ts";
 import type { Journal, ResponseAction, ResponseOutcome } from "../journal/mod.ts";
 import { type CompiledPolicy, evaluate, type ResolvedPolicy } from "../policy/mod.ts";
 import type { ControlResult, TreeControl } from "../respond/mod.ts";
@@ -32,6 +38,7 @@ import {
 } from "./tree_actions.ts";
 import { inspectProcess, type KernelTier, type Tier } from "./tiers.ts";
 import { watchRoots } from "./watch_roots.ts";
+import { checkReload, type LivePolicy, policyHash } from "./reload.ts";
 
 /** Something the operator should see: the CLI prints these (an alert, a pause, a warning). */
 export type Notice =
@@ -90,6 +97,14 @@ export interface SessionConfig {
   onPauseTimeout?: "resume" | "kill";
   /** Where to keep the tree's pids for the watchdog, or null. */
   pidsFile: string | null;
+  /**
+   * Loads a policy for a live reload ({@link Session.reload}): the file or template given, or
+   * with null the session's own policy read again, patched and compiled as at start. Absent:
+   * the session cannot reload.
+   */
+  loadPolicy?: (file: string | null) => Promise<SessionConfig["policy"]>;
+  /** The policy as asked for at start (`--policy`: a template name or a file), for the journal. */
+  policySource?: string;
   /** The rollback protection taken at start, or null when rollback is off for the session. */
   protection: Protection | null;
   /** What an automatic rollback leaves: the agent paused, or killed (`rollback.after`). */
@@ -182,6 +197,14 @@ export class Session {
   /** A kill started by a response, awaited by {@link stop}. */
   #killing: Promise<unknown> | null = null;
   readonly #listeners = new Set<(event: AgentEvent) => void>();
+  /** The policy in force: the start policy until a reload replaces it. */
+  #policy: SessionConfig["policy"];
+  /** Mode monitor: the policy with the mode's cap lifted, for the would-be responses. */
+  #shadow: CompiledPolicy | null;
+  /** The kernel gates that hold the start policy (see {@link holdInKernel}). */
+  readonly #gates: string[] = [];
+  /** A reload under way: reloads run one at a time. */
+  #reloading: Promise<unknown> = Promise.resolve();
 
   /** Builds the sensors; nothing runs until `start()`. */
   constructor(config: SessionConfig, deps: SessionDeps) {
@@ -189,6 +212,8 @@ export class Session {
     this.#deps = deps;
     this.#started = config.kind !== "run";
     this.#ulid = deps.ulid ?? createUlid(deps.now === undefined ? {} : { now: deps.now });
+    this.#policy = config.policy;
+    this.#shadow = shadowOf(config.policy.compiled);
     const { compiled } = config.policy;
     const monitors = compiled.monitors;
     this.tree = new ProcSensor({
@@ -347,7 +372,8 @@ export class Session {
       agent: this.config.agent,
       ...rest,
     };
-    const decision = evaluate(observation, this.config.policy.compiled);
+    const policy = this.#policy.compiled;
+    const decision = evaluate(observation, policy);
     if (
       decision.response === "block" && observation.detail.result === "ok" &&
       typeof observation.detail.blocked !== "string"
@@ -374,6 +400,14 @@ export class Session {
       }
     }
     const event: AgentEvent = { ...observation, ...decision };
+    if (
+      this.#shadow !== null &&
+      (decision.verdict === "deny" || decision.risk >= policy.thresholds.alert)
+    ) {
+      // Shadow mode: what the policy asks for, journaled and acted on by no one.
+      const would = evaluate(observation, this.#shadow).response;
+      if (responseRank(would) > responseRank(decision.response)) event.would = would;
+    }
     this.#deps.journal.append(event);
     for (const listener of this.#listeners) {
       try {
@@ -399,7 +433,7 @@ export class Session {
     if (response === "block" && typeof event.detail.blocked === "string") {
       // The tier failed the call before it ran: journal the block with the errno the agent got.
       this.#record("block", "ok", { errno: event.detail.blocked, rule: event.rule }, event);
-      if (this.config.policy.resolved.block.pause && !this.#acting && !this.#killed) {
+      if (this.#policy.resolved.block.pause && !this.#acting && !this.#killed) {
         void this.pause(event, "pause");
       }
       return;
@@ -847,6 +881,104 @@ export class Session {
     for (const kind of kinds) this.#gatedKinds.add(kind);
   }
 
+  /** The policy in force: the start policy, or the last one a reload applied. */
+  get policy(): SessionConfig["policy"] {
+    return this.#policy;
+  }
+
+  /**
+   * Says that a kernel gate (`the Landlock wall`, `the seccomp supervisor`, `the fanotify
+   * guard`, `the connect guard`) refuses calls on the start policy: a reload may then not widen
+   * it (see {@link reload}).
+   */
+  holdInKernel(gate: string): void {
+    if (!this.#gates.includes(gate)) this.#gates.push(gate);
+  }
+
+  /**
+   * Replaces the policy for the events that follow, and journals the change with the old and
+   * new policy hashes. `file` is the policy file or template to load, or null to read the
+   * session's own policy again (SIGHUP). A policy that does not load or compile, or that needs
+   * what a live session cannot change (see src/session/reload.ts), is refused, journaled as
+   * such, and the old policy stays. Reloads run one at a time. Never throws for a bad policy.
+   */
+  reload(request: { file: string | null; by: string; nonce?: string }): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(request));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  async #reload(
+    request: { file: string | null; by: string; nonce?: string },
+  ): Promise<ReloadResult> {
+    const before = this.#policy;
+    const oldHash = policyHash(before.resolved);
+    const asked = request.file ?? this.config.policySource ?? before.resolved.name;
+    const base = { session: this.config.id, policy: asked, oldHash, by: request.by };
+    const refuse = (reason: string, newHash: string | null): ReloadResult => {
+      this.#persist(() =>
+        this.#deps.journal.recordPolicyReload({
+          session: this.config.id,
+          outcome: "refused",
+          policy: asked,
+          oldHash,
+          newHash,
+          detail: { by: request.by, reason, ...nonceOf(request) },
+        })
+      );
+      this.config.onNotice({
+        type: "warn",
+        message: `policy reload refused (${request.by}): ${reason}; the policy in force stays`,
+      });
+      return { ...base, outcome: "refused", newHash, reason, fixed: [] };
+    };
+    if (this.config.loadPolicy === undefined) {
+      return refuse("this session cannot load a policy", null);
+    }
+    let next: SessionConfig["policy"];
+    try {
+      next = await this.config.loadPolicy(request.file);
+    } catch (error) {
+      return refuse(error instanceof Error ? error.message : String(error), null);
+    }
+    const newHash = policyHash(next.resolved);
+    const check = checkReload(livePolicy(next), {
+      gates: this.#gates,
+      start: livePolicy(this.config.policy),
+    });
+    if (check.refusal !== null) return refuse(check.refusal, newHash);
+    this.#policy = next;
+    this.#shadow = shadowOf(next.compiled);
+    this.#persist(() => {
+      this.#deps.journal.recordPolicyReload({
+        session: this.config.id,
+        outcome: "applied",
+        policy: asked,
+        oldHash,
+        newHash,
+        detail: {
+          by: request.by,
+          name: next.resolved.name,
+          mode: next.resolved.mode,
+          fixed: check.fixed,
+          ...nonceOf(request),
+        },
+      });
+      this.#deps.journal.updateSession(this.config.id, {
+        policy: next.resolved.name,
+        mode: next.resolved.mode,
+      });
+    });
+    this.config.onNotice({
+      type: "info",
+      message:
+        `policy reloaded (${request.by}): ${next.resolved.name}, mode ${next.resolved.mode}` +
+        ` (sha256 ${oldHash.slice(0, 12)} -> ${newHash.slice(0, 12)}) decides what follows` +
+        (check.fixed.length > 0 ? `; as started: ${check.fixed.join("; ")}` : ""),
+    });
+    return { ...base, outcome: "applied", newHash, reason: null, fixed: check.fixed };
+  }
+
   /**
    * Tells which refusals the agent's wall made (its Landlock plan): `explain` returns the errno
    * when the wall is why a call failed, else null. Those are journaled as blocks.
@@ -868,9 +1000,11 @@ export class Session {
     clearTimeout(this.#pauseTimer);
     // A kill the policy started finishes (and is journaled and said) before the session ends.
     await this.#killing?.catch(() => {});
+    // So does a reload under way (journaled before the journal closes).
+    await this.#reloading;
     this.#abort.abort();
     await this.#running;
-    this.#saveStats();
+    this.#saveStats(true);
     this.#persist(() => this.#deps.journal.flush());
     if (this.config.pidsFile !== null) {
       try {
@@ -889,7 +1023,7 @@ export class Session {
     });
   }
 
-  #saveStats(): void {
+  #saveStats(final = false): void {
     const stats = this.stats();
     if (this.#ownWrites > 0) {
       stats.find((s) => s.sensor === "watch")?.blindSpots.push({
@@ -899,12 +1033,17 @@ export class Session {
         count: this.#ownWrites,
       });
     }
-    if (this.#resolver !== null && this.#resolver.failures > 0) {
-      const net = stats.find((s) => s.sensor === "net");
-      net?.blindSpots.push({
+    // At the end, a name whose lookup never answered is as unresolved as one that failed.
+    const unresolved = [
+      ...new Set([...this.#resolver.unresolved(), ...(final ? this.#resolver.pending() : [])]),
+    ].sort();
+    if (unresolved.length > 0) {
+      (stats.find((s) => s.sensor === "net") ?? stats[0])?.blindSpots.push({
         id: "unresolved_hosts",
-        reason: "lookups of policy host names that failed (those names match no address)",
-        count: this.#resolver.failures,
+        reason: `policy host names that could not be resolved, so they match no address: ${
+          unresolved.join(", ")
+        }`,
+        count: unresolved.length,
       });
     }
     this.#persist(() => this.#deps.journal.putSensorStats(this.config.id, stats));
@@ -936,7 +1075,7 @@ export class Session {
   #journalFault(error: unknown): void {
     if (this.#journalFailing) return;
     this.#journalFailing = true;
-    const choice = this.config.policy.resolved.on_journal_error;
+    const choice = this.#policy.resolved.on_journal_error;
     this.config.onNotice({
       type: "warn",
       message: `the journal cannot be written (${
@@ -988,6 +1127,45 @@ export class Session {
     this.#pidsVersion = -1;
     this.#writePids();
   }
+}
+
+/** What {@link Session.reload} did. */
+export interface ReloadResult {
+  session: string;
+  outcome: "applied" | "refused";
+  /** The policy asked for: a file, a template, or the session's own. */
+  policy: string;
+  /** Who asked. */
+  by: string;
+  /** The sha256 of the resolved policy in force before. */
+  oldHash: string;
+  /** Of the policy asked for, or null when it did not load. */
+  newHash: string | null;
+  /** Why it was refused, or null. */
+  reason: string | null;
+  /** What stays as the session started although the new policy says otherwise. */
+  fixed: string[];
+}
+
+function nonceOf(request: { nonce?: string }): { nonce?: string } {
+  return request.nonce === undefined ? {} : { nonce: request.nonce };
+}
+
+function livePolicy(policy: SessionConfig["policy"]): LivePolicy {
+  return {
+    resolved: policy.resolved,
+    namedHosts: policy.compiled.namedHosts,
+    modeCap: policy.compiled.modeCap,
+  };
+}
+
+/**
+ * For mode monitor, the policy with the mode's cap lifted: what its thresholds and rules ask
+ * for (shadow mode journals it as `would`). Null in every other mode.
+ */
+function shadowOf(compiled: CompiledPolicy): CompiledPolicy | null {
+  if (compiled.policy.mode !== "monitor") return null;
+  return { ...compiled, modeCap: responseRank("kill") };
 }
 
 /**
