@@ -6,6 +6,8 @@ import {
   type Action,
   evaluate,
   loadPolicy,
+  parsePolicy,
+  PolicyError,
   PolicyFile,
   readTemplate,
   TEMPLATES,
@@ -13,21 +15,49 @@ import {
 import { ExitCode, UsageError } from "./errors.ts";
 import { eprintln, paint, printJson, println, printTable } from "./output.ts";
 import { addPolicyFlags, loadPolicyFromFlags, type PolicyFlags } from "./policy_options.ts";
+import {
+  type BacktestFlags,
+  type LearnFlags,
+  policyBacktest,
+  policyLearn,
+} from "./policy_replay.ts";
+import { registerPolicyReload } from "./policy_reload.ts";
 
-/** Adds `sentry policy list|show|create|validate|schema|test`. */
+/** Adds `sentry policy list|show|create|validate|schema|test|learn`. */
 export function registerPolicyCommands(program: Command): void {
   const policy = program.command("policy").description(
     "list, show, create, validate and test policies",
   );
 
+  registerPolicyReload(policy);
+
   policy.command("list").description("list the built-in templates")
     .option("--json", "print JSON lines")
     .action(async (opts: { json?: boolean }) => {
-      const rows: string[][] = [["TEMPLATE", "MODE", "DESCRIPTION"]];
+      const rows: string[][] = [["TEMPLATE", "VERSION", "REQUIRES", "MODE", "DESCRIPTION"]];
       for (const name of TEMPLATES) {
         const p = await loadPolicy(name);
-        if (opts.json) printJson({ name, mode: p.mode, description: p.description });
-        else rows.push([name, p.mode, p.description.split("\n")[0] ?? ""]);
+        // The template's own file says its version and the Sentry it needs (not inherited).
+        const own = parsePolicy(await readTemplate(name), name);
+        const version = own.version ?? null;
+        const requires = own.required_sentry_version ?? null;
+        if (opts.json) {
+          printJson({
+            name,
+            version,
+            required_sentry_version: requires,
+            mode: p.mode,
+            description: p.description,
+          });
+        } else {
+          rows.push([
+            name,
+            version ?? "-",
+            requires === null ? "-" : `sentry >= ${requires}`,
+            p.mode,
+            p.description.split("\n")[0] ?? "",
+          ]);
+        }
       }
       if (!opts.json) printTable(rows);
     });
@@ -82,7 +112,15 @@ export function registerPolicyCommands(program: Command): void {
     .action(async (file: string, opts: { workspace?: string }) => {
       const flags: PolicyFlags = { policy: file };
       if (opts.workspace !== undefined) flags.workspace = opts.workspace;
-      const { resolved } = await loadPolicyFromFlags(flags);
+      let resolved;
+      try {
+        ({ resolved } = await loadPolicyFromFlags(flags));
+      } catch (error) {
+        // Every problem, one a line, rather than the first and a count.
+        if (!(error instanceof PolicyError) || error.problems.length < 2) throw error;
+        for (const p of error.problems) eprintln(`${paint("sentry:", "red")} ${p.message}`);
+        throw new ExitCode(2, `${error.problems.length} problems in "${file}"`);
+      }
       const counts = [
         `${resolved.rules.length} rules`,
         `mode ${resolved.mode}`,
@@ -107,16 +145,55 @@ export function registerPolicyCommands(program: Command): void {
     });
 
   addPolicyFlags(
-    policy.command("test").description("replay recorded actions (JSON lines) against a policy")
+    policy.command("test").description(
+      "replay actions against a policy: a JSON Lines file, or journaled events (a backtest)",
+    )
       .argument("<policy>", "a template name or a policy file")
-      .argument("<events>", "a JSON Lines file of actions, or - for stdin")
-      .option("--json", "print one JSON line per action, then a summary line"),
+      .argument("[events]", "a JSON Lines file of actions, or - for stdin")
+      .option("--session <id|last>", "backtest: replay this session's journaled events")
+      .option("--since <time>", "backtest: replay every event since a time (ISO, or ago: 2h, 7d)")
+      .option(
+        "--fail-on <changes>",
+        "backtest: exit 1 on denied, allowed, response or any change (each =N: at least N)",
+      )
+      .option("--json", "print JSON lines (a backtest prints one summary object)"),
     { policyOption: false },
   ).action(
-    async (policyRef: string, eventsPath: string, opts: PolicyFlags & { json?: boolean }) => {
+    async (policyRef: string, eventsPath: string | undefined, opts: BacktestFlags) => {
+      const backtest = opts.session !== undefined || opts.since !== undefined;
+      if (backtest && eventsPath !== undefined) {
+        throw new UsageError(`Give an events file or --session/--since, not both`);
+      }
+      if (backtest) return await policyBacktest(policyRef, opts);
+      if (eventsPath === undefined) {
+        throw new UsageError("Missing what to replay: an events file, --session or --since", {
+          hint: "sentry policy test strict --session last",
+        });
+      }
+      if (opts.failOn !== undefined) {
+        throw new UsageError("--fail-on goes with --session or --since");
+      }
       await policyTest(policyRef, eventsPath, opts);
     },
   );
+
+  policy.command("learn").description(
+    "write a policy that extends a template and allows what journaled sessions did",
+  )
+    .argument("<session...>", "session ids, unique prefixes, or last")
+    .option(
+      "-t, --template <name|file>",
+      "what the policy extends (default: the session's template, else default)",
+    )
+    .option("-o, --output <file>", "write to a file instead of stdout")
+    .option("-f, --force", "overwrite the output file if it exists")
+    .option("--name <name>", "the policy's name (default: learned-TEMPLATE)")
+    .option("--collapse <n>", "a directory with more than n distinct entries becomes a glob", "5")
+    .option("--hosts <n>", "n or more subdomains of a domain become *.domain", "3")
+    .option("--args <n>", "arguments are pinned when at most n distinct ones were seen", "3")
+    .action(async (sessions: string[], opts: LearnFlags) => {
+      await policyLearn(sessions, opts);
+    });
 }
 
 async function starterPolicy(template: string, agent: string): Promise<string> {

@@ -7,7 +7,8 @@ import {
   normalizePath,
   parseEndpoint,
 } from "./patterns.ts";
-import { type PathKey, pathKey } from "./glob_set.ts";
+import { GlobSet, type PathKey, pathKey } from "./glob_set.ts";
+import type { ResolvedAccess } from "./schema.ts";
 import { commandFactors, endpointFactors, type FactorDraft, pathFactors, POINTS } from "./risk.ts";
 
 /** The part of an event the engine reads. Any `Observation` or `AgentEvent` fits. */
@@ -597,4 +598,193 @@ function ruleVerdict(
   }
   if (best !== null) best.ruleResponse = response;
   return best;
+}
+
+/**
+ * One policy entry that matched an action, as {@link explainMatches} lists it: a custom rule, an
+ * entry of a deny or allow list, a section's default, or one of the engine's own checks.
+ */
+export interface MatchedEntry {
+  /**
+   * Where the entry lives: `rules`, `files.read.deny`, `network.allow`, `processes.default`,
+   * `database.allow`, `limits.memory_mb`, `monitors.files`, `guard.sentry_home`...
+   */
+  section: string;
+  /** The rule id or the entry as written; for a section's default, its value. */
+  entry: string;
+  /** The entry's place in its resolved list (`policy.rules`, `files.read.deny`...), or null. */
+  index: number | null;
+  effect: "allow" | "deny";
+  /** For a rule: its risk points, and the response it names, if any. */
+  risk?: number;
+  response?: Response;
+  /** For a rule: the indices of its exceptions that matched (non-empty: the rule was exempted). */
+  exceptions?: number[];
+}
+
+/**
+ * Every policy entry that matches an action, in precedence order: Sentry's guard, a monitor
+ * switched off, the custom rules (those that apply by risk, highest first, then those an
+ * exception exempted), then each section's deny entries, allow entries and, when no entry
+ * matched, its default. Pure, like {@link evaluate}, and much slower: it tries every entry
+ * instead of stopping at the first, which is what `sentry explain` needs and the hot path must
+ * not pay for. {@link evaluate} stays the one that decides.
+ */
+export function explainMatches(input: Action, policy: CompiledPolicy): MatchedEntry[] {
+  const action = input.kind.startsWith("file.") ? normalizeFileAction(input) : input;
+  const out: MatchedEntry[] = [];
+  const process = processOf(action);
+  const guard = guardVerdict(action, policy);
+  if (guard !== null) out.push(plain(guard.rule, "sentry", guard.deny ? "deny" : "allow"));
+  const monitor = monitorOf(action.kind);
+  if (!policy.monitors[monitor]) out.push(plain(`monitors.${monitor}`, "false", "allow"));
+  const rules = policy.rulesByKind.get(action.kind) ?? [];
+  const applied: MatchedEntry[] = [];
+  const exempted: MatchedEntry[] = [];
+  const ctx = matchContext(action, process);
+  for (const r of rules) {
+    if (!matchHits(r.match, ctx)) continue;
+    const exceptions: number[] = [];
+    r.exceptions.forEach((e, i) => {
+      if (matchHits(e, ctx)) exceptions.push(i);
+    });
+    const entry: MatchedEntry = {
+      section: "rules",
+      entry: r.rule.id,
+      index: policy.policy.rules.indexOf(r.rule),
+      effect: "deny",
+      risk: r.rule.risk,
+      ...(r.rule.response === undefined ? {} : { response: r.rule.response }),
+      exceptions,
+    };
+    (exceptions.length > 0 ? exempted : applied).push(entry);
+  }
+  // Stable: among rules of equal risk, the first in policy order wins, as in evaluate().
+  applied.sort((a, b) => (b.risk ?? 0) - (a.risk ?? 0));
+  out.push(...applied, ...exempted);
+  out.push(...sectionMatches(action, policy, process));
+  return out;
+}
+
+function plain(section: string, entry: string, effect: "allow" | "deny"): MatchedEntry {
+  return { section, entry, index: null, effect };
+}
+
+function accessMatches(
+  path: string,
+  access: CompiledAccess,
+  labels: ResolvedAccess,
+): MatchedEntry[] {
+  const out: MatchedEntry[] = [];
+  for (const list of ["deny", "allow"] as const) {
+    const set = access[list];
+    const one = singleGlobs(set);
+    set.globs.forEach((glob, i) => {
+      if (one[i]?.test(path)) {
+        out.push({
+          section: `${access.section}.${list}`,
+          entry: labels[list][i] ?? glob,
+          index: i,
+          effect: list,
+        });
+      }
+    });
+  }
+  if (out.length === 0) {
+    out.push(plain(`${access.section}.default`, access.default, access.default));
+  }
+  return out;
+}
+
+/** Each glob of a set on its own, compiled once per set: explaining tries them all. */
+const SINGLE_GLOBS = new WeakMap<GlobSet, GlobSet[]>();
+
+function singleGlobs(set: GlobSet): GlobSet[] {
+  let one = SINGLE_GLOBS.get(set);
+  if (one === undefined) {
+    one = set.globs.map((g) => new GlobSet([g]));
+    SINGLE_GLOBS.set(set, one);
+  }
+  return one;
+}
+
+function processListMatches(p: ProcessView, policy: CompiledPolicy): MatchedEntry[] {
+  const out: MatchedEntry[] = [];
+  for (const list of ["deny", "allow"] as const) {
+    policy.processes[list].forEach((e, i) => {
+      if (processMatches(e, p)) {
+        out.push({ section: `processes.${list}`, entry: e.text, index: i, effect: list });
+      }
+    });
+  }
+  if (out.length === 0) {
+    out.push(plain("processes.default", policy.processes.default, policy.processes.default));
+  }
+  return out;
+}
+
+function networkMatches(action: Action, policy: CompiledPolicy): MatchedEntry[] {
+  const { network } = policy;
+  if (action.kind === "net.listen") {
+    return [plain("network.listen", String(network.listen), network.listen ? "allow" : "deny")];
+  }
+  const ep = endpointOf(action);
+  const out: MatchedEntry[] = [];
+  const list = (section: string, entries: readonly NetworkEntry[], effect: "allow" | "deny") =>
+    entries.forEach((e, i) => {
+      if (networkEntryMatches(e, ep)) out.push({ section, entry: e.text, index: i, effect });
+    });
+  list("network.deny", network.deny, "deny");
+  if (ep.unix !== null) {
+    list("network.allow", network.allow, "allow");
+    if (out.length === 0) out.push(plain("network.unix", "allow", "allow"));
+    return out;
+  }
+  if (action.kind === "db.connect") {
+    list("database.allow", policy.database.allow, "allow");
+    if (out.length === 0) out.push(plain("database.allow", "[]", "deny"));
+    return out;
+  }
+  list("network.allow", network.allow, "allow");
+  if (out.length === 0) out.push(plain("network.default", network.default, network.default));
+  return out;
+}
+
+function sectionMatches(action: Action, policy: CompiledPolicy, p: ProcessView): MatchedEntry[] {
+  const { files } = policy;
+  const labels = policy.policy.files;
+  switch (action.kind) {
+    case "file.read":
+      return accessMatches(action.target, files.read, labels.read);
+    case "file.write":
+    case "file.create":
+      return accessMatches(action.target, files.write, labels.write);
+    case "file.delete":
+      return accessMatches(action.target, files.delete, labels.delete);
+    case "file.rename": {
+      const from = action.detail?.from;
+      return [
+        ...accessMatches(action.target, files.write, labels.write),
+        ...(typeof from === "string" ? accessMatches(from, files.delete, labels.delete) : []),
+      ];
+    }
+    case "proc.exec":
+      return processListMatches(p, policy);
+    case "proc.exit":
+    case "proc.control":
+      return [plain("processes", "exit", "allow")];
+    case "net.connect":
+    case "net.listen":
+    case "db.connect":
+      return networkMatches(action, policy);
+    case "resource.cpu": {
+      const v = cpuVerdict(action, policy);
+      return [plain(v.rule, String(policy.limits.cpu_percent), v.deny ? "deny" : "allow")];
+    }
+    case "resource.memory": {
+      const mb = numberDetail(action, "mb");
+      const over = mb !== null && mb > policy.limits.memory_mb;
+      return [plain("limits.memory_mb", String(policy.limits.memory_mb), over ? "deny" : "allow")];
+    }
+  }
 }

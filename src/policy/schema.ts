@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { KINDS, RESPONSES } from "../events/mod.ts";
 import { DURATION_PATTERN } from "./duration.ts";
+import { VERSION_PATTERN } from "./versions.ts";
 
 /** The modes, from least to most drastic: each caps the response Sentry may take. */
 export const MODES = ["monitor", "alert", "block", "pause", "rollback", "kill"] as const;
@@ -83,6 +84,13 @@ export const DEFAULT_DB_PORTS = [5432, 3306, 27017, 6379, 1433, 5984, 9042, 9200
 export const PolicyFile = z.strictObject({
   name: z.string().min(1).optional(),
   description: z.string().optional(),
+  /** The policy's own version, such as `1.2.0` (`policy list` shows it). */
+  version: z.string().regex(VERSION_PATTERN, "expected a version such as 1.2.0").optional(),
+  /** The oldest Sentry that can load this policy; a newer one than this Sentry is refused. */
+  required_sentry_version: z.string().regex(
+    VERSION_PATTERN,
+    "expected a version such as 0.1.0",
+  ).optional(),
   /** A template name (`coding-agent`) or a file path, relative to this file. */
   extends: z.string().min(1).optional(),
   /** The agent's working tree; `run --workspace` overrides it. Default: the current directory. */
