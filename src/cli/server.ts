@@ -1,9 +1,23 @@
 import type { Command } from "commander";
 import { join } from "node:path";
 import { allowedHostsFor, journalPoller, listen, PortInUseError } from "../api/mod.ts";
-import { createCollectorApp, KeyError, type KeyStore, openKeyStore } from "../collector/mod.ts";
+import {
+  type CollectorStore,
+  createCollectorApp,
+  isPostgresUrl,
+  KeyError,
+  openKeyStore,
+  openPostgresStore,
+  openSqliteStore,
+  parseRetention,
+  type PostgresStore,
+  type SqliteStore,
+  storePoller,
+} from "../collector/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, loadOrCreateToken } from "../platform/mod.ts";
+import { loadConfig } from "../config/mod.ts";
+import { startCollectorExport } from "./_collector_export.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, printJson, println, printTable } from "./output.ts";
 import { shortTime } from "./sessions.ts";
@@ -19,6 +33,23 @@ const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
 
 interface DataOption {
   data?: string;
+  /** `sqlite` or a `postgres://` URL; else the config file's `server.store`, else sqlite. */
+  store?: string;
+}
+
+/** How often a PostgreSQL collector makes partitions ahead and applies its retention. */
+const MAINTENANCE_MS = 60 * 60 * 1000;
+
+/** The store's URL (`--store`, else `server.store` in the config file), or null for SQLite. */
+async function storeUrl(opts: DataOption): Promise<string | null> {
+  const value = opts.store ?? (await loadConfig()).config.server.store;
+  if (value === undefined || value.toLowerCase() === "sqlite") return null;
+  if (!isPostgresUrl(value)) {
+    throw new UsageError(`Invalid --store "${value}": give "sqlite" or a postgres:// URL`, {
+      hint: "for example: --store postgres://sentry@db.internal/sentry",
+    });
+  }
+  return value;
 }
 
 /** The collector's data directory: `--data`, else `<data dir>/collector`; created 0700. */
@@ -27,14 +58,30 @@ function collectorDir(opts: DataOption): string {
   return ensureDataDir(dir);
 }
 
-function openKeys(opts: DataOption): KeyStore {
-  return openKeyStore(collectorDir(opts));
+/** The key operations of a store: the commands of `sentry server keys`. */
+type KeyOps = Pick<CollectorStore, "addKey" | "listKeys" | "revokeKey" | "close">;
+
+/** The key store the options name: the database's, or `keys.json` in the data directory. */
+async function openKeys(opts: DataOption): Promise<KeyOps> {
+  const url = await storeUrl(opts);
+  if (url !== null) return await openPostgresStore(url);
+  const keys = openKeyStore(collectorDir(opts));
+  return {
+    addKey: (name) => Promise.resolve().then(() => keys.add(name)),
+    listKeys: () => Promise.resolve().then(() => keys.list()),
+    revokeKey: (ref) => Promise.resolve().then(() => keys.revoke(ref)),
+    close: () => Promise.resolve(),
+  };
 }
 
-/** Runs a key store action, turning its validation errors into usage errors (exit 2). */
-function keyAction<T>(body: () => T): T {
+/** Runs a key action on the store, turning its validation errors into usage errors (exit 2). */
+async function keyAction<T>(
+  opts: DataOption,
+  body: (store: KeyOps) => Promise<T>,
+): Promise<T> {
+  const store = await openKeys(opts);
   try {
-    return body();
+    return await body(store);
   } catch (error) {
     if (error instanceof KeyError) {
       throw new UsageError(error.message, {
@@ -44,6 +91,8 @@ function keyAction<T>(body: () => T): T {
       });
     }
     throw error;
+  } finally {
+    await store.close();
   }
 }
 
@@ -56,11 +105,16 @@ export function registerServerCommands(program: Command): void {
     .option("--listen <address>", "the address to listen on", "127.0.0.1")
     .option("--data <dir>", "the collector's data directory (default: <data dir>/collector)")
     .option(
+      "--store <url>",
+      "where events are kept: sqlite (default) or a postgres:// URL shared by several servers",
+    )
+    .option("--retain <age>", "with PostgreSQL: drop events older than this, such as 30d")
+    .option(
       "--allow-host <host>",
       "a Host header the dashboard accepts, such as the name of a reverse proxy (repeatable)",
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
-    .action(async (opts: DataOption & { port: string; listen: string; allowHost?: string[] }) => {
+    .action(async (opts: ServeOptions) => {
       await serveCollector(opts);
     });
 
@@ -70,9 +124,12 @@ export function registerServerCommands(program: Command): void {
   keys.command("add").description("make a key and print it (shown only this once)")
     .argument("<name>", "a name for the key, such as the host's")
     .option("--data <dir>", "the collector's data directory")
-    .action((name: string, _opts: DataOption, cmd: Command) => {
-      const store = openKeys(cmd.optsWithGlobals<DataOption>());
-      const { key, info } = keyAction(() => store.add(name));
+    .option("--store <url>", "the collector's store: sqlite or a postgres:// URL")
+    .action(async (name: string, _opts: DataOption, cmd: Command) => {
+      const { key, info } = await keyAction(
+        cmd.optsWithGlobals<DataOption>(),
+        (store) => store.addKey(name),
+      );
       println(key);
       eprintln(
         `sentry: added key ${info.id} "${info.name}"; it is shown only now: store it ` +
@@ -82,8 +139,9 @@ export function registerServerCommands(program: Command): void {
   keys.command("list").description("list keys, active and revoked (never the secrets)")
     .option("--json", "print one JSON object per line")
     .option("--data <dir>", "the collector's data directory")
-    .action((opts: DataOption & { json?: boolean }, cmd: Command) => {
-      const list = openKeys(cmd.optsWithGlobals<DataOption>()).list();
+    .option("--store <url>", "the collector's store: sqlite or a postgres:// URL")
+    .action(async (opts: DataOption & { json?: boolean }, cmd: Command) => {
+      const list = await keyAction(cmd.optsWithGlobals<DataOption>(), (store) => store.listKeys());
       if (opts.json) {
         for (const k of list) printJson(k);
         return;
@@ -102,10 +160,12 @@ export function registerServerCommands(program: Command): void {
   keys.command("revoke").description("revoke a key: its hosts get 401 from their next request")
     .argument("<key>", "the key's id (k_...) or name")
     .option("--data <dir>", "the collector's data directory")
-    .action((ref: string, _opts: DataOption, cmd: Command) => {
-      const store = openKeys(cmd.optsWithGlobals<DataOption>());
-      const before = store.list().find((k) => k.id === ref || k.name === ref);
-      const info = keyAction(() => store.revoke(ref));
+    .option("--store <url>", "the collector's store: sqlite or a postgres:// URL")
+    .action(async (ref: string, _opts: DataOption, cmd: Command) => {
+      const { before, info } = await keyAction(cmd.optsWithGlobals<DataOption>(), async (store) => {
+        const before = (await store.listKeys()).find((k) => k.id === ref || k.name === ref);
+        return { before, info: await store.revokeKey(ref) };
+      });
       const already = before?.id === info.id && before.revoked_at !== null;
       println(
         already
@@ -147,9 +207,14 @@ function collectorHosts(listenOn: string, port: number, extra: readonly string[]
   return [...new Set(hosts)];
 }
 
-async function serveCollector(
-  opts: DataOption & { port: string; listen: string; allowHost?: string[] },
-): Promise<void> {
+interface ServeOptions extends DataOption {
+  port: string;
+  listen: string;
+  allowHost?: string[];
+  retain?: string;
+}
+
+async function serveCollector(opts: ServeOptions): Promise<void> {
   const port = Number(opts.port);
   if (!/^\d+$/.test(opts.port) || port > 65535) {
     throw new UsageError(`Invalid --port "${opts.port}": give a port from 0 to 65535`);
@@ -161,38 +226,68 @@ async function serveCollector(
       "yellow",
     ));
   }
+  const { config } = await loadConfig();
+  const retainText = opts.retain ?? config.server.retain;
+  let retainMs: number | null = null;
+  if (retainText !== undefined) {
+    try {
+      retainMs = parseRetention(retainText);
+    } catch (error) {
+      throw new UsageError(`Invalid --retain: ${(error as Error).message}`);
+    }
+  }
+  const url = await storeUrl(opts);
+  if (retainMs !== null && url === null) {
+    throw new UsageError(
+      `Invalid --retain "${retainText}": retention drops PostgreSQL partitions`,
+      { hint: "use it with --store postgres://..., or leave it out with SQLite" },
+    );
+  }
   const dir = collectorDir(opts);
-  const keys = openKeyStore(dir);
-  if (!keys.list().some((k) => k.revoked_at === null)) {
+  let store: CollectorStore;
+  let pg: PostgresStore | null = null;
+  if (url === null) {
+    store = openSqliteStore({
+      journal: openJournal(join(dir, JOURNAL_FILE)),
+      keys: openKeyStore(dir),
+    });
+  } else {
+    store = pg = await openPostgresStore(url);
+  }
+  if (!(await store.listKeys()).some((k) => k.revoked_at === null)) {
     eprintln(paint(
       "sentry: warning: no active upload key yet: make one with: sentry server keys add NAME",
       "yellow",
     ));
   }
-  const journal = openJournal(join(dir, JOURNAL_FILE));
   const token = loadOrCreateToken(dir);
-  const poller = journalPoller(journal);
+  const poller = store.kind === "sqlite"
+    ? journalPoller((store as SqliteStore).journal)
+    : storePoller(store);
   const ac = new AbortController();
   let listener;
   try {
     listener = listen({ hostname: opts.listen, ports: [port], signal: ac.signal });
   } catch (error) {
     poller.close();
-    journal.close();
+    await store.close();
     if (error instanceof PortInUseError) {
       throw new UsageError(error.message, { hint: "choose another with --port" });
     }
     throw error;
   }
   const actual = listener.port;
+  const exporter = startCollectorExport(config.outputs.otlp, {
+    report: (message) => eprintln(`sentry: collector: ${message}`),
+  });
   const app = createCollectorApp({
-    journal,
-    keys,
+    store,
     onError: (error) =>
       eprintln(
         `sentry: collector error: ${error instanceof Error ? error.message : String(error)}`,
       ),
     onNotice: (message) => eprintln(`sentry: collector: ${message}`),
+    ...(exporter === null ? {} : { onIngested: exporter.onIngested }),
     api: {
       dataDir: dir,
       token,
@@ -208,9 +303,36 @@ async function serveCollector(
   const host = opts.listen.includes(":") && !opts.listen.startsWith("[")
     ? `[${opts.listen}]`
     : opts.listen;
-  const url = `http://${host}:${actual}`;
-  eprintln(`sentry: collector listening at ${url} (data "${dir}"); Ctrl-C stops`);
-  eprintln(`sentry: hosts upload with: sentry login --endpoint ${url} --api-key KEY`);
+  const address = `http://${host}:${actual}`;
+  eprintln(
+    `sentry: collector listening at ${address} (data "${dir}", store "${store.location}"); ` +
+      "Ctrl-C stops",
+  );
+  eprintln(`sentry: hosts upload with: sentry login --endpoint ${address} --api-key KEY`);
+  // PostgreSQL: partitions made ahead, and the retention applied, now and every hour.
+  let maintenance: ReturnType<typeof setInterval> | undefined;
+  if (pg !== null) {
+    const db = pg;
+    const maintain = async (): Promise<void> => {
+      try {
+        await db.prepare();
+        if (retainMs !== null) {
+          const cut = new Date(Date.now() - retainMs);
+          const gone = await db.retain(cut);
+          if (gone.partitions > 0 || gone.sessions > 0) {
+            eprintln(
+              `sentry: collector: retention dropped ${gone.partitions} day partition(s) and ` +
+                `${gone.sessions} session(s) before ${cut.toISOString()}`,
+            );
+          }
+        }
+      } catch (error) {
+        eprintln(`sentry: collector: maintenance failed: ${(error as Error).message}`);
+      }
+    };
+    await maintain();
+    maintenance = setInterval(maintain, MAINTENANCE_MS);
+  }
   const dataFlag = opts.data === undefined ? "" : ` --data ${opts.data}`;
   eprintln(`sentry: the dashboard's token: sentry server token${dataFlag}`);
   try {
@@ -219,7 +341,9 @@ async function serveCollector(
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     app.close();
+    await exporter?.close();
+    clearInterval(maintenance);
     poller.close();
-    journal.close();
+    await store.close();
   }
 }

@@ -7,47 +7,94 @@
 
 import { join } from "node:path";
 import { type AgentEvent, createUlid } from "../events/mod.ts";
-import { type Journal, JOURNAL_FILE, openJournal, type SessionRecord } from "../journal/mod.ts";
-import { createLiveHub } from "../api/mod.ts";
+import { JOURNAL_FILE, openJournal, type SessionRecord } from "../journal/mod.ts";
+import { createLiveHub, type LiveSource } from "../api/mod.ts";
 import { type CollectorApp, type CollectorDeps, createCollectorApp } from "./app.ts";
-import { type KeyStore, openKeyStore } from "./keys.ts";
+import { openKeyStore } from "./keys.ts";
+import type { TestPostgres } from "./_pg_testing.ts";
+import { openPostgresStore } from "./pg_store.ts";
+import { openSqliteStore } from "./sqlite_store.ts";
+import type { CollectorStore } from "./store.ts";
+import { storePoller } from "./store_api.ts";
 
 /** The collector API's bearer token in tests. */
 export const API_TOKEN = "collector-test-token-0123456789";
 
+/** Which store a test collector keeps its data in. */
+export type TestBackend = { name: "sqlite" } | { name: "postgres"; pg: TestPostgres };
+
 /** A temporary collector. */
 export interface Collector {
   dir: string;
-  journal: Journal;
-  keys: KeyStore;
+  store: CollectorStore;
   app: CollectorApp;
-  close(): void;
+  /** Another store on the same data, as a second `sentry server` process opens it. */
+  second(): Promise<CollectorStore>;
+  /** Makes the key store unreadable (a corrupt `keys.json`, a dropped keys table). */
+  breakKeys(): Promise<void>;
+  close(): Promise<void>;
 }
 
-/** Opens a collector in a temporary directory, with the API mounted (token {@link API_TOKEN}). */
-export function openCollector(options: Partial<CollectorDeps> = {}): Collector {
+let databases = 0;
+
+/**
+ * Opens a collector in a temporary directory, with the API mounted (token {@link API_TOKEN}),
+ * over SQLite or a fresh database of a test PostgreSQL cluster.
+ */
+export async function openCollector(
+  options: Partial<CollectorDeps> = {},
+  backend: TestBackend = { name: "sqlite" },
+): Promise<Collector> {
   const dir = Deno.makeTempDirSync({ prefix: "sentry-collector-" });
-  const journal = openJournal(join(dir, JOURNAL_FILE), { hostname: "collector" });
-  const keys = openKeyStore(dir);
+  const others: CollectorStore[] = [];
+  let store: CollectorStore;
+  let second: () => Promise<CollectorStore>;
+  let breakKeys: () => Promise<void>;
+  let live: LiveSource & { close?(): void };
+  if (backend.name === "sqlite") {
+    const journal = openJournal(join(dir, JOURNAL_FILE), { hostname: "collector" });
+    store = openSqliteStore({ journal, keys: openKeyStore(dir) });
+    second = () =>
+      Promise.resolve(openSqliteStore({
+        journal: openJournal(join(dir, JOURNAL_FILE), { hostname: "collector" }),
+        keys: openKeyStore(dir),
+      }));
+    breakKeys = () =>
+      Promise.resolve(Deno.writeTextFileSync(join(dir, "keys.json"), "{broken", { mode: 0o600 }));
+    live = createLiveHub();
+  } else {
+    const url = await backend.pg.createDatabase(`collector_${++databases}`);
+    store = await openPostgresStore(url, { maxConnections: 4 });
+    second = () => openPostgresStore(url, { maxConnections: 2 });
+    breakKeys = async () => {
+      const admin = await openPostgresStore(url, { maxConnections: 1 });
+      try {
+        await admin.execute("ALTER TABLE collector_keys RENAME TO collector_keys_gone");
+      } finally {
+        await admin.close();
+      }
+    };
+    live = storePoller(store, { intervalMs: 50 });
+  }
   const app = createCollectorApp({
-    journal,
-    keys,
-    api: {
-      dataDir: dir,
-      token: API_TOKEN,
-      allowedHosts: ["localhost"],
-      live: createLiveHub(),
-    },
+    store,
+    api: { dataDir: dir, token: API_TOKEN, allowedHosts: ["localhost"], live },
     ...options,
   });
   return {
     dir,
-    journal,
-    keys,
+    store,
     app,
-    close() {
+    async second() {
+      const other = await second();
+      others.push(other);
+      return other;
+    },
+    breakKeys,
+    async close() {
       app.close();
-      if (!journal.closed) journal.close();
+      live.close?.();
+      for (const s of [store, ...others]) await s.close().catch(() => {});
       Deno.removeSync(dir, { recursive: true });
     },
   };

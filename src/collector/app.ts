@@ -22,6 +22,7 @@ import {
 } from "../api/mod.ts";
 import type { IngestResult, Journal, SessionRecord } from "../journal/mod.ts";
 import { IngestError } from "../journal/mod.ts";
+import type { AgentEvent } from "../events/mod.ts";
 import { VERSION } from "../version.ts";
 import {
   BATCH_PROTOCOL,
@@ -33,15 +34,10 @@ import {
   parseJson,
   readLimited,
 } from "./batch.ts";
-import {
-  bindHost,
-  HOST_STATE_PREFIX,
-  type HostRecord,
-  parseHost,
-  recordHostVisit,
-  unbindHost,
-} from "./hosts.ts";
 import type { KeyInfo, KeyStore } from "./keys.ts";
+import { listJournalHosts, openSqliteStore, type SqliteStore } from "./sqlite_store.ts";
+import type { CollectorStore, HostSummary } from "./store.ts";
+import { createStoreApi } from "./store_api.ts";
 
 /** The `server` field of the hello answer. */
 export const SERVER_NAME = "sentry-collector";
@@ -54,7 +50,10 @@ export interface CollectorApiDeps {
   token: string;
   /** The `Host` values the API and dashboard accept; the sync routes accept any. */
   allowedHosts: readonly string[];
-  /** Live events for the stream: a `journalPoller` over the collector's journal. */
+  /**
+   * Live events for the stream: a `journalPoller` over the collector's journal, or a
+   * `storePoller` over a PostgreSQL store.
+   */
   live: LiveSource;
   /** Keep-alive interval of the event stream; default 15 s. */
   heartbeatMs?: number;
@@ -62,10 +61,15 @@ export interface CollectorApiDeps {
 
 /** What {@link createCollectorApp} is built from. */
 export interface CollectorDeps {
-  /** The collector's own journal, where batches are stored. */
-  journal: Journal;
-  /** The upload keys. */
-  keys: KeyStore;
+  /**
+   * Where keys, hosts, sessions and events are kept: SQLite or PostgreSQL. Without it, the
+   * SQLite store over `journal` and `keys`.
+   */
+  store?: CollectorStore;
+  /** The collector's own journal, where batches are stored (when no `store` is given). */
+  journal?: Journal;
+  /** The upload keys (when no `store` is given). */
+  keys?: KeyStore;
   /** The wall clock; defaults to `Date.now`. */
   now?: () => number;
   /** Batch limits; each defaults to {@link DEFAULT_LIMITS}. */
@@ -87,6 +91,25 @@ export interface CollectorDeps {
    * for a host bound to another key, a host moved to a rotated key. One line, no secret.
    */
   onNotice?: (message: string) => void;
+  /**
+   * Hears each stored batch, after its transaction, with the events it held: the hand-off to
+   * the OTLP exporter of `sentry server`. A batch made only of events stored before (a host
+   * resending after a lost answer) is not passed on. Must not throw or wait.
+   */
+  onIngested?: (batch: IngestedBatch) => void;
+}
+
+/** A stored batch, as {@link CollectorDeps.onIngested} hears it. */
+export interface IngestedBatch {
+  /** The uploading host's id, upper case. */
+  hostId: string;
+  /** The host's name as it reported it. */
+  hostName: string;
+  /** The batch's events, in order. */
+  events: readonly AgentEvent[];
+  /** How many were new, and how many were already stored. */
+  accepted: number;
+  duplicates: number;
 }
 
 /** The app, and `close()` to stop the API's background subscription. */
@@ -94,12 +117,6 @@ export type CollectorApp = Hono & {
   /** Stops the API's live counters; call at teardown. */
   close(): void;
 };
-
-/** A host as `GET /v1/hosts` lists it. */
-export interface HostSummary extends HostRecord {
-  /** Sessions stored from this host under this key. */
-  sessions: number;
-}
 
 /** How long a busy collector asks clients to wait, in seconds. */
 const RETRY_AFTER_S = 1;
@@ -114,7 +131,7 @@ const RETRY_AFTER_S = 1;
  * a batch, past 64 KiB on every other route.
  */
 export function createCollectorApp(deps: CollectorDeps): CollectorApp {
-  const { journal, keys } = deps;
+  const store = deps.store ?? sqliteStoreOf(deps);
   const now = deps.now ?? Date.now;
   const limits: BatchLimits = { ...DEFAULT_LIMITS, ...deps.limits };
   const maxConcurrent = deps.maxConcurrent ?? 16;
@@ -143,10 +160,10 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
   });
 
   /** The key of the request, or a 401 response. */
-  function authorise(c: Context): KeyInfo | Response {
+  async function authorise(c: Context): Promise<KeyInfo | Response> {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+([\x21-\x7e]{1,512})\s*$/i.exec(header);
-    const key = match === null ? null : keys.verify(match[1] ?? "");
+    const key = match === null ? null : await store.verifyKey(match[1] ?? "");
     if (key !== null) return key;
     c.header("WWW-Authenticate", 'Bearer realm="sentry-collector"');
     return c.json({
@@ -157,8 +174,8 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
     }, 401);
   }
 
-  app.get("/v1/sync/hello", (c) => {
-    const key = authorise(c);
+  app.get("/v1/sync/hello", async (c) => {
+    const key = await authorise(c);
     if (key instanceof Response) return key;
     return c.json({
       protocol: BATCH_PROTOCOL,
@@ -175,7 +192,7 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
   });
 
   app.post("/v1/sync/batches", async (c) => {
-    const key = authorise(c);
+    const key = await authorise(c);
     if (key instanceof Response) return key;
     if (inFlight >= maxConcurrent) {
       await c.req.raw.body?.cancel().catch(() => {});
@@ -242,14 +259,20 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
     const json = encoding === "identity" ? raw : await gunzipLimited(raw, limits.maxJsonBytes);
     const batch = parseBatch(parseJson(json), limits);
     const hostId = batch.host.id.toUpperCase();
-    // Synchronous from here to the end: no other batch of this process interleaves.
-    const all = keys.list();
-    const binding = bindHost(journal, { hostId, key, keys: all });
-    if (binding.outcome === "refused") {
-      const holder = all.find((k) => k.id === binding.boundTo);
+    const stored = await store.accept({
+      key,
+      hostId,
+      hostName: batch.host.name,
+      sessions: batch.sessions,
+      events: batch.events,
+      dropped: batch.dropped,
+      at: new Date(now()).toISOString(),
+    });
+    if (stored.outcome === "refused") {
+      const holder = (await store.listKeys()).find((k) => k.id === stored.boundTo);
       deps.onNotice?.(
         `refused a batch for host "${hostId}" from key ${key.id} ("${key.name}"): the host is ` +
-          `bound to key ${binding.boundTo}${holder === undefined ? "" : ` ("${holder.name}")`}`,
+          `bound to key ${stored.boundTo}${holder === undefined ? "" : ` ("${holder.name}")`}`,
       );
       throw new BatchError(
         403,
@@ -258,34 +281,22 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
         "host.id",
       );
     }
+    const { binding, result } = stored;
     if (binding.outcome === "rebound") {
       deps.onNotice?.(
         `host "${hostId}" moved from key ${binding.previous} (revoked, or gone from the key ` +
           `store) to key ${key.id} ("${key.name}")`,
       );
     }
-    let result: IngestResult;
-    try {
-      result = journal.ingest({
-        key: key.id,
+    if (result.accepted > 0) {
+      deps.onIngested?.({
         hostId,
-        sessions: batch.sessions,
+        hostName: batch.host.name,
         events: batch.events,
+        accepted: result.accepted,
+        duplicates: result.duplicates,
       });
-    } catch (error) {
-      unbindHost(journal, { hostId, keyId: key.id, binding });
-      throw error;
     }
-    recordHostVisit(journal, {
-      hostId,
-      name: batch.host.name,
-      keyId: key.id,
-      keyName: key.name,
-      at: new Date(now()).toISOString(),
-      accepted: result.accepted,
-      duplicates: result.duplicates,
-      dropped: batch.dropped,
-    });
     return result;
   }
 
@@ -299,18 +310,22 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
   let api: SentryApp | null = null;
   if (deps.api !== undefined) {
     const a = deps.api;
-    api = createApp({
-      journal,
+    const options = {
       dataDir: a.dataDir,
       token: a.token,
       allowedHosts: a.allowedHosts,
       live: a.live,
       controls: remoteControls(),
       ...(a.heartbeatMs === undefined ? {} : { heartbeatMs: a.heartbeatMs }),
-    });
+    };
+    // The SQLite store keeps the local API over its journal, as before; another store gets the
+    // same routes over its asynchronous queries.
+    api = isSqliteStore(store)
+      ? createApp({ journal: store.journal, ...options })
+      : createStoreApi(store, options);
     const guard = hostGuard(a.allowedHosts);
     const auth = bearerAuth(a.token);
-    app.get("/v1/hosts", guard, auth, (c) => c.json({ hosts: listHosts(journal) }));
+    app.get("/v1/hosts", guard, auth, async (c) => c.json({ hosts: await store.listHosts() }));
     app.all("/v1/hosts", guard, auth, (c) => methodNotAllowed(c, "GET"));
     const inner = api;
     app.all("*", (c) => inner.fetch(c.req.raw));
@@ -326,15 +341,19 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
  * counts.
  */
 export function listHosts(journal: Journal): HostSummary[] {
-  const counts = new Map<string, number>();
-  for (const o of journal.sessionOrigins()) counts.set(`${o.key}:${o.hostId}`, o.sessions);
-  const hosts: HostSummary[] = [];
-  for (const [, value] of journal.syncStates(HOST_STATE_PREFIX)) {
-    const host = parseHost(value);
-    if (host === null) continue;
-    hosts.push({ ...host, sessions: counts.get(`${host.key_id}:${host.host_id}`) ?? 0 });
+  return listJournalHosts(journal);
+}
+
+/** The SQLite store of `deps.journal` and `deps.keys`, when no store is given. */
+function sqliteStoreOf(deps: CollectorDeps): SqliteStore {
+  if (deps.journal === undefined || deps.keys === undefined) {
+    throw new TypeError("Cannot build the collector: give a store, or a journal and keys");
   }
-  return hosts.sort((a, b) => b.last_seen.localeCompare(a.last_seen));
+  return openSqliteStore({ journal: deps.journal, keys: deps.keys });
+}
+
+function isSqliteStore(store: CollectorStore): store is SqliteStore {
+  return store.kind === "sqlite" && "journal" in store;
 }
 
 /**
@@ -362,7 +381,16 @@ function methodNotAllowed(c: Context, allow: string): Response {
   );
 }
 
-/** An error of SQLite itself (busy, full disk), as opposed to a bug: worth a retry. */
+/**
+ * An error of the database itself, as opposed to a bug: worth a retry. SQLite: busy, full
+ * disk. PostgreSQL: a lost or refused connection, a deadlock or serialization failure (class
+ * 40), too many connections or no space (53), a shutdown (57).
+ */
 function isDatabaseError(error: unknown): boolean {
-  return error instanceof Error && (error as { code?: unknown }).code === "ERR_SQLITE_ERROR";
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (code === "ERR_SQLITE_ERROR") return true;
+  if (typeof code !== "string") return false;
+  if (/^(CONNECTION_|CONNECT_TIMEOUT|ECONN|EPIPE|ETIMEDOUT)/.test(code)) return true;
+  return error.name === "PostgresError" && /^(08|40|53|57)/.test(code);
 }

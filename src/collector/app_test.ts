@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { HelloBody } from "../sync/mod.ts";
 import {
   API_TOKEN,
@@ -10,21 +9,31 @@ import {
   makeEvent,
   makeSession,
   openCollector,
+  type TestBackend,
   ulid,
 } from "./_testing.ts";
-import { openKeyStore } from "./keys.ts";
-import { HOST_BINDING_PREFIX, hostBindingKey, recordHostVisit } from "./hosts.ts";
+import { postgresSkip, startPostgres } from "./_pg_testing.ts";
 import type { CollectorDeps } from "./app.ts";
+
+/** The cases, each run against SQLite and against PostgreSQL (see the end of the file). */
+const cases: [string, () => Promise<void>][] = [];
+
+function test(name: string, fn: () => Promise<void>): void {
+  cases.push([name, fn]);
+}
+
+/** The store the current case runs against. */
+let backend: TestBackend = { name: "sqlite" };
 
 async function withCollector(
   body: (c: Collector, key: string) => Promise<void>,
   options: Partial<CollectorDeps> = {},
 ): Promise<void> {
-  const c = openCollector(options);
+  const c = await openCollector(options, backend);
   try {
-    await body(c, c.keys.add("laptop").key);
+    await body(c, (await c.store.addKey("laptop")).key);
   } finally {
-    c.close();
+    await c.close();
   }
 }
 
@@ -33,10 +42,10 @@ async function post(c: Collector, body: unknown, options: Parameters<typeof batc
   return { status: response.status, body: await response.json(), headers: response.headers };
 }
 
-function counts(c: Collector): { sessions: number; events: number } {
+async function counts(c: Collector): Promise<{ sessions: number; events: number }> {
   return {
-    sessions: c.journal.listSessions({ limit: 100_000 }).length,
-    events: c.journal.queryEvents({ limit: 1_000_000 }).length,
+    sessions: (await c.store.listSessions({ limit: 100_000 })).length,
+    events: (await c.store.queryEvents({ limit: 1_000_000 })).length,
   };
 }
 
@@ -52,7 +61,7 @@ function validBatch(n: number, options: { session?: string; host?: string } = {}
   });
 }
 
-Deno.test("hello answers a valid key with its id and name, the protocol and the time", async () => {
+test("hello answers a valid key with its id and name, the protocol and the time", async () => {
   await withCollector(async (c, key) => {
     const before = Date.now();
     const response = await c.app.request("/v1/sync/hello", {
@@ -63,12 +72,12 @@ Deno.test("hello answers a valid key with its id and name, the protocol and the 
     assert.equal(body.protocol, 1);
     assert.equal(body.server, "sentry-collector");
     assert.equal(body.key.name, "laptop");
-    assert.equal(body.key.id, c.keys.list()[0]?.id);
+    assert.equal(body.key.id, (await c.store.listKeys())[0]?.id);
     assert.ok(Date.parse(body.time) >= before - 1 && Date.parse(body.time) <= Date.now() + 1);
   });
 });
 
-Deno.test("a missing, unknown or revoked key gets 401 and stores nothing", async () => {
+test("a missing, unknown or revoked key gets 401 and stores nothing", async () => {
   await withCollector(async (c, key) => {
     const batch = validBatch(3);
     const missing = await post(c, batch, {});
@@ -82,19 +91,19 @@ Deno.test("a missing, unknown or revoked key gets 401 and stores nothing", async
     });
     assert.equal(hello.status, 401);
     await hello.body?.cancel();
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
 
     // Revoked through another store on the same file, as `sentry server keys revoke` does.
     assert.equal((await post(c, batch, { key })).status, 200);
-    openKeyStore(c.dir).revoke("laptop");
+    await (await c.second()).revokeKey("laptop");
     const revoked = await post(c, validBatch(2), { key });
     assert.equal(revoked.status, 401);
     assert.match(revoked.body.error, /revoked/);
-    assert.deepEqual(counts(c), { sessions: 1, events: 3 });
+    assert.deepEqual(await counts(c), { sessions: 1, events: 3 });
   });
 });
 
-Deno.test("a body that is not JSON, or in an unknown encoding, gets 415", async () => {
+test("a body that is not JSON, or in an unknown encoding, gets 415", async () => {
   await withCollector(async (c, key) => {
     const text = await post(c, validBatch(1), { key, contentType: "text/plain" });
     assert.equal(text.status, 415);
@@ -108,19 +117,19 @@ Deno.test("a body that is not JSON, or in an unknown encoding, gets 415", async 
   });
 });
 
-Deno.test("a batch of more than 500 events gets 413 naming events, and nothing is stored", async () => {
+test("a batch of more than 500 events gets 413 naming events, and nothing is stored", async () => {
   await withCollector(async (c, key) => {
     const big = await post(c, validBatch(501), { key });
     assert.equal(big.status, 413);
     assert.equal(big.body.field, "events");
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
     const full = await post(c, validBatch(500), { key });
     assert.equal(full.status, 200);
     assert.equal(full.body.accepted, 500);
   });
 });
 
-Deno.test("a body over 1 MiB as received gets 413, whatever it declares", async () => {
+test("a body over 1 MiB as received gets 413, whatever it declares", async () => {
   await withCollector(async (c, key) => {
     const batch = validBatch(2);
     // Padding in an unknown field: valid JSON, too big on the wire.
@@ -147,11 +156,11 @@ Deno.test("a body over 1 MiB as received gets 413, whatever it declares", async 
     });
     assert.equal(response.status, 413);
     assert.ok(sent <= 1024 * 1024 + 2 * chunk.length, `read ${sent} bytes before refusing`);
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
   });
 });
 
-Deno.test("a gzip bomb gets 413 after at most the decompressed limit, and nothing is stored", async () => {
+test("a gzip bomb gets 413 after at most the decompressed limit, and nothing is stored", async () => {
   await withCollector(async (c, key) => {
     // 256 MiB of spaces inside a JSON string compress to about 250 KiB.
     const zeros = new Uint8Array(1024 * 1024).fill(0x20);
@@ -179,11 +188,11 @@ Deno.test("a gzip bomb gets 413 after at most the decompressed limit, and nothin
     assert.equal((await response.json()).field, "body");
     const grown = Deno.memoryUsage().rss - rss;
     assert.ok(grown < 128 * 1024 * 1024, `memory grew by ${grown} bytes`);
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
   });
 });
 
-Deno.test("a malformed batch gets 400 naming the exact field, and nothing is stored", async () => {
+test("a malformed batch gets 400 naming the exact field, and nothing is stored", async () => {
   await withCollector(async (c, key) => {
     const cases: [string, (b: Record<string, unknown>) => unknown, string][] = [
       ["a bad kind", (b) => setEvent(b, 3, { kind: "file.teleport" }), "events[3].kind"],
@@ -214,7 +223,7 @@ Deno.test("a malformed batch gets 400 naming the exact field, and nothing is sto
       assert.equal(response.status, 400, `${what}: ${JSON.stringify(response.body)}`);
       assert.equal(response.body.field, field, `${what}: ${response.body.error}`);
       assert.equal(typeof response.body.error, "string");
-      assert.deepEqual(counts(c), { sessions: 0, events: 0 }, what);
+      assert.deepEqual(await counts(c), { sessions: 0, events: 0 }, what);
     }
     const notJson = await post(c, "{protocol: 1", { key });
     assert.equal(notJson.status, 400);
@@ -241,7 +250,7 @@ Deno.test("a malformed batch gets 400 naming the exact field, and nothing is sto
     });
     assert.equal(header.status, 400);
     assert.equal((await header.json()).field, "protocol");
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
   });
 });
 
@@ -251,7 +260,7 @@ function setEvent(b: Record<string, unknown>, i: number, patch: Record<string, u
   return b;
 }
 
-Deno.test("a retried batch is counted as duplicates and stored once", async () => {
+test("a retried batch is counted as duplicates and stored once", async () => {
   await withCollector(async (c, key) => {
     const batch = validBatch(20);
     const first = await post(c, batch, { key });
@@ -270,11 +279,11 @@ Deno.test("a retried batch is counted as duplicates and stored once", async () =
     };
     const third = await post(c, mixed, { key });
     assert.deepEqual(third.body, { accepted: 5, duplicates: 10, sessions: 1 });
-    assert.deepEqual(counts(c), { sessions: 1, events: 25 });
+    assert.deepEqual(await counts(c), { sessions: 1, events: 25 });
   });
 });
 
-Deno.test("a session's state only moves forward", async () => {
+test("a session's state only moves forward", async () => {
   await withCollector(async (c, key) => {
     const id = ulid();
     const host = ulid();
@@ -287,24 +296,24 @@ Deno.test("a session's state only moves forward", async () => {
     const send = (session: unknown) =>
       post(c, makeBatch({ hostId: host, sessions: [session as never], events: [] }), { key });
     assert.equal((await send(makeSession(id))).status, 200);
-    assert.equal(c.journal.getSession(id).state, "running");
+    assert.equal((await c.store.getSession(id)).state, "running");
     assert.equal((await send(ended)).status, 200);
     // A late retry of an older batch says running again: the end stays.
     const late = await send(makeSession(id));
     assert.equal(late.status, 200);
-    const stored = c.journal.getSession(id);
+    const stored = await c.store.getSession(id);
     assert.equal(stored.state, "ended");
     assert.equal(stored.endedAt, "2026-11-24T18:05:00.000Z");
     assert.equal(stored.exitCode, 0);
   });
 });
 
-Deno.test("another host's session is refused with 400 and nothing of the batch is stored", async () => {
+test("another host's session is refused with 400 and nothing of the batch is stored", async () => {
   await withCollector(async (c, key) => {
-    const other = c.keys.add("intruder").key;
+    const other = (await c.store.addKey("intruder")).key;
     const session = ulid();
     assert.equal((await post(c, validBatch(4, { session }), { key })).status, 200);
-    const before = counts(c);
+    const before = await counts(c);
     const hijack = validBatch(4, { session, host: ulid() });
     // A fresh session first, so that a partial write would show.
     const fresh = ulid();
@@ -318,27 +327,30 @@ Deno.test("another host's session is refused with 400 and nothing of the batch i
     const refused2 = await post(c, sneaky, { key: other });
     assert.equal(refused2.status, 400);
     assert.equal(refused2.body.field, "events[0].session");
-    assert.deepEqual(counts(c), before);
-    assert.throws(() => c.journal.getSession(fresh));
+    assert.deepEqual(await counts(c), before);
+    await assert.rejects(c.store.getSession(fresh));
     // None of the refused batches bound its host id to the intruder's key.
-    assert.equal(c.journal.syncStates(HOST_BINDING_PREFIX).length, 1);
+    const hostOf = (batch: Record<string, unknown>) => (batch["host"] as { id: string }).id;
+    assert.equal(await c.store.hostBinding(hostOf(hijack)), undefined);
+    assert.equal(await c.store.hostBinding(hostOf(sneaky)), undefined);
+    assert.equal(await c.store.hostBinding(HOST), (await c.store.listKeys())[0]?.id);
     // The owning host may rotate its key (revoke it, add one of the same name): its sessions
     // follow it to the new key. Another key, even a valid one, is refused.
     assert.equal((await post(c, validBatch(2, { session }), { key: other })).status, 403);
-    c.keys.revoke("laptop");
-    const next = c.keys.add("laptop").key;
+    await c.store.revokeKey("laptop");
+    const next = (await c.store.addKey("laptop")).key;
     const rotated = await post(c, validBatch(2, { session }), { key: next });
     assert.equal(rotated.status, 200);
   });
 });
 
-Deno.test("a second key presenting a bound host id gets 403 naming host.id, stores nothing and is logged", async () => {
+test("a second key presenting a bound host id gets 403 naming host.id, stores nothing and is logged", async () => {
   const notices: string[] = [];
   await withCollector(async (c, key) => {
-    const other = c.keys.add("intruder");
+    const other = await c.store.addKey("intruder");
     const session = ulid();
     assert.equal((await post(c, validBatch(3, { session }), { key })).status, 200);
-    const before = counts(c);
+    const before = await counts(c);
     // Events into the host's session, then the session ended: both under the intruder's key.
     const inject = validBatch(2, { session });
     const ended = inject["sessions"] as Record<string, unknown>[];
@@ -350,11 +362,11 @@ Deno.test("a second key presenting a bound host id gets 403 naming host.id, stor
       refused.body.error,
       /^Forbidden host\.id "[0-9A-Z]{26}": the host is bound to another key/,
     );
-    assert.deepEqual(counts(c), before);
-    assert.equal(c.journal.getSession(session).state, "running");
-    assert.equal(c.journal.getSession(session).endedAt, null);
-    const hosts = c.journal.syncStates("host:").map(([k]) => k);
-    assert.ok(hosts.every((k) => !k.includes(other.info.id)), "no host record for the intruder");
+    assert.deepEqual(await counts(c), before);
+    assert.equal((await c.store.getSession(session)).state, "running");
+    assert.equal((await c.store.getSession(session)).endedAt, null);
+    const hosts = await c.store.listHosts();
+    assert.ok(hosts.every((h) => h.key_id !== other.info.id), "no host record for the intruder");
     assert.equal(notices.length, 1);
     assert.match(
       notices[0]!,
@@ -366,22 +378,22 @@ Deno.test("a second key presenting a bound host id gets 403 naming host.id, stor
   }, { onNotice: (m) => notices.push(m) });
 });
 
-Deno.test("a host id is bound by its first accepted batch, not by a refused one", async () => {
+test("a host id is bound by its first accepted batch, not by a refused one", async () => {
   await withCollector(async (c, key) => {
-    const other = c.keys.add("intruder").key;
+    const other = (await c.store.addKey("intruder")).key;
     const host = ulid();
     const orphan = makeBatch({ hostId: host, sessions: [], events: [makeEvent(ulid(), 0)] });
     assert.equal((await post(c, orphan, { key: other })).status, 400);
-    assert.equal(c.journal.syncState(hostBindingKey(host)), undefined);
+    assert.equal(await c.store.hostBinding(host), undefined);
     assert.equal((await post(c, validBatch(1, { host }), { key })).status, 200);
     assert.equal((await post(c, validBatch(1, { host }), { key: other })).status, 403);
   });
 });
 
-Deno.test("a host recorded before bindings existed stays with the key of its oldest record", async () => {
+test("a host recorded before bindings existed stays with the key of its oldest record", async () => {
   await withCollector(async (c, key) => {
-    const first = c.keys.list()[0]!;
-    const other = c.keys.add("later");
+    const first = (await c.store.listKeys())[0]!;
+    const other = await c.store.addKey("later");
     const host = ulid();
     for (
       const [k, at] of [[first, "2026-01-01T00:00:00.000Z"], [
@@ -389,7 +401,7 @@ Deno.test("a host recorded before bindings existed stays with the key of its old
         "2026-02-01T00:00:00.000Z",
       ]] as const
     ) {
-      recordHostVisit(c.journal, {
+      await c.store.recordHostVisit({
         hostId: host,
         name: "old",
         keyId: k.id,
@@ -401,29 +413,29 @@ Deno.test("a host recorded before bindings existed stays with the key of its old
       });
     }
     assert.equal((await post(c, validBatch(1, { host }), { key: other.key })).status, 403);
-    assert.equal(c.journal.syncState(hostBindingKey(host)), first.id);
+    assert.equal(await c.store.hostBinding(host), first.id);
     assert.equal((await post(c, validBatch(1, { host }), { key })).status, 200);
   });
 });
 
-Deno.test("a binding moves to a key of the same name once its key is revoked, and is noted", async () => {
+test("a binding moves to a key of the same name once its key is revoked, and is noted", async () => {
   const notices: string[] = [];
   await withCollector(async (c, key) => {
     const session = ulid();
     assert.equal((await post(c, validBatch(1, { session }), { key })).status, 200);
-    const old = c.keys.list()[0]!;
-    const spare = c.keys.add("spare").key;
-    c.keys.revoke("laptop");
+    const old = (await c.store.listKeys())[0]!;
+    const spare = (await c.store.addKey("spare")).key;
+    await c.store.revokeKey("laptop");
     // A revoked key frees its hosts for its own name only.
     assert.equal((await post(c, validBatch(1, { session }), { key: spare })).status, 403);
-    const next = c.keys.add("laptop");
+    const next = await c.store.addKey("laptop");
     assert.equal((await post(c, validBatch(1, { session }), { key: next.key })).status, 200);
-    assert.equal(c.journal.syncState(hostBindingKey(HOST)), next.info.id);
+    assert.equal(await c.store.hostBinding(HOST), next.info.id);
     assert.ok(notices.some((m) => m.includes(`moved from key ${old.id}`)), notices.join("\n"));
   }, { onNotice: (m) => notices.push(m) });
 });
 
-Deno.test("each host is recorded with its key, last batch time and dropped count", async () => {
+test("each host is recorded with its key, last batch time and dropped count", async () => {
   await withCollector(async (c, key) => {
     const hostA = ulid();
     const hostB = ulid();
@@ -473,7 +485,7 @@ Deno.test("each host is recorded with its key, last batch time and dropped count
   });
 });
 
-Deno.test("the collector's API refuses to control sessions of remote hosts with 409", async () => {
+test("the collector's API refuses to control sessions of remote hosts with 409", async () => {
   await withCollector(async (c, key) => {
     const session = ulid();
     assert.equal((await post(c, validBatch(1, { session }), { key })).status, 200);
@@ -499,7 +511,7 @@ Deno.test("the collector's API refuses to control sessions of remote hosts with 
   });
 });
 
-Deno.test("past maxConcurrent batches in flight, a batch gets 503 with Retry-After", async () => {
+test("past maxConcurrent batches in flight, a batch gets 503 with Retry-After", async () => {
   await withCollector(async (c, key) => {
     let release: () => void = () => {};
     const held = new Promise<void>((r) => release = r);
@@ -531,15 +543,79 @@ Deno.test("past maxConcurrent batches in flight, a batch gets 503 with Retry-Aft
   }, { maxConcurrent: 1 });
 });
 
-Deno.test("an unreadable key store is a bare 500 for the client and the detail for the operator", async () => {
+test("an unreadable key store is a bare 500 for the client and the detail for the operator", async () => {
   const heard: unknown[] = [];
   await withCollector(async (c, key) => {
-    Deno.writeTextFileSync(join(c.dir, "keys.json"), "{broken", { mode: 0o600 });
+    await c.breakKeys();
     const response = await post(c, validBatch(1), { key });
     assert.equal(response.status, 500);
     assert.ok(!JSON.stringify(response.body).includes(c.dir), "no server path in the answer");
     assert.equal(heard.length, 1);
     assert.match(String(heard[0]), /Cannot read key store/);
-    assert.deepEqual(counts(c), { sessions: 0, events: 0 });
+    assert.deepEqual(await counts(c), { sessions: 0, events: 0 });
   }, { onError: (e) => heard.push(e) });
+});
+
+test("a session's events are searched on the server and filtered to the agent's own", async () => {
+  await withCollector(async (c, key) => {
+    const session = ulid();
+    const events = Array.from({ length: 30 }, (_, i) => makeEvent(session, i));
+    // Unattributed (inotify) events, and words to find in a target, a command line and detail.
+    for (const i of [3, 4, 5]) events[i] = { ...events[i]!, pid: null };
+    events[7] = { ...events[7]!, target: "/w/Secrets/Token.TXT" };
+    events[8] = { ...events[8]!, cmdline: ["curl", "--data", 'say "hi"'] };
+    events[9] = { ...events[9]!, detail: { note: "Ünïcode Token" } };
+    const sent = await post(
+      c,
+      makeBatch({ hostId: HOST, sessions: [makeSession(session)], events }),
+      {
+        key,
+      },
+    );
+    assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    const get = async (query: string) => {
+      const r = await c.app.request(`/v1/sessions/${session}/events?${query}`, {
+        headers: { authorization: `Bearer ${API_TOKEN}` },
+      });
+      assert.equal(r.status, 200);
+      return (await r.json()) as { events: { id: string }[]; next_cursor: string | null };
+    };
+    const ids = (page: { events: { id: string }[] }) => page.events.map((e) => e.id);
+    assert.deepEqual(
+      ids(await get("attributed=false&limit=100")),
+      [3, 4, 5].map((i) => events[i]!.id),
+    );
+    assert.equal((await get("attributed=true&limit=100")).events.length, 27);
+    // Every word, ASCII case ignored, in the searched fields; quotes as typed; field names never.
+    assert.deepEqual(ids(await get("q=token&limit=100")), [7, 9].map((i) => events[i]!.id));
+    assert.deepEqual(ids(await get("q=secrets%20TXT&limit=100")), [events[7]!.id]);
+    assert.deepEqual(ids(await get(`q=${encodeURIComponent('"hi"')}&limit=100`)), [events[8]!.id]);
+    // Case is ignored in ASCII only: "Ü" is not "ü".
+    assert.deepEqual(ids(await get("q=%C3%9Cn%C3%AFCODE&limit=100")), [events[9]!.id]);
+    assert.deepEqual(ids(await get("q=%C3%BCn%C3%AFcode&limit=100")), []);
+    assert.deepEqual(ids(await get("q=sensor&limit=100")), [], "a field name is not a match");
+    assert.equal((await get("q=token&limit=100")).next_cursor, null, "the whole session searched");
+  });
+});
+
+for (const [name, fn] of cases) {
+  Deno.test(`[sqlite] ${name}`, async () => {
+    backend = { name: "sqlite" };
+    await fn();
+  });
+}
+
+Deno.test({
+  name: "[postgres] the collector's API and dashboard suite",
+  ignore: postgresSkip() !== null,
+  async fn(t) {
+    const pg = await startPostgres();
+    try {
+      backend = { name: "postgres", pg };
+      for (const [name, fn] of cases) await t.step(name, fn);
+    } finally {
+      backend = { name: "sqlite" };
+      await pg.close();
+    }
+  },
 });

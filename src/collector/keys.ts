@@ -141,16 +141,8 @@ export function openKeyStore(dir: string, options: KeyStoreOptions = {}): KeySto
   return {
     path,
     add(name) {
-      if (!NAME.test(name) || ID.test(name)) {
-        throw new KeyError(
-          `Invalid key name "${name}": use 1 to 64 letters, digits, ".", "_" or "-", ` +
-            "starting with a letter or digit",
-          "name",
-        );
-      }
-      const bytes = new Uint8Array(32);
-      random(bytes);
-      const key = KEY_PREFIX + base32(bytes);
+      checkKeyName(name);
+      const key = newKeySecret(random);
       const info = update((file) => {
         if (file.keys.some((k) => k.name === name && k.revoked_at === null)) {
           throw new KeyError(`Invalid key name "${name}": an active key has it`, "name");
@@ -193,6 +185,33 @@ export function openKeyStore(dir: string, options: KeyStoreOptions = {}): KeySto
       return found === null || found.revoked_at !== null ? null : publicInfo(found);
     },
   };
+}
+
+/**
+ * Checks a new key's name: 1 to 64 letters, digits, ".", "_" or "-", not shaped like a key id.
+ *
+ * @throws {KeyError} when it is invalid.
+ */
+export function checkKeyName(name: string): void {
+  if (!NAME.test(name) || ID.test(name)) {
+    throw new KeyError(
+      `Invalid key name "${name}": use 1 to 64 letters, digits, ".", "_" or "-", ` +
+        "starting with a letter or digit",
+      "name",
+    );
+  }
+}
+
+/** A new key's secret: {@link KEY_PREFIX} and 52 base32 characters of 256 random bits. */
+export function newKeySecret(random: (bytes: Uint8Array) => void): string {
+  const bytes = new Uint8Array(32);
+  random(bytes);
+  return KEY_PREFIX + base32(bytes);
+}
+
+/** The hex SHA-256 of a key's secret: all a store keeps of it. */
+export function keyDigest(secret: string): string {
+  return sha256(secret);
 }
 
 function publicInfo(k: StoredKey): KeyInfo {

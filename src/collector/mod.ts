@@ -17,7 +17,7 @@ export {
   type CollectorApp,
   type CollectorDeps,
   createCollectorApp,
-  type HostSummary,
+  type IngestedBatch,
   listHosts,
   remoteControls,
   SERVER_NAME,
@@ -56,3 +56,26 @@ export {
   type NewKey,
   openKeyStore,
 } from "./keys.ts";
+export {
+  type AcceptBatch,
+  type AcceptResult,
+  type CollectorStore,
+  type HostSummary,
+  isPostgresUrl,
+  parseRetention,
+  redactUrl,
+  type RetainResult,
+} from "./store.ts";
+export {
+  listJournalHosts,
+  openSqliteStore,
+  type SqliteStore,
+  type SqliteStoreOptions,
+} from "./sqlite_store.ts";
+export { openPostgresStore, type PostgresStore, type PostgresStoreOptions } from "./pg_store.ts";
+export {
+  createStoreApi,
+  type StoreApiOptions,
+  storePoller,
+  type StorePollerOptions,
+} from "./store_api.ts";

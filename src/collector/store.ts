@@ -1,0 +1,170 @@
+/**
+ * The collector's storage, behind one asynchronous interface: {@link CollectorStore}. Two
+ * implementations: SQLite (the default, `openSqliteStore`: the collector's journal and its
+ * `keys.json`) and PostgreSQL (`openPostgresStore`, chosen with `sentry server --store
+ * postgres://...`), where several `sentry server` processes share one database.
+ *
+ * @module
+ */
+
+import type { AgentEvent } from "../events/mod.ts";
+import type {
+  EventFilter,
+  IngestResult,
+  ListSessionsOptions,
+  ResponseRecord,
+  SearchPage,
+  SensorStatsRecord,
+  SessionRecord,
+  SessionSummary,
+} from "../journal/mod.ts";
+import type { HostBinding, HostRecord, HostVisit } from "./hosts.ts";
+import type { KeyInfo, NewKey } from "./keys.ts";
+
+/** A host as `GET /v1/hosts` lists it. */
+export interface HostSummary extends HostRecord {
+  /** Sessions stored from this host under this key. */
+  sessions: number;
+}
+
+/** One validated batch, with the key that sent it, as {@link CollectorStore.accept} takes it. */
+export interface AcceptBatch {
+  /** The key of the request. */
+  key: KeyInfo;
+  /** The host id, upper case. */
+  hostId: string;
+  /** The host's name in this batch. */
+  hostName: string;
+  sessions: readonly SessionRecord[];
+  events: readonly AgentEvent[];
+  /** The host's dropped count as it reports it. */
+  dropped: number;
+  /** ISO time of the batch's arrival. */
+  at: string;
+}
+
+/**
+ * What {@link CollectorStore.accept} did: stored the batch (with how the host's binding went:
+ * `bound`, `claimed` or `rebound`), or refused it because the host is bound to another key.
+ */
+export type AcceptResult =
+  | { outcome: "refused"; boundTo: string }
+  | {
+    outcome: "stored";
+    binding: Exclude<HostBinding, { outcome: "refused" }>;
+    result: IngestResult;
+  };
+
+/** What {@link CollectorStore.retain} removed. */
+export interface RetainResult {
+  /** Day partitions dropped (PostgreSQL). */
+  partitions: number;
+  /** Sessions removed: final, started before the cut-off, with no event left. */
+  sessions: number;
+}
+
+/**
+ * The collector's storage: upload keys, host bindings and records, ingest, and the queries of
+ * its API and dashboard. Every method is asynchronous, as a network database is.
+ */
+export interface CollectorStore {
+  /** `sqlite` or `postgres`. */
+  readonly kind: "sqlite" | "postgres";
+  /** Where it is, for logs: a file path, or a URL without its password. */
+  readonly location: string;
+
+  /**
+   * Makes an upload key named `name`; the secret is shown once.
+   *
+   * @throws {KeyError} when the name is invalid or an active key has it.
+   */
+  addKey(name: string): Promise<NewKey>;
+  /** Every key, active and revoked, oldest first. */
+  listKeys(): Promise<KeyInfo[]>;
+  /**
+   * Revokes a key by id or by the name of an active key.
+   *
+   * @throws {KeyError} when no key matches.
+   */
+  revokeKey(ref: string): Promise<KeyInfo>;
+  /** The active key whose secret this is, or null. */
+  verifyKey(secret: string): Promise<KeyInfo | null>;
+
+  /**
+   * Stores a validated batch: binds the host id to the key (see `bindHost`), upserts the
+   * sessions, inserts the events once by id, and adds the batch to the host's record, all or
+   * nothing.
+   *
+   * @throws {IngestError} when a session belongs to another host or an event names an unknown
+   *   session; nothing is stored and the host is not bound.
+   */
+  accept(batch: AcceptBatch): Promise<AcceptResult>;
+  /** Adds a batch to a host's record (`accept` does it; tests and imports call it alone). */
+  recordHostVisit(visit: HostVisit): Promise<HostRecord>;
+  /** The key id a host id is bound to, or undefined. */
+  hostBinding(hostId: string): Promise<string | undefined>;
+  /** The hosts that uploaded, the most recently seen first, with their session counts. */
+  listHosts(): Promise<HostSummary[]>;
+
+  /** The most recently started sessions first, with their counts. */
+  listSessions(options?: ListSessionsOptions): Promise<SessionSummary[]>;
+  /**
+   * One session by id, unique id prefix, or `"last"`.
+   *
+   * @throws {SessionRefError} when nothing matches or a prefix is ambiguous.
+   */
+  getSession(ref: string): Promise<SessionSummary>;
+  /** Events matching a filter, by id, as `Journal.queryEvents` pages them. */
+  queryEvents(filter?: EventFilter): Promise<AgentEvent[]>;
+  /**
+   * One bounded step of a text search (`filter.text`) in a session, as `Journal.searchEvents`:
+   * at most `maxWalk` events walked, the matches and the cursor to go on from.
+   */
+  searchEvents(filter: EventFilter & { session: string }, maxWalk: number): Promise<SearchPage>;
+  /** A session's responses (hosts do not upload them: empty on a collector today). */
+  responses(session: string): Promise<ResponseRecord[]>;
+  /** A session's sensor counters (not uploaded either). */
+  sensorStats(session: string): Promise<SensorStatsRecord[]>;
+
+  /**
+   * Removes events older than `before` (whole day partitions on PostgreSQL) and the final
+   * sessions left without events.
+   *
+   * @throws {RangeError} on a store that cannot (SQLite).
+   */
+  retain(before: Date): Promise<RetainResult>;
+  /** Closes the store (connections, files). */
+  close(): Promise<void>;
+}
+
+/** `postgres://` or `postgresql://`: a PostgreSQL store. */
+export function isPostgresUrl(value: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(value);
+}
+
+/** A URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== "") u.password = "***";
+    return u.toString();
+  } catch {
+    return "postgres://(unparsable)";
+  }
+}
+
+/**
+ * Parses a retention such as `30d`, `12h` or `2w` into milliseconds.
+ *
+ * @throws {RangeError} when it is not a positive whole number of hours, days or weeks.
+ */
+export function parseRetention(text: string): number {
+  const match = /^([1-9][0-9]{0,4})([hdw])$/.exec(text.trim());
+  if (match === null) {
+    throw new RangeError(
+      `Invalid retention "${text}": use a whole number of hours, days or weeks, such as "30d"`,
+    );
+  }
+  const unit = { h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 }[match[2] as "h" | "d" | "w"];
+  return Number(match[1]) * unit;
+}
