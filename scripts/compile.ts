@@ -14,6 +14,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -160,6 +161,8 @@ export function outputPath(target: Target): string {
 export interface CompileArgsOptions {
   /** Whether {@link ASSETS_DIR} exists and should be embedded. */
   includeAssets: boolean;
+  /** Where to write the binary; defaults to {@link outputPath}. */
+  output?: string;
 }
 
 /** Returns the arguments of `deno` (after the executable) that build one target. */
@@ -167,7 +170,57 @@ export function compileArgs(target: Target, options: CompileArgsOptions): string
   const includes = ["--include", POLICIES_DIR];
   if (options.includeAssets) includes.push("--include", ASSETS_DIR);
   for (const path of KERNEL_INCLUDES) includes.push("--include", path);
-  return ["compile", "-A", ...includes, "--target", target, "-o", outputPath(target), ENTRY];
+  const output = options.output ?? outputPath(target);
+  return ["compile", "-A", ...includes, "--target", target, "-o", output, ENTRY];
+}
+
+/**
+ * Tells whether `--version` output is the full deno CLI's (`deno 2.9.6 (stable, ...)`, then
+ * `v8 ...` and `typescript ...`). A denort runtime has no CLI: it runs the app it carries, and
+ * with none it prints no such thing. A binary compiled on a full deno behaves like deno too,
+ * which is how a build on the wrong runtime shows.
+ */
+export function isDenoVersionOutput(stdout: string): boolean {
+  return /^deno \d+\.\d+\.\d+\b/m.test(stdout) && /^v8 \d/m.test(stdout);
+}
+
+/**
+ * Text only the full deno CLI holds: the help of its `compile` subcommand. denort has no
+ * argument parser, so this is how a runtime for another target (which cannot be run here to
+ * ask) is told apart from a full deno.
+ */
+export const FULL_DENO_MARKER = "Compile the script into a self contained executable";
+
+/** Whether an executable's bytes hold {@link FULL_DENO_MARKER}: a full deno, not denort. */
+export function hasFullDenoMarker(bytes: Uint8Array): boolean {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).includes(FULL_DENO_MARKER);
+}
+
+/** The one-line message for a `DENORT_BIN` that is a full deno, not a denort runtime. */
+export function notDenortMessage(denortBin: string, target: string): string {
+  return `DENORT_BIN "${denortBin}" is a full deno, not a denort runtime: a binary built on it ` +
+    `would run deno and ignore Sentry; set DENORT_BIN to the denort binary inside ` +
+    `denort-${target}.zip (of this deno's version, ${Deno.version.deno}) or unset it`;
+}
+
+/**
+ * Compares the built binary's `--version` with the app's (the same entry point run from source).
+ * Returns null when they agree, else why not, in words for the one-line error.
+ */
+export function checkBuiltVersion(
+  built: { code: number; stdout: string },
+  expected: string,
+): string | null {
+  const first = built.stdout.trim().split("\n")[0] ?? "";
+  if (isDenoVersionOutput(built.stdout)) {
+    return `the binary runs deno, not the app (its --version printed "${first}"): ` +
+      `the runtime is a full deno, not denort`;
+  }
+  if (built.code !== 0 || first !== expected) {
+    return `the binary's --version printed "${first.slice(0, 80)}" (exit ${built.code}), ` +
+      `not the app's "${expected}"`;
+  }
+  return null;
 }
 
 /**
@@ -464,6 +517,38 @@ export async function denoDir(): Promise<string | undefined> {
   return undefined;
 }
 
+/** Runs a program and returns its exit code and stdout; a program that cannot start gives -1. */
+async function runFor(
+  program: string,
+  options: { args: string[]; cwd?: string },
+): Promise<{ code: number; stdout: string }> {
+  try {
+    const output = await new Deno.Command(program, {
+      args: options.args,
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+      clearEnv: false,
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    return { code: output.code, stdout: new TextDecoder().decode(output.stdout) };
+  } catch {
+    return { code: -1, stdout: "" };
+  }
+}
+
+/**
+ * Whether `DENORT_BIN` is a full deno rather than denort. A runtime for this host is asked
+ * (`--version`), and its behaviour decides; one for another target is searched for the CLI's
+ * help text ({@link FULL_DENO_MARKER}).
+ */
+async function isFullDeno(path: string, runnable: boolean): Promise<boolean> {
+  if (runnable) return isDenoVersionOutput((await runFor(path, { args: ["--version"] })).stdout);
+  return hasFullDenoMarker(await Deno.readFile(path));
+}
+
 function readHead(path: string): Uint8Array {
   const file = Deno.openSync(path, { read: true });
   try {
@@ -473,6 +558,34 @@ function readHead(path: string): Uint8Array {
   } finally {
     file.close();
   }
+}
+
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Not there.
+  }
+}
+
+/**
+ * The first line the app's entry point prints for `--version` when run from source, or null
+ * when it prints nothing (then the built binary is not checked).
+ */
+async function appVersion(root: string): Promise<string | null> {
+  const source = await runFor(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", ENTRY, "--version"],
+    cwd: root,
+  });
+  const first = source.stdout.trim().split("\n")[0] ?? "";
+  if (source.code !== 0 || first === "") {
+    writeLine(
+      Deno.stderr,
+      `warning: "${ENTRY} --version" printed nothing: the binary is not checked`,
+    );
+    return null;
+  }
+  return first;
 }
 
 /**
@@ -508,6 +621,10 @@ export async function main(args: readonly string[]): Promise<number> {
         );
       }
       runtimeTarget = sniffRuntimeTarget(head);
+      const serves = runtimeTarget ?? hostTarget;
+      if (await isFullDeno(denortBin, serves === hostTarget)) {
+        throw new UsageError(notDenortMessage(denortBin, serves));
+      }
     }
     plan = planTargets(requested, {
       hostTarget,
@@ -541,9 +658,16 @@ export async function main(args: readonly string[]): Promise<number> {
   for (const signal of signals) Deno.addSignalListener(signal, stop);
 
   const built: Target[] = [];
+  /** The app's own `--version`, from source: what a binary for this host must print. */
+  let expectedVersion: string | null | undefined;
   try {
     for (const [index, target] of plan.targets.entries()) {
-      const command = compileArgs(target, { includeAssets });
+      // A binary for this host is built beside its place, run, and moved in only if it runs the
+      // app: a wrong runtime never leaves a binary that looks built.
+      const runnable = target === hostTarget;
+      const final = outputPath(target);
+      const staging = runnable ? `${DIST_DIR}/.sentry-${target}.building` : final;
+      const command = compileArgs(target, { includeAssets, output: staging });
       writeLine(Deno.stdout, `Building ${outputPath(target)}`);
       unstageNativeLibs(root);
       if (target === "x86_64-unknown-linux-gnu") {
@@ -584,9 +708,34 @@ export async function main(args: readonly string[]): Promise<number> {
         writeLine(Deno.stdout, summaryLine({ built, notBuilt: plan.targets.slice(index) }));
         return 1;
       }
+      if (runnable) {
+        expectedVersion ??= await appVersion(root);
+        const problem = expectedVersion === null ? null : checkBuiltVersion(
+          await runFor(join(root, staging), { args: ["--version"] }),
+          expectedVersion,
+        );
+        if (problem !== null) {
+          removeQuietly(join(root, staging));
+          const runtime = Deno.env.get("DENORT_BIN");
+          writeLine(
+            Deno.stderr,
+            `Cannot build "${final}": ${problem}; ${
+              runtime
+                ? `set DENORT_BIN (now "${runtime}") to a denort binary or unset it`
+                : "run with SENTRY_DEBUG=1 for details"
+            }`,
+          );
+          writeLine(Deno.stdout, summaryLine({ built, notBuilt: plan.targets.slice(index) }));
+          return 1;
+        }
+        Deno.renameSync(join(root, staging), join(root, final));
+      }
       built.push(target);
     }
   } finally {
+    for (const target of plan.targets) {
+      removeQuietly(join(root, DIST_DIR, `.sentry-${target}.building`));
+    }
     unstageNativeLibs(root);
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
   }

@@ -9,16 +9,20 @@ export type { OutputStats } from "./_lane.ts";
 export { type CloseOptions, createOutputs, type OutputDeps, type Outputs } from "./outputs.ts";
 export {
   type AnyValue,
+  type EventOrigin,
   type ExportLogsServiceRequest,
   isOtlpRetryable,
   type KeyValue,
   type LogRecord,
+  type OtlpFilter,
   type OtlpResource,
   partialSuccess,
+  passesOtlpFilter,
   SEVERITY,
   severityOf,
   toAnyValue,
   toExportLogsRequest,
+  toExportLogsRequestByOrigin,
   toLogRecord,
 } from "./otlp.ts";
 export { summarize } from "./summary.ts";

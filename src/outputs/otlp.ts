@@ -7,7 +7,7 @@
  */
 
 import type { OtlpConfig } from "../config/mod.ts";
-import type { AgentEvent } from "../events/mod.ts";
+import type { AgentEvent, Response } from "../events/mod.ts";
 import { postJson } from "./_http.ts";
 import { Lane } from "./_lane.ts";
 import { summarize } from "./summary.ts";
@@ -56,6 +56,8 @@ export interface OtlpResource {
   serviceName: string;
   host: string;
   version: string;
+  /** The host's id (`host.id`), when known: the collector sets it from the uploader. */
+  hostId?: string;
   /** Extra resource attributes, such as `deployment.environment`. */
   attributes?: Readonly<Record<string, string>>;
 }
@@ -165,24 +167,98 @@ export function toExportLogsRequest(
   events: readonly AgentEvent[],
   resource: OtlpResource,
 ): ExportLogsServiceRequest {
+  return { resourceLogs: [resourceLogsOf(events, resource)] };
+}
+
+function resourceLogsOf(
+  events: readonly AgentEvent[],
+  resource: OtlpResource,
+): ExportLogsServiceRequest["resourceLogs"][number] {
   const attributes = [
     attr("service.name", resource.serviceName),
     attr("service.version", resource.version),
     attr("host.name", resource.host),
+    ...(resource.hostId === undefined ? [] : [attr("host.id", resource.hostId)]),
     ...Object.entries(resource.attributes ?? {}).map(([k, v]) => attr(k, v)),
   ];
   return {
-    resourceLogs: [{
-      resource: { attributes },
-      scopeLogs: [{
-        scope: { name: "sentry", version: resource.version },
-        logRecords: events.map(toLogRecord),
-      }],
+    resource: { attributes },
+    scopeLogs: [{
+      scope: { name: "sentry", version: resource.version },
+      logRecords: events.map(toLogRecord),
     }],
   };
 }
 
-/** The statuses OTLP/HTTP says to retry; every other 4xx and 5xx must not be. */
+/**
+ * Where the collector received an event from. Its exported record names the origin host as the
+ * resource's `host.name` and `host.id`, not the collector's own.
+ */
+export interface EventOrigin {
+  /** The host id the uploader sent (a ULID). */
+  hostId: string;
+  /** The host's name as it reported it. */
+  hostName: string;
+}
+
+/**
+ * Builds the request for a batch whose events come from several hosts: one `resourceLogs`
+ * entry per origin, in the order each origin first appears. Events with no origin (`null`)
+ * belong to `resource` itself.
+ */
+export function toExportLogsRequestByOrigin(
+  items: readonly { event: AgentEvent; origin: EventOrigin | null }[],
+  resource: OtlpResource,
+): ExportLogsServiceRequest {
+  const groups = new Map<string, { origin: EventOrigin | null; events: AgentEvent[] }>();
+  for (const { event, origin } of items) {
+    const key = origin === null ? "" : `${origin.hostId}\u0000${origin.hostName}`;
+    let group = groups.get(key);
+    if (group === undefined) {
+      group = { origin, events: [] };
+      groups.set(key, group);
+    }
+    group.events.push(event);
+  }
+  return {
+    resourceLogs: [...groups.values()].map(({ origin, events }) =>
+      resourceLogsOf(
+        events,
+        origin === null ? resource : { ...resource, host: origin.hostName, hostId: origin.hostId },
+      )
+    ),
+  };
+}
+
+/** Which events the OTLP exporter takes: every filter given must pass; none given takes all. */
+export interface OtlpFilter {
+  min_risk?: number | undefined;
+  min_response?: Response | undefined;
+  /** Kinds (`file.read`) or families (`file.*`). */
+  kinds?: readonly string[] | undefined;
+  verdicts?: readonly AgentEvent["verdict"][] | undefined;
+  responses?: readonly Response[] | undefined;
+}
+
+/** Tells whether an event passes the exporter's filters. Pure and cheap. */
+export function passesOtlpFilter(event: AgentEvent, filter: OtlpFilter): boolean {
+  if (!meetsThreshold(event, filter)) return false;
+  if (filter.verdicts !== undefined && !filter.verdicts.includes(event.verdict)) return false;
+  if (filter.responses !== undefined && !filter.responses.includes(event.response)) return false;
+  if (filter.kinds !== undefined) {
+    return filter.kinds.some((k) =>
+      k.endsWith(".*") ? event.kind.startsWith(k.slice(0, -1)) : k === event.kind
+    );
+  }
+  return true;
+}
+
+/**
+ * The statuses OTLP/HTTP says to retry: 429, 502, 503 and 504. The specification ("Retryable
+ * Response Codes") adds: "All other 4xx or 5xx response status codes MUST NOT be retried", so a
+ * 500 or a 400 fails the batch at once. Network errors and timeouts carry no status and are
+ * retried by {@link postJson}.
+ */
 export function isOtlpRetryable(status: number): boolean {
   return status === 429 || status === 502 || status === 503 || status === 504;
 }
@@ -225,12 +301,22 @@ export class OtlpLane extends Lane {
     };
   }
 
+  /** Origins of queued events the collector received, by object: released with the event. */
+  readonly #origins = new WeakMap<AgentEvent, EventOrigin>();
+
   protected override accepts(event: AgentEvent): boolean {
-    return meetsThreshold(event, this.#config);
+    return passesOtlpFilter(event, this.#config);
+  }
+
+  /** Queues an event received from another host (the collector), exported under that host. */
+  offerFrom(event: AgentEvent, origin: EventOrigin): void {
+    this.#origins.set(event, origin);
+    this.offer(event);
   }
 
   protected override async send(batch: AgentEvent[]): Promise<void> {
-    const body = JSON.stringify(toExportLogsRequest(batch, this.#resource));
+    const items = batch.map((event) => ({ event, origin: this.#origins.get(event) ?? null }));
+    const body = JSON.stringify(toExportLogsRequestByOrigin(items, this.#resource));
     const result = await postJson(body, {
       url: this.#config.endpoint,
       headers: this.#config.headers,

@@ -2,7 +2,7 @@ import { type OutputsConfig, webhooksOf } from "../config/mod.ts";
 import type { AgentEvent } from "../events/mod.ts";
 import { VERSION } from "../version.ts";
 import type { Lane, OutputStats } from "./_lane.ts";
-import { OtlpLane } from "./otlp.ts";
+import { type EventOrigin, OtlpLane } from "./otlp.ts";
 import { WebhookLane } from "./webhook.ts";
 
 /** What the outputs take from their surroundings; each has a default for production. */
@@ -28,7 +28,7 @@ export interface CloseOptions {
   timeoutMs?: number;
 }
 
-/** The alert outputs of one Sentry process. */
+/** The outputs of one Sentry process: webhooks for alerts, OTLP for every event. */
 export interface Outputs {
   /** False when no output is configured: `publish()` then does nothing. */
   readonly active: boolean;
@@ -37,6 +37,12 @@ export interface Outputs {
    * the event is queued, and a full queue drops it (counted).
    */
   publish(event: AgentEvent): void;
+  /**
+   * Hands an event the collector received from another host to the OTLP exporter, which
+   * exports it under that host's `host.name` and `host.id`. Webhooks do not take it: alerts
+   * are the business of the host that raised them.
+   */
+  publishFrom(event: AgentEvent, origin: EventOrigin): void;
   /** Delivers what is queued within the deadline, then stops. Idempotent; never throws. */
   close(options?: CloseOptions): Promise<void>;
   /** Each output's counters. */
@@ -64,6 +70,7 @@ export function createOutputs(config: OutputsConfig, deps: OutputDeps = {}): Out
   const warn = deps.onWarning ?? (() => {});
   const hooks = webhooksOf(config);
   const lanes: Lane[] = [];
+  let otlp: OtlpLane | null = null;
   const client = hooks.length > 0 || config.otlp !== undefined ? Deno.createHttpClient({}) : null;
   if (client !== null) {
     const single = !Array.isArray(config.webhook);
@@ -72,7 +79,8 @@ export function createOutputs(config: OutputsConfig, deps: OutputDeps = {}): Out
       lanes.push(new WebhookLane(hook, { name, host, version, now, random, client, warn }));
     });
     if (config.otlp !== undefined) {
-      lanes.push(new OtlpLane(config.otlp, { host, version, random, client, warn }));
+      otlp = new OtlpLane(config.otlp, { host, version, random, client, warn });
+      lanes.push(otlp);
     }
   }
   for (const lane of lanes) lane.start();
@@ -81,6 +89,9 @@ export function createOutputs(config: OutputsConfig, deps: OutputDeps = {}): Out
     active: lanes.length > 0,
     publish(event) {
       for (const lane of lanes) lane.offer(event);
+    },
+    publishFrom(event, origin) {
+      otlp?.offerFrom(event, origin);
     },
     close(options = {}) {
       closing ??= (async () => {
