@@ -5,63 +5,20 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { createUlid } from "../src/events/mod.ts";
 import { postgresSkip, startPostgres } from "../src/collector/_pg_testing.ts";
+import { gzip, makeBatch, makeEvent, makeSession, ulid } from "../src/collector/_testing.ts";
 import { hasStackTrace, withSandbox } from "./_helpers.ts";
 
-const ulid = createUlid();
-
+/** A batch body of `n` events of one session, as a host uploads it. */
 function batch(hostId: string, session: string, n: number): string {
-  const events = Array.from({ length: n }, (_, i) => ({
-    id: ulid(),
-    ts: new Date(Date.UTC(2026, 10, 24, 18, 0, 0) + i).toISOString(),
-    session,
-    agent: "claude",
-    pid: 4321,
-    ppid: 1,
-    exe: "/usr/bin/python3",
-    cmdline: ["python3"],
-    kind: "file.write",
-    target: `/w/f${i}`,
-    detail: {},
-    sensor: "fd",
-    verdict: "allow",
-    risk: 5,
-    factors: [],
-    rule: "files.write.allow",
-    response: "none",
+  return JSON.stringify(makeBatch({
+    hostId,
+    sessions: [makeSession(session)],
+    events: Array.from({ length: n }, (_, i) => makeEvent(session, i)),
   }));
-  return JSON.stringify({
-    protocol: 1,
-    batch: ulid(),
-    host: { id: hostId, name: "build-7" },
-    sent_at: new Date().toISOString(),
-    sessions: [{
-      id: session,
-      agent: "claude",
-      command: ["claude"],
-      pid: 4321,
-      kind: "run",
-      policy: "coding-agent",
-      mode: "alert",
-      workspace: "/w",
-      host: "build-7",
-      sentryPid: 4320,
-      startedAt: "2026-11-24T18:00:00.000Z",
-      endedAt: null,
-      state: "running",
-      exitCode: null,
-      note: null,
-    }],
-    events,
-    dropped: 0,
-  });
 }
 
 async function post(base: string, key: string, body: string): Promise<Response> {
-  const gz = await new Response(
-    new Blob([body]).stream().pipeThrough(new CompressionStream("gzip")),
-  ).bytes();
   return await fetch(`${base}/v1/sync/batches`, {
     method: "POST",
     headers: {
@@ -69,7 +26,7 @@ async function post(base: string, key: string, body: string): Promise<Response> 
       "content-type": "application/json",
       "content-encoding": "gzip",
     },
-    body: gz,
+    body: await gzip(body),
   });
 }
 
