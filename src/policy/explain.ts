@@ -5,7 +5,7 @@ import { PolicyError } from "./errors.ts";
 import { type Action, evaluate, explainMatches, type MatchedEntry } from "./evaluate.ts";
 import { isTemplateName, loadPolicyLayers, type SourcedLayer } from "./loader.ts";
 import { resolveLayers } from "./resolve.ts";
-import type { ResolvedPolicy, RuleMatch } from "./schema.ts";
+import { MODES, type ResolvedPolicy, type RuleMatch } from "./schema.ts";
 
 /** Where a policy entry is written: a file (or `policies/NAME.yaml` for a template) and a line. */
 export interface SourceLocation {
@@ -324,6 +324,8 @@ export interface ExplainSession {
   /** What the journal records of the session's policy: its name, a template or a file ref. */
   policy: string;
   workspace: string;
+  /** The mode the session ran in, when recorded (`--mode` overrides the policy's). */
+  mode?: string;
 }
 
 /** Where {@link explainJournaledEvent} finds the policy and what it compiles against. */
@@ -405,6 +407,11 @@ export async function explainJournaledEvent(
   const layers = await loadPolicyLayers(ref, { cwd: options.cwd });
   const resolved = resolveLayers(layers);
   resolved.workspace = options.session.workspace;
+  // The mode the session ran in (`--mode` patches the policy at start): it caps the response.
+  const mode = MODES.find((m) => m === options.session.mode);
+  if (options.policy === undefined && reload === undefined && mode !== undefined) {
+    resolved.mode = mode;
+  }
   const compiled = compilePolicy(resolved, {
     home: options.home,
     workspace: options.session.workspace,

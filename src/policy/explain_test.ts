@@ -184,3 +184,49 @@ Deno.test("explainJournaledEvent() explains an event after a reload against the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("explainJournaledEvent() caps the response with the mode the session ran in", async () => {
+  // A read of the SSH key under default is denied and paused; with --mode monitor it was
+  // journaled with response none, and the explanation must say why.
+  const action = {
+    kind: "file.read" as const,
+    target: "/home/agent/.ssh/id_rsa",
+    exe: "/usr/bin/python3",
+    cmdline: ["python3", "agent.py"],
+    detail: {},
+  };
+  const event: AgentEvent = {
+    ...action,
+    id: "01J00000000000000000000002",
+    ts: "2026-12-01T12:00:00.000Z",
+    session: "S",
+    agent: "a",
+    pid: 1,
+    ppid: 0,
+    sensor: "ebpf",
+    verdict: "deny",
+    risk: 80,
+    factors: [],
+    rule: "files.read.deny",
+    response: "none",
+  };
+  const options = {
+    allowFiles: false,
+    home: CTX.home,
+    env: {},
+    guarded: [],
+    cwd: "/",
+  };
+  const monitored = await explainJournaledEvent(event, {
+    ...options,
+    session: { id: "S", policy: "default", workspace: CTX.workspace, mode: "monitor" },
+  });
+  assert.equal(monitored.explanation.decision.verdict, "deny");
+  assert.equal(monitored.explanation.decision.response, "none");
+  assert.match(monitored.explanation.responseWhy, /mode monitor caps it/);
+  const asStarted = await explainJournaledEvent(event, {
+    ...options,
+    session: { id: "S", policy: "default", workspace: CTX.workspace },
+  });
+  assert.equal(asStarted.explanation.decision.response, "pause");
+});
