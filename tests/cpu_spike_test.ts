@@ -99,7 +99,8 @@ Deno.test("`sentry run` journals a spike early, once, when it passes the policy'
         "name: e2e-cpu\nextends: coding-agent\nmode: monitor\nlimits:\n  cpu_percent: 90\n  cpu_seconds: 2\n",
       );
       // As above: a load starved by the parallel suite may dip below 90 % for 2 s and split into
-      // two spikes, a disturbed measurement. Up to 3 runs; the last one must hold.
+      // two spikes, or dip just as the 2 s are reached (the spike then ends there, and is
+      // journaled as ended, not ongoing): disturbed measurements. Up to 3 runs; the last must hold.
       let events: Awaited<ReturnType<typeof sb.events>> = [];
       for (let attempt = 1; attempt <= 3; attempt++) {
         // Eight loops: on 2 cores beside the suite's other tests, the tree keeps above 90 %.
@@ -108,7 +109,8 @@ Deno.test("`sentry run` journals a spike early, once, when it passes the policy'
         });
         assert.equal(run.code, 0, run.stderr);
         events = await sb.events();
-        if (ofKind(events, "resource.cpu").length === 1) break;
+        const spikes = ofKind(events, "resource.cpu");
+        if (spikes.length === 1 && spikes[0]?.detail.ongoing === true) break;
       }
       const cpu = ofKind(events, "resource.cpu");
       assert.equal(cpu.length, 1, JSON.stringify(cpu));
