@@ -266,22 +266,33 @@ export class Journal {
     this.#pid = options.pid ?? Deno.pid;
     this.#outbox = options.outbox ?? false;
     if (path !== ":memory:") createPrivateFile(path);
+    // Several processes opening a new journal at once race to switch it to WAL and migrate it.
+    // SQLite answers a lock upgrade that could deadlock with SQLITE_BUSY at once, without its
+    // busy handler: the whole open is tried again, within the busy timeout.
+    const deadline = performance.now() + busyTimeoutMs;
     let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(path);
-    } catch (cause) {
-      throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
-    }
-    try {
-      for (const pragma of pragmas(busyTimeoutMs)) db.exec(pragma);
-      migrate(db, {
-        path,
-        ...(options.migrations === undefined ? {} : { migrations: options.migrations }),
-      });
-    } catch (cause) {
-      db.close();
-      if (cause instanceof JournalVersionError) throw cause;
-      throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+    for (let attempt = 0;; attempt++) {
+      try {
+        db = new DatabaseSync(path);
+      } catch (cause) {
+        throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+      }
+      try {
+        for (const pragma of pragmas(busyTimeoutMs)) db.exec(pragma);
+        migrate(db, {
+          path,
+          ...(options.migrations === undefined ? {} : { migrations: options.migrations }),
+        });
+        break;
+      } catch (cause) {
+        db.close();
+        if (cause instanceof JournalVersionError) throw cause;
+        if (isBusy(cause) && performance.now() < deadline) {
+          sleepSync(Math.min(10 * 2 ** attempt, 200));
+          continue;
+        }
+        throw new Error(`Cannot open journal "${path}": ${message(cause)}`, { cause });
+      }
     }
     this.#db = db;
     this.#counting = db.prepare(
@@ -1296,4 +1307,16 @@ function createPrivateFile(path: string): void {
  */
 export function openJournal(path: string, options: JournalOptions = {}): Journal {
   return new Journal(path, options);
+}
+
+/** Whether an error is SQLite's SQLITE_BUSY (or one of its extended codes). */
+function isBusy(error: unknown): boolean {
+  const code = (error as { errcode?: unknown }).errcode;
+  if (typeof code === "number") return (code & 0xff) === 5;
+  return /database is locked/.test(message(error));
+}
+
+/** Blocks the thread for `ms` (the journal's constructor is synchronous). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

@@ -718,3 +718,42 @@ Deno.test("openJournal() rejects nonsensical batch options", () => {
   assert.throws(() => openJournal(":memory:", options({ batchMax: 0 })), RangeError);
   assert.throws(() => openJournal(":memory:", options({ batchMs: -1 })), RangeError);
 });
+
+Deno.test("twenty-four processes opening a new journal at once all open it (a lock upgrade SQLite refuses at once is retried)", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "journal.db");
+    const script = join(dir, "open.ts");
+    const mod = new URL("./mod.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { openJournal } from ${JSON.stringify(mod)};\n` +
+        `const j = openJournal(${JSON.stringify(path)});\n` +
+        `j.createSession({ id: "S" + Deno.pid, agent: "a", command: ["a"], pid: 1, kind: "run",` +
+        ` policy: "default", mode: "alert", workspace: "/w" });\nj.close();\n`,
+    );
+    const outs = await Promise.all(
+      Array.from({ length: 24 }, () =>
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--no-check",
+            "--config",
+            new URL("../../deno.json", import.meta.url).pathname,
+            script,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output()),
+    );
+    for (const out of outs) {
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    }
+    const journal = openJournal(path, options());
+    try {
+      assert.equal(journal.listSessions({ limit: 100 }).length, 24);
+    } finally {
+      journal.close();
+    }
+  });
+});
