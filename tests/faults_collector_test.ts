@@ -242,12 +242,15 @@ async function flood(server: Running, port: number, routes: readonly Route[]): P
       assert.equal(r.status, 413, `${route.name} ${framing}: ${r.body}`);
       assert.match(r.body, /Body too large: .*\b(65536|1048576) bytes/, `${route.name} ${framing}`);
       assert.ok(r.ms < 10_000, `${route.name} ${framing} took ${r.ms} ms`);
-      assert.ok(r.sent < 64 * MiB, `${route.name} ${framing}: ${r.sent} bytes sent`);
+      // The answer comes before the body ends: the server neither waits for nor keeps it. How
+      // much the client pushed before the close reached it is timing (usually 4–25 MiB; once
+      // 150 MiB on a loaded CI machine: loopback moves about 1 GiB/s), so only this is asserted.
+      assert.ok(r.sent < HUGE, `${route.name} ${framing}: ${r.sent} bytes sent`);
     }
     const lying = await rawRequest(port, { ...route, framing: "lying" });
     lines.push(`${route.name} lying: ${lying.status} in ${lying.ms.toFixed(0)} ms`);
     assert.ok(lying.status < 500, `${route.name} lying: ${lying.status} ${lying.body}`);
-    assert.ok(lying.sent < 64 * MiB, `${route.name} lying: ${lying.sent} bytes sent`);
+    assert.ok(lying.sent < HUGE, `${route.name} lying: ${lying.sent} bytes sent`);
   }
   const after = memory(server.pid);
   lines.push(
