@@ -139,7 +139,8 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
         results.push({ path: record.path, op: record.op, outcome: "failed", reason: reasonOf(e) });
       }
     };
-    const moveAside = (tree: Beneath, at: At) => {
+    // Always called inside `within`, which forgets the root's fd when the root itself moved.
+    const moveAside = (at: At) => {
       Deno.mkdirSync(`${dir}/undone`, { recursive: true, mode: 0o700 });
       const dst = `${dir}/undone/${aside++}`;
       try {
@@ -149,7 +150,6 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
         copyTree(procPath(at.fd, at.name), dst);
         removeTreeAt(at.fd, at.name, at.path);
       }
-      if (at.name === "" || at.path === tree.root) tree.resetRoot();
     };
     const within = (tree: Beneath, rel: string, fn: (at: At) => void) => {
       const at = tree.at(rel);
@@ -169,7 +169,7 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
           case "created":
             run(record, (tree, rel) =>
               within(tree, rel, (at) => {
-                if (lstatAt(at) !== null) moveAside(tree, at);
+                if (lstatAt(at) !== null) moveAside(at);
               }));
             break;
           case "mkdir":
@@ -181,7 +181,7 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
                 } catch (e) {
                   // Something was written into it since: keep it, aside.
                   if (!isCode(e, "ENOTEMPTY")) throw e;
-                  moveAside(tree, at);
+                  moveAside(at);
                 }
               }));
             break;
@@ -196,7 +196,7 @@ export async function undo(store: Store, options: UndoOptions): Promise<UndoResu
               within(tree, rel, (at) => {
                 if (lstatAt(at) !== null) {
                   // A file that replaced the original (or reappeared where it was moved from).
-                  moveAside(tree, at);
+                  moveAside(at);
                 }
                 try {
                   renameIn(item, at);

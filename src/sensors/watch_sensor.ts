@@ -81,7 +81,6 @@ export class WatchSensor implements Sensor {
   readonly #reported = new Map<string, number>();
   /** Paths a scan reported lately, whose own create event may still come. */
   readonly #scanned = new Map<string, number>();
-  #signal: AbortSignal | null = null;
   /** Stops scans: only at the bound of a stop, never with the session's signal. */
   #scanSignal: AbortSignal = new AbortController().signal;
   /** Scans of new directories in flight. */
@@ -114,7 +113,6 @@ export class WatchSensor implements Sensor {
    */
   async start(emit: (event: SensorEvent) => void, signal: AbortSignal): Promise<void> {
     this.#emit = emit;
-    this.#signal = signal;
     let group: InotifyGroup;
     try {
       group = InotifyGroup.open();
@@ -147,7 +145,9 @@ export class WatchSensor implements Sensor {
       if (this.#rescanDue(now)) void this.#rescan(signal);
     }, 50);
     try {
-      for (const root of this.#options.roots) await this.#watchTree(root.path, root.recursive);
+      for (const root of this.#options.roots) {
+        await this.#watchTree(root.path, root.recursive, signal);
+      }
       while (!signal.aborted) {
         // A bounded wait, so that a stop is seen within 100 ms and the queue is then drained.
         const ready = await group.wait(100);
@@ -201,10 +201,9 @@ export class WatchSensor implements Sensor {
   }
 
   /** Watches a directory and, when recursive, every directory below it. */
-  async #watchTree(root: string, recursive: boolean): Promise<void> {
+  async #watchTree(root: string, recursive: boolean, signal: AbortSignal): Promise<void> {
     this.#watchDir(root, recursive);
     if (!recursive) return;
-    const signal = this.#signal ?? new AbortController().signal;
     await this.#walk(root, true, signal, (path, info) => {
       if (info.isDirectory) this.#watchDir(path, true);
     });
@@ -249,7 +248,7 @@ export class WatchSensor implements Sensor {
           if (isDir) this.#moveWatches(pair.path, path, dir.recursive);
         } else {
           out.push({ kind: "moved_in", path, dir: isDir });
-          if (isDir && dir.recursive) void this.#watchTree(path, true);
+          if (isDir && dir.recursive) void this.#watchTree(path, true, this.#scanSignal);
         }
       }
     }
@@ -269,7 +268,7 @@ export class WatchSensor implements Sensor {
     }
     // It had no watch yet (renamed before its creation was read, so the watch could not be
     // added): watch it now and report what was made in it meanwhile.
-    if (!moved && recursive && this.#signal !== null) {
+    if (!moved && recursive) {
       this.#track(this.#scanNewDirectory(to, this.#scanSignal));
     }
   }
@@ -319,7 +318,7 @@ export class WatchSensor implements Sensor {
         await this.#walk(root.path, root.recursive, signal, (path, info) => {
           // A directory whose creation the overflow lost gets its watch now.
           if (info.isDirectory && root.recursive) this.#watchDir(path, true);
-          const changed = (info.ctime ?? info.mtime)?.getTime() ?? 0;
+          const changed = changeTime(info) ?? 0;
           if (changed < since || this.#reported.has(path)) return;
           const born = info.birthtime?.getTime();
           const kind: Kind = born !== undefined && born >= since ? "file.create" : "file.write";
@@ -458,7 +457,7 @@ export class WatchSensor implements Sensor {
           return;
         }
         this.#send("file.create", p, {}, now);
-        if (change.dir === true && this.#signal !== null && this.#underRecursiveRoot(p)) {
+        if (change.dir === true && this.#underRecursiveRoot(p)) {
           this.#track(this.#scanNewDirectory(p, this.#scanSignal));
         }
         return;
@@ -553,9 +552,13 @@ export class WatchSensor implements Sensor {
 /** When a path last changed (its ctime), in milliseconds; null when it is gone. */
 function changedAt(path: string): number | null {
   try {
-    const info = Deno.lstatSync(path);
-    return (info.ctime ?? info.mtime)?.getTime() ?? null;
+    return changeTime(Deno.lstatSync(path));
   } catch {
     return null;
   }
+}
+
+/** When an entry last changed: its ctime (a create, write, rename or chmod), else its mtime. */
+function changeTime(info: Deno.FileInfo): number | null {
+  return (info.ctime ?? info.mtime)?.getTime() ?? null;
 }
