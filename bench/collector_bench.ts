@@ -6,7 +6,7 @@
  * latency p50 and p99 as the clients see it, and the server's CPU per 1,000 events.
  *
  * Baselines in the same run, on the same batches:
- * - `journal.ingest` alone: the SQLite transaction, no HTTP, no decompression, no validation;
+ * - `ingestBatch` alone: the SQLite transaction, no HTTP, no decompression, no validation;
  * - the whole app in process (`app.request()`: gunzip, JSON, zod, ingest), one batch at a time,
  *   no socket;
  * - one host over HTTP.
@@ -15,7 +15,7 @@
  * @module
  */
 import { join } from "node:path";
-import { createCollectorApp, openKeyStore } from "../src/collector/mod.ts";
+import { createCollectorApp, ingestBatch, openKeyStore } from "../src/collector/mod.ts";
 import { type AgentEvent, createUlid } from "../src/events/mod.ts";
 import { JOURNAL_FILE, openJournal, type SessionRecord } from "../src/journal/mod.ts";
 import { cpuNanos, parseBenchArgs, percentile, rng, sentryCommand, table } from "./_harness.ts";
@@ -174,7 +174,7 @@ function summarize(
   };
 }
 
-/** Baseline: `journal.ingest` of the parsed batches, one after another. */
+/** Baseline: `ingestBatch` of the parsed batches into the journal, one after another. */
 function ingestOnly(dir: string, plans: HostPlan[]): IngestCase {
   const journal = openJournal(join(dir, JOURNAL_FILE), { hostname: "collector" });
   try {
@@ -184,12 +184,12 @@ function ingestOnly(dir: string, plans: HostPlan[]): IngestCase {
     for (const [h, p] of plans.entries()) {
       for (const batch of p.parsed) {
         const t = performance.now();
-        events += journal.ingest({ key: `k_host${h}`, hostId: p.hostId, ...batch }).accepted;
+        events += ingestBatch(journal, { key: `k_host${h}`, hostId: p.hostId, ...batch }).accepted;
         latencies.push(performance.now() - t);
       }
     }
     return summarize(
-      "journal.ingest only (no HTTP, no validation)",
+      "ingestBatch only (no HTTP, no validation)",
       events,
       performance.now() - t0,
       latencies,

@@ -6,7 +6,7 @@
  *
  * 1. Throughput: N events are journaled with the outbox on, then `drainNow()` uploads them.
  *    Baselines in the same run, on the same events: the journaling rate itself (append + flush,
- *    outbox on and off), and `journal.ingest` of the same batches in process (the collector's
+ *    outbox on and off), and `ingestBatch` of the same batches in process (the collector's
  *    storage alone: no HTTP, gzip or validation). The uploader's event-loop stalls during the
  *    drain are measured too (a 5 ms timer's lateness): they bound how long it could hold up the
  *    sensors in the same process.
@@ -18,7 +18,7 @@
  * @module
  */
 import { join } from "node:path";
-import { openKeyStore } from "../src/collector/mod.ts";
+import { ingestBatch, openKeyStore } from "../src/collector/mod.ts";
 import { type AgentEvent, createUlid } from "../src/events/mod.ts";
 import { type Journal, JOURNAL_FILE, openJournal } from "../src/journal/mod.ts";
 import { createUploader, DEFAULT_POLL_MS, type UploaderOptions } from "../src/sync/mod.ts";
@@ -142,7 +142,7 @@ function journalRate(path: string, events: AgentEvent[], outbox: boolean): numbe
   return rate;
 }
 
-/** `journal.ingest` of the events in batches of 500, in process; events per second. */
+/** `ingestBatch` of the events in batches of 500, in process; events per second. */
 function ingestRate(path: string, events: AgentEvent[]): number {
   const journal = openJournal(path, { hostname: "collector" });
   const record = {
@@ -158,7 +158,7 @@ function ingestRate(path: string, events: AgentEvent[]): number {
   };
   const t0 = performance.now();
   for (let i = 0; i < events.length; i += 500) {
-    journal.ingest({
+    ingestBatch(journal, {
       key: "k_bench",
       hostId: HOST.id,
       sessions: [record],
@@ -343,7 +343,7 @@ export async function runSyncBench(options: SyncBenchOptions = {}): Promise<Sync
       ["case", "events/s"],
       ["journal append + flush, outbox off", n(journalPlain)],
       ["journal append + flush, outbox on (baseline)", n(journalOutbox)],
-      ["collector storage alone: journal.ingest, 500/batch, in process", n(ingest)],
+      ["collector storage alone: ingestBatch, 500/batch, in process", n(ingest)],
       [`uploader: outbox -> HTTP -> collector (${upload.batches} batches)`, n(upload.rate)],
     ]));
     const ms = (x: number) => x.toFixed(1);

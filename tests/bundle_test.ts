@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { openPostgresStore, redactUrl } from "../src/collector/mod.ts";
+import { postgresSkip, startPostgres } from "../src/collector/_pg_testing.ts";
 import type { AgentEvent } from "../src/events/mod.ts";
 import { hasStackTrace, PYTHON, type Sandbox, withSandbox } from "./_helpers.ts";
 
@@ -313,4 +315,61 @@ Deno.test("`sentry import --key` refuses a bundle whose host is bound to another
     assert.equal(ok.code, 0, ok.stderr);
     assert.ok((await journalEvents(sb, collector)).length > before);
   });
+});
+
+Deno.test({
+  name:
+    "`sentry import --store postgres://` stores a bundle in PostgreSQL once, binds its host, and refuses another key",
+  ignore: postgresSkip() !== null,
+  async fn() {
+    const pg = await startPostgres();
+    try {
+      await withSandbox(async (sb) => {
+        await runAgent(sb, "delta");
+        const bundle = sb.path("delta.jsonl.gz");
+        assert.equal((await sb.sentry(["export", "--since", "1h", "-o", bundle])).code, 0);
+        const local = await journalEvents(sb);
+        const store = ["--store", pg.url];
+        for (const name of ["fleet-a", "fleet-b"]) {
+          const added = await sb.sentry(["server", "keys", "add", name, ...store]);
+          assert.equal(added.code, 0, added.stderr);
+        }
+        // An unknown key is refused before the bundle is read, and nothing is stored.
+        const unknown = await sb.sentry(["import", bundle, ...store, "--key", "nobody"]);
+        assert.equal(unknown.code, 2, unknown.stderr);
+        assert.match(unknown.stderr, /Unknown --key "nobody"/);
+
+        const first = await sb.sentry(["import", bundle, ...store, "--key", "fleet-a", "--json"]);
+        assert.equal(first.code, 0, first.stderr);
+        const result = JSON.parse(first.stdout);
+        assert.equal(result.accepted, local.length);
+        assert.equal(result.stored_sessions, 1);
+        assert.equal(result.data, redactUrl(pg.url));
+        const again = await sb.sentry(["import", bundle, ...store, "--key", "fleet-a"]);
+        assert.equal(again.code, 0, again.stderr);
+        assert.match(again.stdout, new RegExp(`0 events accepted, ${local.length} duplicates`));
+        const refused = await sb.sentry(["import", bundle, ...store, "--key", "fleet-b"]);
+        assert.equal(refused.code, 2, refused.stderr);
+        assert.match(refused.stderr, /host\.id "[0-9A-Z]+" is bound to another key/);
+        assert.ok(!hasStackTrace(refused.stderr));
+        // Nothing went to a SQLite collector, and the database holds each event once.
+        assert.ok(!exists(join(sb.data, "collector", "journal.db")));
+        const db = await openPostgresStore(pg.url);
+        try {
+          const [session] = await db.listSessions();
+          assert.equal(session?.events, local.length);
+          const stored = await db.queryEvents({ limit: 100_000 });
+          assert.deepEqual(ids(stored), ids(local));
+          const [host] = await db.listHosts();
+          assert.equal(host?.key_name, "fleet-a");
+          assert.equal(host?.events, local.length);
+          assert.equal(host?.duplicates, local.length);
+        } finally {
+          await db.close();
+        }
+      });
+    } finally {
+      await pg.close();
+    }
+  },
 });

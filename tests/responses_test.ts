@@ -163,7 +163,13 @@ rules:
     const pids = await treePids(sb);
     await waitAllStopped(sb, pids);
     await run.waitForStderr(/paused the agent \(2 processes stopped\)/);
-    assert.match(run.stderr, warning);
+    if (!warning.test(run.stderr)) {
+      // Seen once in CI, not reproduced under load here: name what paused the agent instead.
+      const taken = (await sb.report()).responses.map((r) =>
+        `${r.action}:${JSON.stringify(r.detail)}`
+      );
+      assert.fail(`no fallback warning; responses: ${taken.join(" | ")}; stderr: ${run.stderr}`);
+    }
 
     const resumed = await sb.sentry(["resume", "last"]);
     assert.equal(resumed.code, 0, resumed.stderr);

@@ -10,14 +10,13 @@
 import type { Command } from "commander";
 import { basename, dirname, join } from "node:path";
 import {
-  bindHost,
+  type CollectorStore,
   type HostBinding,
+  type KeyInfo,
   openKeyStore,
-  recordHostVisit,
-  unbindHost,
 } from "../collector/mod.ts";
-import { IngestError, type Journal, JOURNAL_FILE, openJournal } from "../journal/mod.ts";
-import { dataDir, ensureDataDir } from "../platform/mod.ts";
+import { IngestError } from "../journal/mod.ts";
+import { dataDir } from "../platform/mod.ts";
 import { formatBytes } from "../rollback/mod.ts";
 import {
   BundleError,
@@ -32,7 +31,7 @@ import {
 import { ExitCode, UsageError } from "./errors.ts";
 import { findSession, openForReading } from "./journal_access.ts";
 import { eprintln, printJson, println } from "./output.ts";
-import { COLLECTOR_DIR } from "./server.ts";
+import { COLLECTOR_DIR, collectorStoreUrl, openCollectorStore } from "./server.ts";
 
 const UNITS: Readonly<Record<string, number>> = {
   s: 1_000,
@@ -204,6 +203,8 @@ async function writeAtomically<T>(
 
 interface ImportOptions {
   data?: string;
+  /** `sqlite` or a `postgres://` URL; else the config file's `server.store`, else sqlite. */
+  store?: string;
   signKeyFile?: string;
   key?: string;
   dryRun?: boolean;
@@ -234,19 +235,12 @@ async function openBundle(path: string): Promise<ReadableStream<Uint8Array<Array
   }
 }
 
-/** The owner key for `--key ID|NAME`: a key of this collector, active or revoked. */
-function findKey(dir: string, ref: string): { id: string; name: string } {
-  let exists = false;
-  try {
-    exists = Deno.statSync(dir).isDirectory;
-  } catch {
-    // No collector there.
-  }
-  const key = !exists
-    ? undefined
-    : openKeyStore(dir).list().find((k) =>
-      k.id === ref || (k.name === ref && k.revoked_at === null)
-    );
+/** The owner key for `--key ID|NAME`: one of the collector's keys, active or revoked. */
+function findKey(
+  keys: readonly { id: string; name: string; revoked_at: string | null }[],
+  ref: string,
+): { id: string; name: string } {
+  const key = keys.find((k) => k.id === ref || (k.name === ref && k.revoked_at === null));
   if (key === undefined) {
     throw new UsageError(`Unknown --key "${ref}": no key of this collector has that id or name`, {
       hint: "list keys with: sentry server keys list",
@@ -255,10 +249,55 @@ function findKey(dir: string, ref: string): { id: string; name: string } {
   return key;
 }
 
+/** The keys of a SQLite collector in `dir`, read without creating anything there. */
+function localKeys(dir: string): KeyInfo[] {
+  try {
+    if (!Deno.statSync(dir).isDirectory) return [];
+  } catch {
+    return [];
+  }
+  return openKeyStore(dir).list();
+}
+
 async function runImport(path: string, opts: ImportOptions): Promise<void> {
   const signKey = opts.signKeyFile === undefined ? undefined : readSignKey(opts.signKeyFile);
+  const url = await collectorStoreUrl(opts);
   const dir = opts.data ?? join(dataDir(Deno.env.toObject()), COLLECTOR_DIR);
-  const owner = opts.key === undefined || opts.dryRun ? undefined : findKey(dir, opts.key);
+  // A PostgreSQL store is opened first, to check --key before the (long) verification; a SQLite
+  // collector's directory is created only once the bundle has verified.
+  let store: CollectorStore | null = null;
+  try {
+    let owner: { id: string; name: string } | undefined;
+    if (!opts.dryRun) {
+      if (url !== null) store = await openCollectorStore(opts);
+      if (opts.key !== undefined) {
+        owner = findKey(store === null ? localKeys(dir) : await store.listKeys(), opts.key);
+      }
+    }
+    await importInto(path, {
+      opts,
+      signKey,
+      dir,
+      owner,
+      store: async () => store ??= await openCollectorStore({ data: dir, store: "sqlite" }),
+    });
+  } finally {
+    await store?.close();
+  }
+}
+
+/** Verifies the bundle, then (unless --dry-run) stores it in the store `store()` opens. */
+async function importInto(
+  path: string,
+  o: {
+    opts: ImportOptions;
+    signKey: Uint8Array | undefined;
+    dir: string;
+    owner: { id: string; name: string } | undefined;
+    store: () => Promise<CollectorStore>;
+  },
+): Promise<void> {
+  const { opts, signKey, owner } = o;
   // Verify the whole bundle before anything is created or stored.
   const bundle = await verifyBundle(
     await openBundle(path),
@@ -287,78 +326,74 @@ async function runImport(path: string, opts: ImportOptions): Promise<void> {
     println(`chain head ${summary.head} (${describeSignature(summary.signature)})`);
     return;
   }
-  ensureDataDir(dir);
-  const journal: Journal = openJournal(join(dir, JOURNAL_FILE));
-  try {
-    // A host id belongs to the key that registered it, here as on the upload route: a bundle
-    // filed under another key must not add to (or end) that host's sessions.
-    const hostId = summary.header.host.id.toUpperCase();
-    let binding: HostBinding | undefined;
-    if (owner !== undefined) {
-      binding = bindHost(journal, { hostId, key: owner, keys: openKeyStore(dir).list() });
-      if (binding.outcome === "refused") {
-        throw new UsageError(
-          `Cannot import bundle "${path}": its host.id "${hostId}" is bound to another key ` +
-            `("${binding.boundTo}"), not "${owner.id}"; nothing was imported`,
-          { hint: `file it under the key that host uploads with: --key ${binding.boundTo}` },
-        );
-      }
+  const store = await o.store();
+  // A host id belongs to the key that registered it, here as on the upload route: a bundle
+  // filed under another key must not add to (or end) that host's sessions.
+  const hostId = summary.header.host.id.toUpperCase();
+  let binding: HostBinding | undefined;
+  if (owner !== undefined) {
+    binding = await store.bindHost({ hostId, key: owner });
+    if (binding.outcome === "refused") {
+      throw new UsageError(
+        `Cannot import bundle "${path}": its host.id "${hostId}" is bound to another key ` +
+          `("${binding.boundTo}"), not "${owner.id}"; nothing was imported`,
+        { hint: `file it under the key that host uploads with: --key ${binding.boundTo}` },
+      );
     }
-    const undoBinding = () => {
-      if (owner !== undefined && binding !== undefined) {
-        unbindHost(journal, { hostId, keyId: owner.id, binding });
-      }
-    };
-    const result = await storeBundle(journal, {
-      bundle,
-      open: () => openBundle(path),
-      ...(owner === undefined ? {} : { key: owner.id }),
-    }).catch((error) => {
-      undoBinding();
-      if (error instanceof IngestError) {
-        throw new UsageError(
-          `Cannot import bundle "${path}": ${error.message} on this collector; nothing was ` +
-            "imported",
-          { hint: "to file it under the key the host uploads with, pass --key ID" },
-        );
-      }
-      if (error instanceof BundleError) {
-        throw new ExitCode(1, `Cannot finish importing bundle "${path}": ${error.detail}`);
-      }
-      throw error;
-    });
-    recordHostVisit(journal, {
-      hostId: summary.header.host.id.toUpperCase(),
-      name: summary.header.host.name,
-      keyId: result.key,
-      keyName: owner?.name ?? "bundle",
-      at: new Date().toISOString(),
+  }
+  const undoBinding = async () => {
+    if (owner !== undefined && binding !== undefined) {
+      await store.unbindHost({ hostId, keyId: owner.id, binding });
+    }
+  };
+  const result = await storeBundle(store, {
+    bundle,
+    open: () => openBundle(path),
+    ...(owner === undefined ? {} : { key: owner.id }),
+  }).catch(async (error) => {
+    await undoBinding();
+    if (error instanceof IngestError) {
+      throw new UsageError(
+        `Cannot import bundle "${path}": ${error.message} on this collector; nothing was ` +
+          "imported",
+        { hint: "to file it under the key the host uploads with, pass --key ID" },
+      );
+    }
+    if (error instanceof BundleError) {
+      throw new ExitCode(1, `Cannot finish importing bundle "${path}": ${error.detail}`);
+    }
+    throw error;
+  });
+  await store.recordHostVisit({
+    hostId,
+    name: summary.header.host.name,
+    keyId: result.key,
+    keyName: owner?.name ?? "bundle",
+    at: new Date().toISOString(),
+    accepted: result.accepted,
+    duplicates: result.duplicates,
+    dropped: 0,
+  });
+  if (opts.json) {
+    printJson({
+      file: path,
+      stored: true,
       accepted: result.accepted,
       duplicates: result.duplicates,
-      dropped: 0,
+      stored_sessions: result.sessions,
+      key: result.key,
+      data: store.kind === "sqlite" ? o.dir : store.location,
+      ...summarise(summary),
     });
-    if (opts.json) {
-      printJson({
-        file: path,
-        stored: true,
-        accepted: result.accepted,
-        duplicates: result.duplicates,
-        stored_sessions: result.sessions,
-        key: result.key,
-        data: dir,
-        ...summarise(summary),
-      });
-      return;
-    }
-    println(
-      `Imported "${path}" from ${describeBundle(summary)} into "${dir}": ` +
-        `${result.accepted} events accepted, ${result.duplicates} duplicates, ` +
-        `${counted(result.sessions, "session")} (owner ${result.key})`,
-    );
-    println(`chain head ${summary.head} (${describeSignature(summary.signature)})`);
-  } finally {
-    journal.close();
+    return;
   }
+  println(
+    `Imported "${path}" from ${describeBundle(summary)} into "${
+      store.kind === "sqlite" ? o.dir : store.location
+    }": ${result.accepted} events accepted, ${result.duplicates} duplicates, ` +
+      `${counted(result.sessions, "session")} (owner ${result.key})`,
+  );
+  println(`chain head ${summary.head} (${describeSignature(summary.signature)})`);
 }
 
 function counted(n: number, noun: string): string {
@@ -393,10 +428,11 @@ export function registerBundleCommands(program: Command): void {
       await runExport(opts);
     });
   program.command("import").description(
-    "verify a bundle from `sentry export` and store it in the collector's journal",
+    "verify a bundle from `sentry export` and store it in the collector's store",
   )
     .argument("<bundle>", "the bundle file (.jsonl.gz)")
     .option("--data <dir>", "the collector's data directory (default: <data dir>/collector)")
+    .option("--store <url>", "the collector's store: sqlite or a postgres:// URL")
     .option("--sign-key-file <file>", "require a signature by this shared key")
     .option("--key <id|name>", "file the sessions under this upload key (default: bundle:<host>)")
     .option("--dry-run", "verify only; store nothing")

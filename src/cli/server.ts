@@ -31,7 +31,8 @@ export const COLLECTOR_DIR = "collector";
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
 
-interface DataOption {
+/** The options that name a collector's store. */
+export interface DataOption {
   data?: string;
   /** `sqlite` or a `postgres://` URL; else the config file's `server.store`, else sqlite. */
   store?: string;
@@ -40,8 +41,13 @@ interface DataOption {
 /** How often a PostgreSQL collector makes partitions ahead and applies its retention. */
 const MAINTENANCE_MS = 60 * 60 * 1000;
 
-/** The store's URL (`--store`, else `server.store` in the config file), or null for SQLite. */
-async function storeUrl(opts: DataOption): Promise<string | null> {
+/**
+ * The collector store's URL (`--store`, else `server.store` in the config file), or null for
+ * SQLite.
+ *
+ * @throws {UsageError} when it is neither `sqlite` nor a `postgres://` URL.
+ */
+export async function collectorStoreUrl(opts: DataOption): Promise<string | null> {
   const value = opts.store ?? (await loadConfig()).config.server.store;
   if (value === undefined || value.toLowerCase() === "sqlite") return null;
   if (!isPostgresUrl(value)) {
@@ -58,12 +64,30 @@ function collectorDir(opts: DataOption): string {
   return ensureDataDir(dir);
 }
 
+/**
+ * Opens the collector's store the options name: PostgreSQL (`--store`, else `server.store` in
+ * the config file), else the SQLite journal and `keys.json` of the data directory (`--data`,
+ * else `<data dir>/collector`), created 0700.
+ *
+ * @throws {UsageError} on an invalid `--store`.
+ * @throws {Error} when the store cannot be opened (the message names it, without a password).
+ */
+export async function openCollectorStore(opts: DataOption): Promise<CollectorStore> {
+  const url = await collectorStoreUrl(opts);
+  if (url !== null) return await openPostgresStore(url);
+  const dir = collectorDir(opts);
+  return openSqliteStore({
+    journal: openJournal(join(dir, JOURNAL_FILE)),
+    keys: openKeyStore(dir),
+  });
+}
+
 /** The key operations of a store: the commands of `sentry server keys`. */
 type KeyOps = Pick<CollectorStore, "addKey" | "listKeys" | "revokeKey" | "close">;
 
 /** The key store the options name: the database's, or `keys.json` in the data directory. */
 async function openKeys(opts: DataOption): Promise<KeyOps> {
-  const url = await storeUrl(opts);
+  const url = await collectorStoreUrl(opts);
   if (url !== null) return await openPostgresStore(url);
   const keys = openKeyStore(collectorDir(opts));
   return {
@@ -236,7 +260,7 @@ async function serveCollector(opts: ServeOptions): Promise<void> {
       throw new UsageError(`Invalid --retain: ${(error as Error).message}`);
     }
   }
-  const url = await storeUrl(opts);
+  const url = await collectorStoreUrl(opts);
   if (retainMs !== null && url === null) {
     throw new UsageError(
       `Invalid --retain "${retainText}": retention drops PostgreSQL partitions`,
@@ -244,16 +268,8 @@ async function serveCollector(opts: ServeOptions): Promise<void> {
     );
   }
   const dir = collectorDir(opts);
-  let store: CollectorStore;
-  let pg: PostgresStore | null = null;
-  if (url === null) {
-    store = openSqliteStore({
-      journal: openJournal(join(dir, JOURNAL_FILE)),
-      keys: openKeyStore(dir),
-    });
-  } else {
-    store = pg = await openPostgresStore(url);
-  }
+  const store = await openCollectorStore(opts);
+  const pg = store.kind === "postgres" ? store as PostgresStore : null;
   if (!(await store.listKeys()).some((k) => k.revoked_at === null)) {
     eprintln(paint(
       "sentry: warning: no active upload key yet: make one with: sentry server keys add NAME",

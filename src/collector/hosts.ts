@@ -1,12 +1,31 @@
 /**
- * What the collector knows about each uploading host, kept in its journal's `sync_state` under
- * `host:<key id>:<host id>`: when it was first and last seen, its name, how many batches and
- * events it sent, and how many events its outbox dropped (the count it reports in each batch).
+ * What the collector knows about each uploading host, kept by the SQLite store as named values
+ * ({@link StateSlots}, its journal's `sync_state`) under `host:<key id>:<host id>`: when it was
+ * first and last seen, its name, how many batches and events it sent, and how many events its
+ * outbox dropped (the count it reports in each batch). And the binding of each host id to the
+ * key that registered it, under `host-key:<host id>`. (The PostgreSQL store keeps both in
+ * tables of its own.)
  *
  * @module
  */
 
-import type { Journal } from "../journal/mod.ts";
+/**
+ * Named string values shared by every process of one store: where the SQLite store keeps host
+ * records and bindings. `swap` is a compare-and-swap in one write transaction.
+ */
+export interface StateSlots {
+  /** The value of `key`, or undefined. */
+  get(key: string): string | undefined;
+  /** Sets `key` to `value`. */
+  set(key: string, value: string): void;
+  /**
+   * Sets `key` to `value` (deletes it when undefined) only if it is `expected` now (undefined:
+   * not set). Returns the value found: the swap happened when it equals `expected`.
+   */
+  swap(key: string, expected: string | undefined, value: string | undefined): string | undefined;
+  /** Every value whose key starts with `prefix`, by key. */
+  list(prefix: string): [string, string][];
+}
 
 /** The `sync_state` key prefix of host records. */
 export const HOST_STATE_PREFIX = "host:";
@@ -54,9 +73,9 @@ export function hostStateKey(keyId: string, hostId: string): string {
  * Adds an accepted batch to its host's record. The dropped count only grows: a retried older
  * batch carries an older, smaller total.
  */
-export function recordHostVisit(journal: Journal, visit: HostVisit): HostRecord {
+export function recordHostVisit(slots: StateSlots, visit: HostVisit): HostRecord {
   const key = hostStateKey(visit.keyId, visit.hostId);
-  const previous = parseHost(journal.syncState(key));
+  const previous = parseHost(slots.get(key));
   const record: HostRecord = {
     host_id: visit.hostId,
     name: visit.name,
@@ -69,7 +88,7 @@ export function recordHostVisit(journal: Journal, visit: HostVisit): HostRecord 
     duplicates: (previous?.duplicates ?? 0) + visit.duplicates,
     dropped: Math.max(previous?.dropped ?? 0, visit.dropped),
   };
-  journal.setSyncState(key, JSON.stringify(record));
+  slots.set(key, JSON.stringify(record));
   return record;
 }
 
@@ -124,17 +143,17 @@ export type HostBinding =
  * existed goes to the key of its oldest record). Another key is refused, unless the bound key
  * was revoked and this key has its name (a rotated key), or the key store no longer has the
  * bound key: then the binding moves. Each change is a compare-and-swap in the journal's write
- * transaction, so several collectors sharing the journal agree.
+ * transaction, so several collectors sharing the store agree.
  */
-export function bindHost(journal: Journal, claim: HostClaim): HostBinding {
+export function bindHost(slots: StateSlots, claim: HostClaim): HostBinding {
   const slot = hostBindingKey(claim.hostId);
-  let bound = journal.syncState(slot);
+  let bound = slots.get(slot);
   // Each turn either decides or sees another process's change; a few turns settle any race.
   for (let turn = 0; turn < 4; turn++) {
     if (bound === claim.key.id) return { outcome: "bound" };
     if (bound === undefined) {
-      const registrar = oldestRecordKey(journal, claim.hostId) ?? claim.key.id;
-      const found = journal.swapSyncState(slot, undefined, registrar);
+      const registrar = oldestRecordKey(slots, claim.hostId) ?? claim.key.id;
+      const found = slots.swap(slot, undefined, registrar);
       if (found !== undefined) {
         bound = found;
         continue;
@@ -147,7 +166,7 @@ export function bindHost(journal: Journal, claim: HostClaim): HostBinding {
     const movable = holder === undefined ||
       (holder.revoked_at !== null && holder.name === claim.key.name);
     if (!movable) return { outcome: "refused", boundTo: bound };
-    const found = journal.swapSyncState(slot, bound, claim.key.id);
+    const found = slots.swap(slot, bound, claim.key.id);
     if (found === bound) return { outcome: "rebound", previous: bound };
     bound = found;
   }
@@ -159,12 +178,12 @@ export function bindHost(journal: Journal, claim: HostClaim): HostBinding {
  * host is bound by its first accepted batch. Does nothing if the binding changed meanwhile.
  */
 export function unbindHost(
-  journal: Journal,
+  slots: StateSlots,
   options: { hostId: string; keyId: string; binding: HostBinding },
 ): void {
   const { binding } = options;
   if (binding.outcome !== "claimed" && binding.outcome !== "rebound") return;
-  journal.swapSyncState(
+  slots.swap(
     hostBindingKey(options.hostId),
     options.keyId,
     binding.outcome === "rebound" ? binding.previous : undefined,
@@ -172,9 +191,9 @@ export function unbindHost(
 }
 
 /** The key of the host's oldest record, from before bindings existed; null when none. */
-function oldestRecordKey(journal: Journal, hostId: string): string | null {
+function oldestRecordKey(slots: StateSlots, hostId: string): string | null {
   let oldest: HostRecord | null = null;
-  for (const [, value] of journal.syncStates(HOST_STATE_PREFIX)) {
+  for (const [, value] of slots.list(HOST_STATE_PREFIX)) {
     const host = parseHost(value);
     if (host === null || host.host_id !== hostId) continue;
     if (oldest === null || host.first_seen < oldest.first_seen) oldest = host;

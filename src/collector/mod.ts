@@ -44,6 +44,7 @@ export {
   type HostVisit,
   parseHost,
   recordHostVisit,
+  type StateSlots,
   unbindHost,
 } from "./hosts.ts";
 export {
@@ -67,6 +68,8 @@ export {
   type RetainResult,
 } from "./store.ts";
 export {
+  ingestBatch,
+  journalSlots,
   listJournalHosts,
   openSqliteStore,
   type SqliteStore,

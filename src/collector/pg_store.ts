@@ -17,6 +17,7 @@ import postgres from "postgres";
 import type { AgentEvent } from "../events/mod.ts";
 import {
   type EventFilter,
+  type IngestBatch,
   IngestError,
   type IngestResult,
   type ListSessionsOptions,
@@ -158,9 +159,15 @@ export async function openPostgresStore(
     return (await rows).map(toKey);
   }
 
-  async function accept(batch: AcceptBatch): Promise<AcceptResult> {
+  /**
+   * Runs `body` in one transaction after making the day partitions of `events`' ids. Refuses an
+   * id minted more than a day ahead (it would make far-future partitions).
+   */
+  async function withPartitions<T>(
+    events: readonly AgentEvent[],
+    body: (tx: Tx, at: number[]) => Promise<T>,
+  ): Promise<T> {
     const now0 = now();
-    const events = batch.events;
     const at: number[] = [];
     for (const [i, e] of events.entries()) {
       const t = ulidTime(e.id);
@@ -174,21 +181,45 @@ export async function openPostgresStore(
     }
     await ensurePartitions(at.map(dayOf));
     try {
-      return await sql.begin((tx) => acceptIn(tx, batch, at));
+      return await sql.begin((tx) => body(tx, at)) as T;
     } catch (error) {
       if ((error as { code?: string }).code !== NO_PARTITION) throw error;
       // Another process dropped a partition this one thought was there: look again, retry.
       await loadPartitions();
       await ensurePartitions(at.map(dayOf));
-      return await sql.begin((tx) => acceptIn(tx, batch, at));
+      return await sql.begin((tx) => body(tx, at)) as T;
     }
   }
 
-  async function acceptIn(tx: Tx, batch: AcceptBatch, at: number[]): Promise<AcceptResult> {
-    const { hostId, key } = batch;
-    const binding = await bindIn(tx, hostId, key);
-    if (binding.outcome === "refused") return binding;
+  function accept(batch: AcceptBatch): Promise<AcceptResult> {
+    return withPartitions(batch.events, async (tx, at): Promise<AcceptResult> => {
+      const { hostId, key } = batch;
+      const binding = await bindIn(tx, hostId, key);
+      if (binding.outcome === "refused") return binding;
+      const result = await ingestIn(tx, {
+        key: key.id,
+        hostId,
+        sessions: batch.sessions,
+        events: batch.events,
+      }, at);
+      await visitIn(tx, {
+        hostId,
+        name: batch.hostName,
+        keyId: key.id,
+        keyName: key.name,
+        at: batch.at,
+        accepted: result.accepted,
+        duplicates: result.duplicates,
+        dropped: batch.dropped,
+      });
+      return { outcome: "stored", binding, result };
+    });
+  }
 
+  /** Upserts a batch's sessions and inserts its events (at `at`, their ids' times) once by id. */
+  async function ingestIn(tx: Tx, batch: IngestBatch, at: number[]): Promise<IngestResult> {
+    const { hostId } = batch;
+    const keyId = batch.key;
     const owners = new Map<string, string>();
     for (const [i, s] of batch.sessions.entries()) {
       const [row] = await tx`
@@ -196,7 +227,7 @@ export async function openPostgresStore(
           sentry_pid, started_at, ended_at, state, exit_code, note, origin_key, origin_host, tier)
         VALUES (${s.id}, ${s.agent}, ${JSON.stringify(s.command)}, ${s.pid}, ${s.kind},
           ${s.policy}, ${s.mode}, ${s.workspace}, ${s.host}, ${s.sentryPid}, ${s.startedAt},
-          ${s.endedAt}, ${s.state}, ${s.exitCode}, ${s.note}, ${key.id}, ${hostId}, ${s.tier})
+          ${s.endedAt}, ${s.state}, ${s.exitCode}, ${s.note}, ${keyId}, ${hostId}, ${s.tier})
         ON CONFLICT (id) DO UPDATE SET
           state = CASE WHEN sessions.state IN ('running', 'paused') THEN excluded.state
                        ELSE sessions.state END,
@@ -290,22 +321,11 @@ export async function openPostgresStore(
               THEN NULL ELSE greatest(session_day_counts.max_skew, excluded.max_skew) END`;
       }
     }
-    const result: IngestResult = {
+    return {
       accepted,
       duplicates: batch.events.length - accepted,
       sessions: batch.sessions.length,
     };
-    await visitIn(tx, {
-      hostId,
-      name: batch.hostName,
-      keyId: key.id,
-      keyName: key.name,
-      at: batch.at,
-      accepted: result.accepted,
-      duplicates: result.duplicates,
-      dropped: batch.dropped,
-    });
-    return { outcome: "stored", binding, result };
   }
 
   /**
@@ -313,7 +333,11 @@ export async function openPostgresStore(
    * until it commits, so concurrent batches of one host, in any process, decide one at a time,
    * and a batch that fails leaves no binding behind.
    */
-  async function bindIn(tx: Tx, hostId: string, key: KeyInfo): Promise<HostBinding> {
+  async function bindIn(
+    tx: Tx,
+    hostId: string,
+    key: { id: string; name: string },
+  ): Promise<HostBinding> {
     let [row] = await tx`SELECT key_id FROM collector_host_bindings WHERE host_id = ${hostId}
       FOR UPDATE`;
     if (row === undefined) {
@@ -600,6 +624,18 @@ export async function openPostgresStore(
       return key === null || key.revoked_at !== null ? null : key;
     },
     accept,
+    ingest: (batch) => withPartitions(batch.events, (tx, at) => ingestIn(tx, batch, at)),
+    bindHost: (claim) => sql.begin((tx) => bindIn(tx, claim.hostId, claim.key)),
+    async unbindHost({ hostId, keyId, binding }) {
+      // As on SQLite: only a binding just made, and only while it is still this key's.
+      if (binding.outcome === "claimed") {
+        await sql`DELETE FROM collector_host_bindings
+          WHERE host_id = ${hostId} AND key_id = ${keyId}`;
+      } else if (binding.outcome === "rebound") {
+        await sql`UPDATE collector_host_bindings SET key_id = ${binding.previous}
+          WHERE host_id = ${hostId} AND key_id = ${keyId}`;
+      }
+    },
     recordHostVisit: (visit) => visitIn(sql, visit),
     async hostBinding(hostId) {
       const [row] = await sql`SELECT key_id FROM collector_host_bindings

@@ -10,6 +10,7 @@
 import type { AgentEvent } from "../events/mod.ts";
 import type {
   EventFilter,
+  IngestBatch,
   IngestResult,
   ListSessionsOptions,
   ResponseRecord,
@@ -99,6 +100,21 @@ export interface CollectorStore {
    *   session; nothing is stored and the host is not bound.
    */
   accept(batch: AcceptBatch): Promise<AcceptResult>;
+  /**
+   * Stores sessions and events under `batch.key` in one transaction, as `accept` does, but
+   * neither binds the host nor adds to its record: for an import, which binds the host first
+   * ({@link bindHost}) and stores a bundle in several batches.
+   *
+   * @throws {IngestError} as `accept`; nothing of the batch is stored then.
+   */
+  ingest(batch: IngestBatch): Promise<IngestResult>;
+  /**
+   * Binds a host id to the key that presents it, or checks that it is bound to it: the rules of
+   * `bindHost` in hosts.ts, on this store. `refused` names the key the host is bound to.
+   */
+  bindHost(claim: { hostId: string; key: { id: string; name: string } }): Promise<HostBinding>;
+  /** Undoes a binding {@link bindHost} just made, when what it was made for was not stored. */
+  unbindHost(undo: { hostId: string; keyId: string; binding: HostBinding }): Promise<void>;
   /** Adds a batch to a host's record (`accept` does it; tests and imports call it alone). */
   recordHostVisit(visit: HostVisit): Promise<HostRecord>;
   /** The key id a host id is bound to, or undefined. */

@@ -1,5 +1,5 @@
 /**
- * The SQL of the sync outbox and of the collector's ingest. Private to the journal folder.
+ * The SQL of the sync outbox and sync state. Private to the journal folder.
  *
  * @module
  */
@@ -34,27 +34,3 @@ export const SELECT_UNSYNCED_SESSIONS = `SELECT * FROM sessions
 /** Records that a session's revision reached the collector. */
 export const MARK_SESSION_SYNCED = `UPDATE sessions SET synced_rev = max(synced_rev, ?)
   WHERE id = ?`;
-
-/**
- * Stores or updates a session received from a host. A final state is never moved back to a live
- * one, and a session belongs to the host (id) that first sent it, whatever key it used (so keys
- * can be rotated): another host's update is ignored (the caller then finds the owner differs and
- * rejects the batch). The key of the latest update is kept.
- */
-export const UPSERT_INGESTED_SESSION = `INSERT INTO sessions
-  (id, agent, command, pid, kind, policy, mode, workspace, host, sentry_pid, started_at,
-   ended_at, state, exit_code, note, origin_key, origin_host, tier)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (id) DO UPDATE SET
-    state = CASE WHEN sessions.state IN ('running', 'paused') THEN excluded.state
-                 ELSE sessions.state END,
-    ended_at = coalesce(excluded.ended_at, sessions.ended_at),
-    exit_code = coalesce(excluded.exit_code, sessions.exit_code),
-    note = coalesce(excluded.note, sessions.note),
-    pid = coalesce(excluded.pid, sessions.pid),
-    origin_key = excluded.origin_key,
-    rev = sessions.rev + 1
-  WHERE sessions.origin_host IS excluded.origin_host`;
-
-/** Which host uploaded a session (null for a session of this journal's own host). */
-export const SELECT_SESSION_ORIGIN = "SELECT origin_host FROM sessions WHERE id = ?";

@@ -15,6 +15,7 @@ import {
   openJournal,
   type SessionRecord,
 } from "./mod.ts";
+import { ingestBatch } from "../collector/mod.ts";
 import { countAttributedEventsSql, countEventsSql } from "./migrations.ts";
 import { eventSkew } from "./_counts.ts";
 
@@ -372,7 +373,7 @@ Deno.test("a session's skew range turns unknown with one odd event and stays unk
   });
 });
 
-Deno.test("ingest() counts each accepted event once, not duplicates or refused batches", async () => {
+Deno.test("ingestBatch() counts each accepted event once, not duplicates or refused batches", async () => {
   await withDir((dir) => {
     const path = join(dir, "collector.db");
     const collector = openJournal(path, OPTIONS);
@@ -380,16 +381,19 @@ Deno.test("ingest() counts each accepted event once, not duplicates or refused b
       const make = eventMaker();
       const first = Array.from({ length: 40 }, (_, i) => make(i % 2 === 0 ? "A" : "B"));
       const batch = { key: "k1", hostId: "H", sessions: [record("A"), record("B")] };
-      assert.equal(collector.ingest({ ...batch, events: first }).accepted, 40);
+      assert.equal(ingestBatch(collector, { ...batch, events: first }).accepted, 40);
       // A retried batch, then one that repeats half of it and adds more.
-      assert.equal(collector.ingest({ ...batch, events: first }).duplicates, 40);
+      assert.equal(ingestBatch(collector, { ...batch, events: first }).duplicates, 40);
       const more = Array.from({ length: 10 }, () => make("B", { verdict: "deny", risk: 100 }));
-      const mixed = collector.ingest({ ...batch, events: [...first.slice(20), ...more, more[0]!] });
+      const mixed = ingestBatch(collector, {
+        ...batch,
+        events: [...first.slice(20), ...more, more[0]!],
+      });
       assert.deepEqual([mixed.accepted, mixed.duplicates], [10, 21]);
       // A batch refused as a whole counts nothing, though its first events were inserted.
       assert.throws(
         () =>
-          collector.ingest({
+          ingestBatch(collector, {
             key: "k1",
             hostId: "H",
             sessions: [],

@@ -75,15 +75,10 @@ import {
   OUTBOX_STATS,
   PUT_SYNC_STATE,
   SELECT_OUTBOX,
-  SELECT_SESSION_ORIGIN,
   SELECT_UNSYNCED_SESSIONS,
-  UPSERT_INGESTED_SESSION,
 } from "./_sync_sql.ts";
 import {
   DROPPED_KEY,
-  type IngestBatch,
-  IngestError,
-  type IngestResult,
   LEASE_KEY,
   type OutboxItem,
   type OutboxStats,
@@ -104,6 +99,17 @@ import {
   SessionRecord,
   type SessionSummary,
 } from "./records.ts";
+
+/**
+ * What {@link Journal.write} gives its body: prepared statements on the journal's database, and
+ * the event insert that keeps `session_counts` in step.
+ */
+export interface JournalWrite {
+  /** A prepared statement on the journal's database, cached for the journal's lifetime. */
+  statement(sql: string): StatementSync;
+  /** Inserts an event once by id: true when it was new (and is counted), false for a duplicate. */
+  insertEvent(event: AgentEvent): boolean;
+}
 
 /** The journal's file name inside the data directory. */
 export const JOURNAL_FILE = "journal.db";
@@ -866,48 +872,6 @@ export class Journal {
   }
 
   /**
-   * Sets a named sync value to `value` (deletes it when undefined) only if it is `expected` now
-   * (undefined: not set), in one write transaction, so that processes sharing the journal agree
-   * on which of them changed it first (a collector's host bindings). Returns the value found:
-   * the swap happened when it equals `expected`.
-   */
-  swapSyncState(
-    key: string,
-    expected: string | undefined,
-    value: string | undefined,
-  ): string | undefined {
-    this.#assertOpen();
-    let found: string | undefined;
-    this.#transaction(() => {
-      found = this.#syncStateIn(key);
-      if (found !== expected) return;
-      if (value === undefined) this.#stmt("DELETE FROM sync_state WHERE key = ?").run(key);
-      else this.#stmt(PUT_SYNC_STATE).run(key, value);
-    });
-    return found;
-  }
-
-  /** Every sync value whose key starts with `prefix`, by key (a collector's host records). */
-  syncStates(prefix: string): [string, string][] {
-    this.#assertOpen();
-    return this.#stmt("SELECT key, value FROM sync_state WHERE key >= ? AND key < ? ORDER BY key")
-      .all(prefix, `${prefix}\uffff`).map((row) => [String(row["key"]), String(row["value"])]);
-  }
-
-  /** On a collector: how many sessions each key and host uploaded. */
-  sessionOrigins(): { key: string; hostId: string; sessions: number }[] {
-    this.#assertOpen();
-    return this.#stmt(
-      `SELECT origin_key, origin_host, count(*) AS n FROM sessions
-       WHERE origin_key IS NOT NULL GROUP BY origin_key, origin_host`,
-    ).all().map((row) => ({
-      key: String(row["origin_key"]),
-      hostId: String(row["origin_host"]),
-      sessions: Number(row["n"]),
-    }));
-  }
-
-  /**
    * Takes or renews the uploader's lease for `owner` until `ttlMs` from now, unless another
    * owner holds an unexpired one. Several `sentry` processes share a journal; the lease lets
    * one of them upload at a time. Returns whether `owner` holds the lease.
@@ -972,82 +936,42 @@ export class Journal {
     });
   }
 
+  // --- The seam for a store that shares the file: the collector's SQLite store ---------------
+
   /**
-   * Stores a batch received from a host, in one transaction, on a collector: sessions are
-   * upserted (a final state stays final) and events are inserted once by id, so a retried batch
-   * counts its events as duplicates. A session belongs to the host that first sent it, under
-   * any key. Validate the batch first; this checks only ownership and references.
-   *
-   * @throws {IngestError} when a session belongs to another host or an event names a session
-   *   that is neither in the batch nor stored; nothing of the batch is stored then.
+   * Runs `body` in one write transaction (`BEGIN IMMEDIATE`, waiting up to the busy timeout):
+   * everything it does is stored, or nothing, when it throws. Events it inserts through
+   * {@link JournalWrite.insertEvent} are counted in `session_counts` in the same transaction, as
+   * the journal's own writes are. For the collector's SQLite store
+   * (src/collector/sqlite_store.ts), which keeps its ingest and host records in this file.
    */
-  ingest(batch: IngestBatch): IngestResult {
+  write<T>(body: (tx: JournalWrite) => T): T {
     this.#assertOpen();
-    const result = { accepted: 0, duplicates: 0, sessions: 0 };
+    let result: T | undefined;
     this.#transaction(() => {
       const moveMark = this.#counting && this.#countUncounted();
       const counts = new CountBatch();
-      const upsert = this.#stmt(UPSERT_INGESTED_SESSION);
-      const origin = this.#stmt(SELECT_SESSION_ORIGIN);
-      for (const [i, s] of batch.sessions.entries()) {
-        upsert.run(
-          s.id,
-          s.agent,
-          JSON.stringify(s.command),
-          s.pid,
-          s.kind,
-          s.policy,
-          s.mode,
-          s.workspace,
-          s.host,
-          s.sentryPid,
-          s.startedAt,
-          s.endedAt,
-          s.state,
-          s.exitCode,
-          s.note,
-          batch.key,
-          batch.hostId,
-          s.tier,
-        );
-        const owner = origin.get(s.id)?.["origin_host"] ?? null;
-        if (owner !== batch.hostId) {
-          throw new IngestError(`Session "${s.id}" belongs to another host`, `sessions[${i}].id`);
-        }
-        result.sessions++;
-      }
-      const known = new Set(batch.sessions.map((s) => s.id));
       const insert = this.#stmt(INSERT_EVENT);
-      for (const [i, e] of batch.events.entries()) {
-        if (!known.has(e.session)) {
-          const owner = origin.get(e.session);
-          if (owner === undefined) {
-            throw new IngestError(
-              `Event "${e.id}" names session "${e.session}", which is not in the batch or stored`,
-              `events[${i}].session`,
-            );
-          }
-          if ((owner["origin_host"] ?? null) !== batch.hostId) {
-            throw new IngestError(
-              `Session "${e.session}" belongs to another host`,
-              `events[${i}].session`,
-            );
-          }
-          known.add(e.session);
-        }
-        const changes = Number(
-          insert.run(...eventRow(e)).changes,
-        );
-        if (changes > 0) {
-          result.accepted++;
-          counts.add(e);
-        } else {
-          result.duplicates++;
-        }
-      }
+      result = body({
+        statement: (sql) => this.#stmt(sql),
+        insertEvent: (event) => {
+          if (Number(insert.run(...eventRow(event)).changes) === 0) return false;
+          counts.add(event);
+          return true;
+        },
+      });
       if (this.#counting) this.#saveCounts(counts, moveMark);
     });
-    return result;
+    return result as T;
+  }
+
+  /**
+   * A prepared statement on the journal's database, cached for its lifetime, for reads outside
+   * a transaction by a store that shares the file (see {@link write}).
+   */
+  statement(sql: string): StatementSync {
+    this.#assertOpen();
+    return this.#stmt(sql);
   }
 
   /** Write counters and batch latencies, for `/metrics`. Works after close too. */

@@ -9,6 +9,7 @@ export {
   Journal,
   JOURNAL_FILE,
   type JournalOptions,
+  type JournalWrite,
   openJournal,
   type ReconcileOptions,
   SessionRefError,

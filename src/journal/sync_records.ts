@@ -41,7 +41,7 @@ export interface SyncSession {
   rev: number;
 }
 
-/** A validated batch for {@link Journal.ingest}. */
+/** A validated batch for a collector store's ingest (`CollectorStore.ingest`). */
 export interface IngestBatch {
   /** The id of the API key that sent it (recorded with the sessions). */
   key: string;
@@ -51,7 +51,7 @@ export interface IngestBatch {
   events: readonly AgentEvent[];
 }
 
-/** What {@link Journal.ingest} stored. */
+/** What a collector store's ingest (`CollectorStore.ingest`) stored. */
 export interface IngestResult {
   /** Events stored now. */
   accepted: number;

@@ -9,6 +9,7 @@ import {
   openJournal,
   type SessionRecord,
 } from "./mod.ts";
+import { ingestBatch } from "../collector/mod.ts";
 
 const T0 = Date.UTC(2026, 10, 24, 12, 0, 0);
 
@@ -160,15 +161,15 @@ Deno.test("sessionsToSync() returns changed sessions until their revision is mar
   });
 });
 
-Deno.test("ingest() stores a batch once, counts duplicates and keeps final states final", async () => {
+Deno.test("ingestBatch() stores a batch once, counts duplicates and keeps final states final", async () => {
   await withJournal(async (source) => {
     source.createSession(session("S1"));
     const events = [0, 1, 2].map((i) => event("S1", i));
     await withJournal((collector) => {
       const s1 = record(source, "S1");
-      const first = collector.ingest({ key: "k1", hostId: "H", sessions: [s1], events });
+      const first = ingestBatch(collector, { key: "k1", hostId: "H", sessions: [s1], events });
       assert.deepEqual(first, { accepted: 3, duplicates: 0, sessions: 1 });
-      const again = collector.ingest({ key: "k1", hostId: "H", sessions: [s1], events });
+      const again = ingestBatch(collector, { key: "k1", hostId: "H", sessions: [s1], events });
       assert.deepEqual(again, { accepted: 0, duplicates: 3, sessions: 1 });
       assert.equal(collector.queryEvents({ session: "S1" }).length, 3);
       assert.deepEqual(collector.queryEvents({ session: "S1" }), events);
@@ -178,32 +179,40 @@ Deno.test("ingest() stores a batch once, counts duplicates and keeps final state
         endedAt: new Date(T0).toISOString(),
         exitCode: 3,
       };
-      collector.ingest({ key: "k1", hostId: "H", sessions: [ended], events: [] });
-      collector.ingest({ key: "k1", hostId: "H", sessions: [s1], events: [] }); // stale, late
+      ingestBatch(collector, { key: "k1", hostId: "H", sessions: [ended], events: [] });
+      ingestBatch(collector, { key: "k1", hostId: "H", sessions: [s1], events: [] }); // stale, late
       const stored = collector.getSession("S1");
       assert.equal(stored.state, "ended");
       assert.equal(stored.exitCode, 3);
       // Events of a stored session need not carry the session again.
       const more = event("S1", 3);
-      assert.deepEqual(collector.ingest({ key: "k1", hostId: "H", sessions: [], events: [more] }), {
-        accepted: 1,
-        duplicates: 0,
-        sessions: 0,
-      });
+      assert.deepEqual(
+        ingestBatch(collector, { key: "k1", hostId: "H", sessions: [], events: [more] }),
+        {
+          accepted: 1,
+          duplicates: 0,
+          sessions: 0,
+        },
+      );
     });
   });
 });
 
-Deno.test("ingest() rejects a whole batch that touches another host's session or an unknown one, and follows key rotation", async () => {
+Deno.test("ingestBatch() rejects a whole batch that touches another host's session or an unknown one, and follows key rotation", async () => {
   await withJournal(async (source) => {
     source.createSession(session("S1"));
     source.createSession(session("S2"));
     await withJournal((collector) => {
-      collector.ingest({ key: "k1", hostId: "H", sessions: [record(source, "S1")], events: [] });
+      ingestBatch(collector, {
+        key: "k1",
+        hostId: "H",
+        sessions: [record(source, "S1")],
+        events: [],
+      });
       const fresh = event("S2", 0);
       assert.throws(
         () =>
-          collector.ingest({
+          ingestBatch(collector, {
             key: "k2",
             hostId: "H2",
             sessions: [record(source, "S2"), record(source, "S1")],
@@ -212,12 +221,18 @@ Deno.test("ingest() rejects a whole batch that touches another host's session or
         (e: unknown) => e instanceof IngestError && e.field === "sessions[1].id",
       );
       assert.throws(
-        () => collector.ingest({ key: "k2", hostId: "H2", sessions: [], events: [event("S1", 1)] }),
+        () =>
+          ingestBatch(collector, {
+            key: "k2",
+            hostId: "H2",
+            sessions: [],
+            events: [event("S1", 1)],
+          }),
         (e: unknown) => e instanceof IngestError && e.field === "events[0].session",
       );
       assert.throws(
         () =>
-          collector.ingest({
+          ingestBatch(collector, {
             key: "k1",
             hostId: "H",
             sessions: [],
@@ -227,10 +242,10 @@ Deno.test("ingest() rejects a whole batch that touches another host's session or
       );
       // The owning host may rotate its key: its sessions follow it.
       assert.deepEqual(
-        collector.ingest({ key: "k9", hostId: "H", sessions: [], events: [event("S1", 5)] }),
+        ingestBatch(collector, { key: "k9", hostId: "H", sessions: [], events: [event("S1", 5)] }),
         { accepted: 1, duplicates: 0, sessions: 0 },
       );
-      collector.ingest({ key: "k9", hostId: "H", sessions: [], events: [] });
+      ingestBatch(collector, { key: "k9", hostId: "H", sessions: [], events: [] });
       assert.equal(collector.queryEvents({}).length, 1);
       // Nothing of the rejected batches was stored.
       assert.equal(collector.queryEvents({}).length, 1);
@@ -245,7 +260,12 @@ Deno.test("reconcile() leaves sessions received from other hosts alone", async (
     source.createSession(session("S1"));
     // The collector runs on a host with the same name, and the sender's pid is not alive here.
     await withJournal((collector) => {
-      collector.ingest({ key: "k1", hostId: "H", sessions: [record(source, "S1")], events: [] });
+      ingestBatch(collector, {
+        key: "k1",
+        hostId: "H",
+        sessions: [record(source, "S1")],
+        events: [],
+      });
       assert.deepEqual(collector.reconcile(() => false), []);
       assert.equal(collector.getSession("S1").state, "running");
     });

@@ -23,6 +23,7 @@ import { z } from "zod";
 import { AgentEvent } from "../events/mod.ts";
 import {
   type EventFilter,
+  type IngestBatch,
   type IngestResult,
   type Journal,
   SessionRecord,
@@ -45,7 +46,7 @@ export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 /** The shortest signing key accepted, in bytes (256 bits). */
 export const MIN_SIGN_KEY_BYTES = 32;
 
-/** Events per `journal.ingest` transaction on import, as in a sync batch. */
+/** Events per ingest transaction on import, as in a sync batch. */
 export const IMPORT_BATCH = 500;
 
 const Ulid = z.string().regex(/^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$/, "must be a ULID");
@@ -714,6 +715,15 @@ export async function exportBundle(
   return { ...encoder.counts, head: encoder.head, signed: options.signKey !== undefined, bytes };
 }
 
+/**
+ * Where a bundle is stored: a collector's store (`CollectorStore` has this method). Each call is
+ * one transaction, all or nothing.
+ */
+export interface BundleSink {
+  /** Stores sessions and events under `batch.key`, events once by id. */
+  ingest(batch: IngestBatch): Promise<IngestResult>;
+}
+
 /** Options for {@link storeBundle}. */
 export interface StoreBundleOptions {
   /** The result of {@link verifyBundle} on the same bytes. */
@@ -741,7 +751,7 @@ export function bundleKey(hostId: string): string {
 }
 
 /**
- * Stores a verified bundle in a (collector's) journal: the sessions in one transaction, then
+ * Stores a verified bundle in a collector's store: the sessions in one transaction, then
  * the events in transactions of the verified `batchSize`, read again from `open()`. Before each
  * transaction the re-read chain must equal the verified one at that point, so a file changed
  * since it was verified stores nothing that was not verified. Events are stored once by id:
@@ -752,7 +762,7 @@ export function bundleKey(hostId: string): string {
  * @throws {IngestError} when a session belongs to another owner (nothing is stored).
  */
 export async function storeBundle(
-  journal: Journal,
+  sink: BundleSink,
   options: StoreBundleOptions,
 ): Promise<ImportResult> {
   const { bundle } = options;
@@ -765,13 +775,13 @@ export async function storeBundle(
     bundle: bundle.summary,
     key,
   };
-  result.sessions = journal.ingest({ key, hostId, sessions: bundle.sessions, events: [] })
-    .sessions;
+  result.sessions =
+    (await sink.ingest({ key, hostId, sessions: bundle.sessions, events: [] })).sessions;
   if (bundle.summary.events === 0) return result;
 
   let batch: AgentEvent[] = [];
   let checkpoint = 0;
-  const store = (line: number, head: string): void => {
+  const store = async (line: number, head: string): Promise<void> => {
     if (head !== bundle.checkpoints[checkpoint]) {
       throw new BundleError(
         "changed",
@@ -781,7 +791,7 @@ export async function storeBundle(
       );
     }
     checkpoint++;
-    const stored = journal.ingest({ key, hostId, sessions: [], events: batch });
+    const stored = await sink.ingest({ key, hostId, sessions: [], events: batch });
     result.accepted += stored.accepted;
     result.duplicates += stored.duplicates;
     batch = [];
@@ -794,9 +804,9 @@ export async function storeBundle(
     batch.push(item.event);
     lastLine = item.line;
     lastHead = item.head;
-    if (batch.length === bundle.batchSize) store(item.line, item.head);
+    if (batch.length === bundle.batchSize) await store(item.line, item.head);
   }
-  if (batch.length > 0) store(lastLine, lastHead);
+  if (batch.length > 0) await store(lastLine, lastHead);
   return result;
 }
 
@@ -817,14 +827,14 @@ export interface ImportBundleOptions extends Omit<StoreBundleOptions, "bundle"> 
  * @throws {IngestError} when a session belongs to another owner (nothing is stored).
  */
 export async function importBundle(
-  journal: Journal,
+  sink: BundleSink,
   options: ImportBundleOptions,
 ): Promise<ImportResult> {
   const bundle = await verifyBundle(await options.open(), {
     ...(options.signKey === undefined ? {} : { signKey: options.signKey }),
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
   });
-  return await storeBundle(journal, {
+  return await storeBundle(sink, {
     bundle,
     open: options.open,
     ...(options.key === undefined ? {} : { key: options.key }),

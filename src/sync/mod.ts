@@ -74,6 +74,7 @@ export {
   type BundleItem,
   bundleKey,
   type BundleProblem,
+  type BundleSink,
   type BundleSummary,
   BundleTrailer,
   exportBundle,
