@@ -45,6 +45,8 @@ export interface BrowserTestOptions {
   failureShot: string;
   /** The scenario; it puts its browser and page in `held`. */
   scenario: (sb: Sandbox, held: Held) => Promise<void>;
+  /** Why the test cannot run here besides a missing Chromium (printed), or null. */
+  skip?: string | null;
 }
 
 /**
@@ -53,16 +55,15 @@ export interface BrowserTestOptions {
  * still run) and the browser always closed.
  */
 export function browserTest(options: BrowserTestOptions): void {
-  if (!HAVE_CHROMIUM) {
-    Deno.stderr.writeSync(
-      new TextEncoder().encode(
-        `${options.file}: skipped: ${CHROMIUM} is missing (apt-get install chromium)\n`,
-      ),
-    );
+  const skip = HAVE_CHROMIUM
+    ? options.skip ?? null
+    : `${CHROMIUM} is missing (apt-get install chromium)`;
+  if (skip !== null) {
+    Deno.stderr.writeSync(new TextEncoder().encode(`${options.file}: skipped: ${skip}\n`));
   }
   Deno.test({
     name: options.name,
-    ignore: !HAVE_CHROMIUM,
+    ignore: skip !== null,
     // playwright-core keeps a pipe and timers of its own until the browser is gone.
     sanitizeOps: false,
     sanitizeResources: false,

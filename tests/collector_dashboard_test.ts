@@ -11,7 +11,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { postgresSkip, startPostgres } from "../src/collector/_pg_testing.ts";
 import { createUlid } from "../src/events/mod.ts";
 import { ago, collectorHosts, localHosts } from "../src/api/assets/view.js";
 import {
@@ -145,13 +146,60 @@ function hostButton(page: Page, value: string) {
   return page.locator(`#hosts .host[data-host="${value}"]`);
 }
 
-async function scenario(sb: Sandbox, held: Held): Promise<void> {
+/** Which store the collector runs on: SQLite in its data directory, or a PostgreSQL URL. */
+type Store = { kind: "sqlite" } | { kind: "postgres"; url: string };
+
+/**
+ * `sentry serve` over the collector's journal (SQLite only): its /v1/hosts lists the sessions'
+ * host names; with one host there is no filter to show. Uploads host b's first batch meanwhile.
+ */
+async function serveOverJournal(o: {
+  sb: Sandbox;
+  held: Held;
+  data: string;
+  token: string;
+  browser: Browser;
+  problems: string[];
+  /** build-7's sessions, uploaded already. */
+  first: string[];
+  /** laptop-3's session, and the upload that brings it. */
+  second: { id: string; upload: () => Promise<void> };
+}): Promise<void> {
+  const { sb, held, data, token, browser, problems, first, second } = o;
+  const serve = sb.spawn(["serve", "--port", "0"], { env: { SENTRY_HOME: data } });
+  const serving = /serving the API at (http:\/\/127\.0\.0\.1:\d+)/;
+  await serve.waitForStderr(serving);
+  const local = held.page = await openDashboard(browser, {
+    base: serving.exec(serve.stderr)?.[1] ?? "",
+    token,
+    viewport: { width: 1366, height: 900 },
+    problems,
+  });
+  await waitListed(local, first, "build-7's sessions on sentry serve");
+  await local.waitForTimeout(300);
+  assert.equal(await local.locator("#hosts-box").isHidden(), true, "one host: no host filter");
+  // A second host's batch reaches the page through the journal and the stream.
+  await second.upload();
+  await hostButton(local, "laptop-3").waitFor();
+  assert.match(await hostButton(local, "build-7").innerText(), /build-7\s+2 sessions/);
+  assert.match(await hostButton(local, "").innerText(), /All hosts\s+3 sessions/);
+  await hostButton(local, "laptop-3").click();
+  await waitListed(local, [second.id], "laptop-3's session on sentry serve");
+  assert.match(await local.evaluate(() => location.hash), /host=laptop-3/);
+  await local.context().close();
+  Deno.kill(serve.pid, "SIGTERM");
+  assert.equal(await serve.exit(), 0, serve.stderr);
+}
+
+async function scenario(sb: Sandbox, held: Held, store: Store): Promise<void> {
   const data = sb.path("collector");
+  const where = ["--data", data, ...(store.kind === "postgres" ? ["--store", store.url] : [])];
+  const shot = store.kind === "postgres" ? "-pg" : "";
   const key = async (name: string) =>
-    (await sb.ok(["server", "keys", "add", name, "--data", data])).trim();
+    (await sb.ok(["server", "keys", "add", name, ...where])).trim();
   const a: Host = { id: ulid(), name: "build-7", key: await key("build-7") };
   const b: Host = { id: ulid(), name: "laptop-3", key: await key("laptop-3") };
-  const server = sb.spawn(["server", "--port", "0", "--data", data]);
+  const server = sb.spawn(["server", "--port", "0", ...where]);
   const listening = /collector listening at (http:\/\/127\.0\.0\.1:\d+)/;
   await server.waitForStderr(listening);
   const base = listening.exec(server.stderr)?.[1] ?? "";
@@ -165,31 +213,21 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   const browser = held.browser = await launchChromium();
   const problems: string[] = [];
 
-  // `sentry serve` over the collector's journal: its /v1/hosts lists the sessions' host names;
-  // with one host there is no filter to show.
-  const serve = sb.spawn(["serve", "--port", "0"], { env: { SENTRY_HOME: data } });
-  const serving = /serving the API at (http:\/\/127\.0\.0\.1:\d+)/;
-  await serve.waitForStderr(serving);
-  const local = held.page = await openDashboard(browser, {
-    base: serving.exec(serve.stderr)?.[1] ?? "",
-    token,
-    viewport: { width: 1366, height: 900 },
-    problems,
-  });
-  await waitListed(local, [a1.id, a2.id], "build-7's sessions on sentry serve");
-  await local.waitForTimeout(300);
-  assert.equal(await local.locator("#hosts-box").isHidden(), true, "one host: no host filter");
-  // A second host's batch reaches the page through the journal and the stream.
-  await upload(base, b, batch(b, [b1], 42));
-  await hostButton(local, "laptop-3").waitFor();
-  assert.match(await hostButton(local, "build-7").innerText(), /build-7\s+2 sessions/);
-  assert.match(await hostButton(local, "").innerText(), /All hosts\s+3 sessions/);
-  await hostButton(local, "laptop-3").click();
-  await waitListed(local, [b1.id], "laptop-3's session on sentry serve");
-  assert.match(await local.evaluate(() => location.hash), /host=laptop-3/);
-  await local.context().close();
-  Deno.kill(serve.pid, "SIGTERM");
-  assert.equal(await serve.exit(), 0, serve.stderr);
+  const uploadB = () => upload(base, b, batch(b, [b1], 42));
+  if (store.kind === "sqlite") {
+    await serveOverJournal({
+      sb,
+      held,
+      data,
+      token,
+      browser,
+      problems,
+      first: [a1.id, a2.id],
+      second: { id: b1.id, upload: uploadB },
+    });
+  } else {
+    await uploadB();
+  }
 
   // The collector: hosts with their key, last-seen time and dropped events.
   const page = held.page = await openDashboard(browser, {
@@ -250,7 +288,7 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
   await waitListed(page, [a1.id, a2.id, a3.id], "build-7's sessions after a reload");
   await hostButton(page, a.id).and(page.locator("[aria-current=true]")).waitFor();
   await page.locator("#feed .ev").first().waitFor();
-  await page.screenshot({ path: `${ARTIFACTS}collector-dashboard.png` });
+  await page.screenshot({ path: `${ARTIFACTS}collector-dashboard${shot}.png` });
 
   // A phone: the filter scrolls sideways like the lists, and the page does not.
   const phone = held.page = await openDashboard(browser, {
@@ -266,7 +304,7 @@ async function scenario(sb: Sandbox, held: Held): Promise<void> {
     "document.documentElement.scrollWidth - document.documentElement.clientWidth",
   );
   assert.ok(overflow <= 0, `the phone page scrolls sideways by ${overflow} px`);
-  await phone.screenshot({ path: `${ARTIFACTS}collector-dashboard-phone.png` });
+  await phone.screenshot({ path: `${ARTIFACTS}collector-dashboard${shot}-phone.png` });
 
   // Back to every host.
   held.page = page;
@@ -284,7 +322,23 @@ browserTest({
     "the dashboard filters a collector's sessions by host in Chromium, and shows each host's dropped events",
   file: "collector_dashboard_test",
   failureShot: "collector-dashboard-failure.png",
-  scenario,
+  scenario: (sb, held) => scenario(sb, held, { kind: "sqlite" }),
+});
+
+browserTest({
+  name:
+    "[postgres] the same dashboard scenario over `sentry server --store postgres://` (a throwaway cluster)",
+  file: "collector_dashboard_test",
+  failureShot: "collector-dashboard-pg-failure.png",
+  skip: postgresSkip(),
+  async scenario(sb, held) {
+    const pg = await startPostgres();
+    try {
+      await scenario(sb, held, { kind: "postgres", url: pg.url });
+    } finally {
+      await pg.close();
+    }
+  },
 });
 
 Deno.test("collectorHosts() merges a host's keys, and localHosts() keeps the local API's hosts by name", () => {

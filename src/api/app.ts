@@ -1,7 +1,8 @@
 /**
  * The local status API as a Hono app. {@link createApp} builds it from injected parts and never
  * listens: `sentry run`, `attach` and `serve` pass it to `Deno.serve`, and tests call
- * `app.request()`.
+ * `app.request()`. The same routes serve the collector's API over its store (SQLite or
+ * PostgreSQL): they read through an {@link ApiReader}, over the journal or the store.
  *
  * @module
  */
@@ -27,6 +28,7 @@ import { HttpError, parseInput } from "./errors.ts";
 import type { LiveSource } from "./live.ts";
 import { countEvents, renderMetrics, type SessionSensor } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
+import { type ApiReader, journalReader } from "./reader.ts";
 import {
   type ControlResult,
   EventsQuery,
@@ -39,9 +41,8 @@ import {
 import { streamEvents } from "./stream.ts";
 import type { z } from "zod";
 
-/** What {@link createApp} is built from. */
-export interface AppDeps {
-  journal: Journal;
+/** What {@link createApp} is built from besides where it reads. */
+export interface AppOptions {
   /** The data directory: the rollback store and the sessions' pids files live there. */
   dataDir: string;
   /** The bearer token every route but `/health` requires. */
@@ -52,7 +53,7 @@ export interface AppDeps {
   allowedHosts: readonly string[];
   /** Live events for the stream and the event counters. */
   live: LiveSource;
-  /** The control actions; defaults to {@link defaultControls}. */
+  /** The control actions; over a journal, defaults to {@link defaultControls}. */
   controls?: SessionControls;
   /** This process's sensors, for `/health`; none by default (as for `sentry serve`). */
   sensors?: () => z.infer<typeof SensorStatus>[];
@@ -67,6 +68,22 @@ export interface AppDeps {
    * (see {@link StreamServer}), so that the dashboard can say what happened and what to run.
    */
   endsWith?: { session: string; serve: string };
+  /** More Prometheus lines for `/metrics`, written last (the collector's hosts). */
+  metrics?: () => Promise<readonly string[]>;
+}
+
+/** The API over the local journal, which it reads and, through the controls, writes. */
+export interface AppDeps extends AppOptions {
+  journal: Journal;
+}
+
+/**
+ * The API over another reader (the collector's store): the controls are the caller's, and the
+ * routes the reader cannot answer are absent (see {@link ApiReader}).
+ */
+export interface ReaderAppDeps extends AppOptions {
+  reader: ApiReader;
+  controls: SessionControls;
 }
 
 /** The app, and `close()` to stop its background subscription. */
@@ -95,21 +112,26 @@ const CONTROL_ACTIONS = ["pause", "resume", "kill"] as const;
 export const SEARCH_WALK = 5_000;
 
 /**
- * Builds the API. Every route but `/health` needs the bearer token; every route checks the
- * `Host` header; every request body is bounded (413 past `maxBodyBytes`); no CORS headers are
- * sent; errors are JSON `{ error, field? }`.
+ * Builds the API, over a journal or another {@link ApiReader}. Every route but `/health` needs
+ * the bearer token; every route checks the `Host` header; every request body is bounded (413
+ * past `maxBodyBytes`); no CORS headers are sent; errors are JSON `{ error, field? }`.
  */
-export function createApp(deps: AppDeps): SentryApp {
-  const { journal, live } = deps;
+export function createApp(deps: AppDeps | ReaderAppDeps): SentryApp {
+  const { live, dataDir } = deps;
+  const { reader, controls } = "journal" in deps
+    ? {
+      reader: journalReader(deps.journal),
+      controls: deps.controls ?? defaultControls({ journal: deps.journal, dataDir }),
+    }
+    : deps;
   const clock = deps.clock ?? (() => performance.now());
   const started = clock();
-  const controls = deps.controls ?? defaultControls({ journal, dataDir: deps.dataDir });
   const events = countEvents(live);
   /** Aborted by `close()`: open event streams end, so a graceful shutdown can finish. */
   const closing = new AbortController();
   const endsWith = deps.endsWith;
   /** The `closing` message, made once at `close()` for every open stream. */
-  let farewell: string | undefined;
+  let farewell: Promise<string> | undefined;
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -147,41 +169,44 @@ export function createApp(deps: AppDeps): SentryApp {
       sensors: deps.sensors?.() ?? [],
     }));
 
-  app.get("/v1/sessions", (c) => {
+  app.get("/v1/sessions", async (c) => {
     const { limit, host } = parseInput(SessionsQuery, c.req.query(), "query");
     return c.json({
-      sessions: journal.listSessions({
+      sessions: await reader.listSessions({
         limit: limit ?? 50,
         ...(host === undefined ? {} : { host }),
       }),
     });
   });
 
-  app.get("/v1/hosts", (c) => {
-    const body: z.infer<typeof LocalHostList> = {
-      collector: false,
-      hosts: journal.sessionHosts().map((h) => ({
-        name: h.host,
-        sessions: h.sessions,
-        live: h.live,
-        last_started: h.lastStarted,
-      })),
-    };
-    return c.json(body);
-  });
+  const sessionHosts = reader.sessionHosts?.bind(reader);
+  if (sessionHosts !== undefined) {
+    app.get("/v1/hosts", async (c) => {
+      const body: z.infer<typeof LocalHostList> = {
+        collector: false,
+        hosts: (await sessionHosts()).map((h) => ({
+          name: h.host,
+          sessions: h.sessions,
+          live: h.live,
+          last_started: h.lastStarted,
+        })),
+      };
+      return c.json(body);
+    });
+  }
 
-  app.get("/v1/sessions/:id", (c) => {
-    const session = journal.getSession(c.req.param("id"));
+  app.get("/v1/sessions/:id", async (c) => {
+    const session = await reader.getSession(c.req.param("id"));
     return c.json({
       session,
-      responses: journal.responses(session.id),
-      sensors: journal.sensorStats(session.id).map((s) => s.stats),
+      responses: await reader.responses(session.id),
+      sensors: (await reader.sensorStats(session.id)).map((s) => s.stats),
     });
   });
 
-  app.get("/v1/sessions/:id/events", (c) => {
+  app.get("/v1/sessions/:id/events", async (c) => {
     const query = parseInput(EventsQuery, queryOf(c), "query");
-    const session = journal.getSession(c.req.param("id"));
+    const session = await reader.getSession(c.req.param("id"));
     const limit = query.limit ?? 100;
     const filter: EventFilter & { session: string } = {
       session: session.id,
@@ -196,18 +221,20 @@ export function createApp(deps: AppDeps): SentryApp {
     };
     if (query.q !== undefined && query.q.trim() !== "") {
       // A text search reads each event it walks: one bounded step per request.
-      const step = journal.searchEvents({ ...filter, text: query.q, limit }, SEARCH_WALK);
+      const step = await reader.searchEvents({ ...filter, text: query.q, limit }, SEARCH_WALK);
       return c.json({ events: step.events, next_cursor: step.next });
     }
-    const page = journal.queryEvents({ ...filter, limit: limit + 1 });
+    const page = await reader.queryEvents({ ...filter, limit: limit + 1 });
     const more = page.length > limit;
     const items = more ? page.slice(0, limit) : page;
     return c.json({ events: items, next_cursor: more ? items.at(-1)?.id ?? null : null });
   });
 
-  app.get("/v1/events/stream", (c) => {
+  app.get("/v1/events/stream", async (c) => {
     const query = parseInput(StreamQuery, c.req.query(), "query");
-    const session = query.session === undefined ? undefined : journal.getSession(query.session).id;
+    const session = query.session === undefined
+      ? undefined
+      : (await reader.getSession(query.session)).id;
     const lastEventId = c.req.header("last-event-id")?.trim();
     if (lastEventId !== undefined && lastEventId !== "" && !/^[0-9A-Z]{26}$/i.test(lastEventId)) {
       throw new HttpError(400, "Invalid Last-Event-ID: must be an event id (ULID)", {
@@ -215,7 +242,7 @@ export function createApp(deps: AppDeps): SentryApp {
       });
     }
     return streamEvents(c, {
-      journal,
+      reader,
       live,
       ...(endsWith === undefined ? {} : {
         hello: `event: server\ndata: ${JSON.stringify(endsWith)}\n\n`,
@@ -230,7 +257,7 @@ export function createApp(deps: AppDeps): SentryApp {
 
   for (const action of CONTROL_ACTIONS) {
     app.post(`/v1/sessions/:id/${action}`, async (c) => {
-      const session = journal.getSession(c.req.param("id"));
+      const session = await reader.getSession(c.req.param("id"));
       const result: ControlResult = await controls[action](session);
       return c.json(result);
     });
@@ -238,7 +265,7 @@ export function createApp(deps: AppDeps): SentryApp {
 
   app.post("/v1/sessions/:id/rollback", async (c) => {
     const body = parseInput(RollbackBody, await readJson(c), "body");
-    const session: SessionSummary = journal.getSession(c.req.param("id"));
+    const session: SessionSummary = await reader.getSession(c.req.param("id"));
     return c.json(
       await controls.rollback(session, {
         dryRun: body.dry_run ?? false,
@@ -249,15 +276,29 @@ export function createApp(deps: AppDeps): SentryApp {
 
   app.post("/v1/sessions/:id/policy/reload", async (c) => {
     const body = parseInput(PolicyReloadBody, await readJson(c), "body");
-    const session: SessionSummary = journal.getSession(c.req.param("id"));
+    const session: SessionSummary = await reader.getSession(c.req.param("id"));
     if (controls.reload === undefined) {
       throw new HttpError(409, "This API cannot reload a session's policy");
     }
-    const request = reloadRequestOf(body, { dataDir: deps.dataDir, session: session.id });
+    const request = reloadRequestOf(body, { dataDir, session: session.id });
     return c.json(reloadResultBody(await controls.reload(session, request)));
   });
 
-  app.route("/", explainRoutes({ journal, dataDir: deps.dataDir }));
+  const { getEvent, policyReloads } = reader;
+  const explains = getEvent !== undefined && policyReloads !== undefined;
+  if (explains) {
+    app.route(
+      "/",
+      explainRoutes({
+        reader: {
+          getEvent: getEvent.bind(reader),
+          getSession: reader.getSession.bind(reader),
+          policyReloads: policyReloads.bind(reader),
+        },
+        dataDir,
+      }),
+    );
+  }
 
   app.get("/v1/policies", (c) => c.json({ policies: TEMPLATES.map((name) => ({ name })) }));
 
@@ -269,15 +310,23 @@ export function createApp(deps: AppDeps): SentryApp {
     return c.json({ name, yaml, resolved });
   });
 
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
+    const running = (await reader.listSessions({ limit: 200 }))
+      .filter((s) => s.state === "running" || s.state === "paused");
+    const sensors: SessionSensor[] = [];
+    for (const s of running) {
+      for (const record of await reader.sensorStats(s.id)) {
+        sensors.push({ session: s.id, stats: record.stats });
+      }
+    }
+    const writes = reader.writeMetrics?.();
     const text = renderMetrics({
-      journal,
       events,
-      sensors: liveSensors(journal),
-      live: journal.listSessions({ limit: 200 })
-        .filter((s) => s.state === "running" || s.state === "paused")
-        .map((s) => ({ session: s.id, tier: s.tier })),
+      sensors,
+      live: running.map((s) => ({ session: s.id, tier: s.tier })),
       uptimeMs: clock() - started,
+      ...(writes === undefined ? {} : { writes }),
+      ...(deps.metrics === undefined ? {} : { extra: await deps.metrics() }),
     });
     return c.text(text, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
@@ -286,7 +335,11 @@ export function createApp(deps: AppDeps): SentryApp {
   app.get("/v1/openapi.json", (c) => c.json(openapi));
 
   // Anything else on a known path is the wrong method: 405, with the one that works.
-  for (const path of GET_ROUTES) app.all(path, (c) => methodNotAllowed(c, "GET"));
+  for (const path of GET_ROUTES) {
+    if (path === "/v1/hosts" && sessionHosts === undefined) continue;
+    if (path === "/v1/events/:id/explain" && !explains) continue;
+    app.all(path, (c) => methodNotAllowed(c, "GET"));
+  }
   for (const action of [...CONTROL_ACTIONS, "rollback"]) {
     app.all(`/v1/sessions/:id/${action}`, (c) => methodNotAllowed(c, "POST"));
   }
@@ -294,14 +347,15 @@ export function createApp(deps: AppDeps): SentryApp {
   return Object.assign(app, {
     close: () => {
       if (endsWith !== undefined && farewell === undefined) {
-        let ended: SessionSummary | undefined;
-        try {
-          if (!journal.closed) ended = journal.getSession(endsWith.session);
-        } catch {
+        // Read now, before the caller closes the journal (the journal's reader reads at once).
+        farewell = reader.getSession(endsWith.session).then(
+          (ended): SessionSummary | undefined => ended,
           // Gone or unreadable: the page still learns that this API stopped, and what to run.
-        }
-        const data = { ...endsWith, ...(ended === undefined ? {} : { ended }) };
-        farewell = `event: closing\ndata: ${JSON.stringify(data)}\n\n`;
+          () => undefined,
+        ).then((ended) => {
+          const data = { ...endsWith, ...(ended === undefined ? {} : { ended }) };
+          return `event: closing\ndata: ${JSON.stringify(data)}\n\n`;
+        });
       }
       closing.abort();
       events.close();
@@ -339,16 +393,4 @@ async function readJson(c: Context): Promise<unknown> {
   } catch {
     throw new HttpError(400, "Invalid body: not JSON", { field: "body" });
   }
-}
-
-/** The latest counters of the sensors of running and paused sessions. */
-function liveSensors(journal: Journal): SessionSensor[] {
-  const out: SessionSensor[] = [];
-  for (const s of journal.listSessions({ limit: 200 })) {
-    if (s.state !== "running" && s.state !== "paused") continue;
-    for (const record of journal.sensorStats(s.id)) {
-      out.push({ session: s.id, stats: record.stats });
-    }
-  }
-  return out;
 }

@@ -6,15 +6,16 @@
  */
 
 import { Hono } from "hono";
-import type { Journal } from "../journal/mod.ts";
 import { configDir } from "../platform/mod.ts";
 import { explainJournaledEvent, PolicyError } from "../policy/mod.ts";
 import { policyHash } from "../session/mod.ts";
 import { HttpError } from "./errors.ts";
+import type { ApiReader } from "./reader.ts";
 
 /** What the explain route reads. */
 export interface ExplainDeps {
-  journal: Journal;
+  /** The journal's reads the route needs. */
+  reader: Pick<Required<ApiReader>, "getEvent" | "getSession" | "policyReloads">;
   /** The data directory: Sentry's own, which the guard keeps from the agent. */
   dataDir: string;
   /** The environment policies expand against (`HOME`, variables); defaults to the process's. */
@@ -33,9 +34,9 @@ export function explainRoutes(deps: ExplainDeps): Hono {
     if (!/^[0-9A-HJKMNP-TV-Z]{26}$/i.test(id)) {
       throw new HttpError(400, `Invalid event id "${id}": must be a ULID`, { field: "id" });
     }
-    const event = deps.journal.getEvent(id);
+    const event = await deps.reader.getEvent(id);
     if (event === undefined) throw new HttpError(404, `No event "${id}"`, { field: "id" });
-    const session = deps.journal.getSession(event.session);
+    const session = await deps.reader.getSession(event.session);
     const env = deps.env ?? Deno.env.toObject();
     const guarded = [deps.dataDir];
     try {
@@ -52,7 +53,7 @@ export function explainRoutes(deps: ExplainDeps): Hono {
           env,
           guarded,
           cwd: Deno.cwd(),
-          reloads: deps.journal.policyReloads(session.id),
+          reloads: await deps.reader.policyReloads(session.id),
           hashOf: policyHash,
         }),
       );

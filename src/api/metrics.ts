@@ -5,7 +5,7 @@
  */
 
 import type { AgentEvent } from "../events/mod.ts";
-import type { Journal } from "../journal/mod.ts";
+import type { JournalMetrics } from "../journal/mod.ts";
 import type { LiveSource } from "./live.ts";
 import type { SensorStatus } from "./schemas.ts";
 import type { z } from "zod";
@@ -39,13 +39,16 @@ export interface SessionSensor {
 
 /** What {@link renderMetrics} reports. */
 export interface MetricsInput {
-  journal: Journal;
+  /** This process's journal write figures; none: their families are left out (a remote store). */
+  writes?: JournalMetrics;
   events: EventCounter;
   /** The sensors of live sessions. */
   sensors: readonly SessionSensor[];
   /** Live sessions and the sensing tier that watches each (null: journaled before tiers). */
   live?: readonly { session: string; tier: string | null }[];
   uptimeMs: number;
+  /** More families, as Prometheus text lines, written last (the collector's hosts). */
+  extra?: readonly string[];
 }
 
 function label(value: string): string {
@@ -108,29 +111,32 @@ export function renderMetrics(input: MetricsInput): string {
     );
   }
 
-  const m = input.journal.metrics();
-  family(
-    "sentry_journal_write_seconds",
-    "summary",
-    "Latency of this process's journal batch transactions, over the recent batches.",
-  );
-  lines.push(
-    `sentry_journal_write_seconds{quantile="0.5"} ${num(m.p50BatchMs / 1000)}`,
-    `sentry_journal_write_seconds{quantile="0.99"} ${num(m.p99BatchMs / 1000)}`,
-    `sentry_journal_write_seconds{quantile="1"} ${num(m.maxBatchMs / 1000)}`,
-    `sentry_journal_write_seconds_count ${m.batches}`,
-  );
-  const counters: [string, string, number][] = [
-    ["sentry_journal_events_written_total", "Events this process wrote.", m.eventsWritten],
-    ["sentry_journal_rejected_total", "Rows the database refused.", m.rejected],
-    ["sentry_journal_dropped_total", "Appends refused with a full buffer.", m.dropped],
-    ["sentry_journal_write_errors_total", "Batches that failed to commit.", m.writeErrors],
-  ];
-  for (const [name, help, value] of counters) {
-    family(name, "counter", help);
-    lines.push(`${name} ${value}`);
+  const m = input.writes;
+  if (m !== undefined) {
+    family(
+      "sentry_journal_write_seconds",
+      "summary",
+      "Latency of this process's journal batch transactions, over the recent batches.",
+    );
+    lines.push(
+      `sentry_journal_write_seconds{quantile="0.5"} ${num(m.p50BatchMs / 1000)}`,
+      `sentry_journal_write_seconds{quantile="0.99"} ${num(m.p99BatchMs / 1000)}`,
+      `sentry_journal_write_seconds{quantile="1"} ${num(m.maxBatchMs / 1000)}`,
+      `sentry_journal_write_seconds_count ${m.batches}`,
+    );
+    const counters: [string, string, number][] = [
+      ["sentry_journal_events_written_total", "Events this process wrote.", m.eventsWritten],
+      ["sentry_journal_rejected_total", "Rows the database refused.", m.rejected],
+      ["sentry_journal_dropped_total", "Appends refused with a full buffer.", m.dropped],
+      ["sentry_journal_write_errors_total", "Batches that failed to commit.", m.writeErrors],
+    ];
+    for (const [name, help, value] of counters) {
+      family(name, "counter", help);
+      lines.push(`${name} ${value}`);
+    }
+    family("sentry_journal_pending", "gauge", "Events and responses buffered, not yet written.");
+    lines.push(`sentry_journal_pending ${m.pending}`);
   }
-  family("sentry_journal_pending", "gauge", "Events and responses buffered, not yet written.");
-  lines.push(`sentry_journal_pending ${m.pending}`);
+  lines.push(...input.extra ?? []);
   return `${lines.join("\n")}\n`;
 }

@@ -13,7 +13,15 @@
  * ```
  * @module
  */
-export { type AppDeps, createApp, SEARCH_WALK, type SentryApp } from "./app.ts";
+export {
+  type AppDeps,
+  type AppOptions,
+  createApp,
+  type ReaderAppDeps,
+  SEARCH_WALK,
+  type SentryApp,
+} from "./app.ts";
+export { type ApiReader, journalReader } from "./reader.ts";
 export { limitBody, type LimitBodyOptions, readAtMost, SMALL_BODY_LIMIT } from "./body_limit.ts";
 export { allowedHostsFor, bearerAuth, hostGuard, tokenMatches } from "./auth.ts";
 export {

@@ -1,6 +1,7 @@
 /**
  * `GET /v1/events/stream`: Server-Sent Events of AgentEvents. A client that reconnects with
- * `Last-Event-ID` first gets, from the journal, every event after that id, then the live ones.
+ * `Last-Event-ID` first gets, from the journal or the collector's store, every event after that
+ * id, then the live ones.
  *
  * @module
  */
@@ -8,12 +9,13 @@
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { AgentEvent } from "../events/mod.ts";
-import type { Journal } from "../journal/mod.ts";
 import type { LiveSource } from "./live.ts";
+import type { ApiReader } from "./reader.ts";
 
 /** Options for {@link streamEvents}. */
 export interface StreamOptions {
-  journal: Journal;
+  /** Where a replay after `Last-Event-ID` reads: the journal, or the collector's store. */
+  reader: Pick<ApiReader, "queryEvents" | "flush">;
   live: LiveSource;
   /** Only this session's events; all when absent. */
   session?: string;
@@ -25,8 +27,8 @@ export interface StreamOptions {
   closing?: AbortSignal;
   /** A frame written first, before any event (the `server` message of `createApp`). */
   hello?: string;
-  /** The last frame, written when `closing` ends the stream; none when it returns undefined. */
-  farewell?: () => string | undefined;
+  /** The last frame, written when `closing` ends the stream; none when it gives undefined. */
+  farewell?: () => Promise<string | undefined> | undefined;
   /**
    * Live events queued for a slow client before the stream is closed; default 10,000. The client
    * reconnects with `Last-Event-ID` and catches up from the journal, so nothing is lost.
@@ -55,7 +57,7 @@ function frame(event: AgentEvent): string {
 
 /** Answers a request with the event stream. */
 export function streamEvents(c: Context, options: StreamOptions): Response {
-  const { journal, live, session } = options;
+  const { reader, live, session } = options;
   const heartbeatMs = options.heartbeatMs ?? 15_000;
   const maxQueue = options.maxQueue ?? 10_000;
   return streamSSE(c, async (stream) => {
@@ -90,13 +92,13 @@ export function streamEvents(c: Context, options: StreamOptions): Response {
         // The session's own events are published before their batch is written: write it now,
         // so the replay sees everything the client may have missed.
         try {
-          if (!journal.closed) journal.flush();
+          reader.flush?.();
         } catch {
           // The journal keeps the batch and retries; the replay reads what is there.
         }
         let after = options.lastEventId;
         for (;;) {
-          const page = journal.queryEvents({
+          const page = await reader.queryEvents({
             after,
             order: "asc",
             limit: REPLAY_PAGE,
@@ -136,7 +138,7 @@ export function streamEvents(c: Context, options: StreamOptions): Response {
         for (const event of queue.splice(0)) {
           if (replayed === undefined || event.id > replayed) text += frame(event);
         }
-        text += options.farewell?.() ?? "";
+        text += await options.farewell?.() ?? "";
         if (text !== "") await stream.write(text);
       }
     } finally {

@@ -11,7 +11,7 @@ import { JOURNAL_FILE, openJournal, type SessionRecord } from "../journal/mod.ts
 import { createLiveHub, type LiveSource } from "../api/mod.ts";
 import { type CollectorApp, type CollectorDeps, createCollectorApp } from "./app.ts";
 import { openKeyStore } from "./keys.ts";
-import type { TestPostgres } from "./_pg_testing.ts";
+import { postgresSkip, startPostgres, type TestPostgres } from "./_pg_testing.ts";
 import { openPostgresStore } from "./pg_store.ts";
 import { openSqliteStore } from "./sqlite_store.ts";
 import type { CollectorStore } from "./store.ts";
@@ -22,6 +22,34 @@ export const API_TOKEN = "collector-test-token-0123456789";
 
 /** Which store a test collector keeps its data in. */
 export type TestBackend = { name: "sqlite" } | { name: "postgres"; pg: TestPostgres };
+
+/** The body of a case that runs on both stores, for the backend it is given. */
+export type StoreCase = (backend: TestBackend) => Promise<void>;
+
+/**
+ * Starts a suite that runs on both stores, and returns its `test(name, fn)`: each case is a
+ * `[sqlite] NAME` test, and all of them are the steps of one `[postgres] SUITE` test on a
+ * throwaway cluster (ignored where PostgreSQL's binaries are absent; `postgresSkip` says why).
+ */
+export function storeSuite(suite: string): (name: string, fn: StoreCase) => void {
+  const cases: [string, StoreCase][] = [];
+  Deno.test({
+    name: `[postgres] ${suite}`,
+    ignore: postgresSkip() !== null,
+    async fn(t) {
+      const pg = await startPostgres();
+      try {
+        for (const [name, fn] of cases) await t.step(name, () => fn({ name: "postgres", pg }));
+      } finally {
+        await pg.close();
+      }
+    },
+  });
+  return (name, fn) => {
+    cases.push([name, fn]);
+    Deno.test(`[sqlite] ${name}`, () => fn({ name: "sqlite" }));
+  };
+}
 
 /** A temporary collector. */
 export interface Collector {

@@ -37,7 +37,7 @@ import {
 import type { KeyInfo, KeyStore } from "./keys.ts";
 import { listJournalHosts, openSqliteStore, type SqliteStore } from "./sqlite_store.ts";
 import type { CollectorStore, HostSummary } from "./store.ts";
-import { createStoreApi } from "./store_api.ts";
+import { hostMetricLines } from "./store_api.ts";
 
 /** The `server` field of the hello answer. */
 export const SERVER_NAME = "sentry-collector";
@@ -316,13 +316,14 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
       allowedHosts: a.allowedHosts,
       live: a.live,
       controls: remoteControls(),
+      metrics: async () => hostMetricLines(await store.listHosts()),
       ...(a.heartbeatMs === undefined ? {} : { heartbeatMs: a.heartbeatMs }),
     };
-    // The SQLite store keeps the local API over its journal, as before; another store gets the
-    // same routes over its asynchronous queries.
-    api = isSqliteStore(store)
-      ? createApp({ journal: store.journal, ...options })
-      : createStoreApi(store, options);
+    // The same routes on either store: over the SQLite store's journal, which also explains
+    // events and has its write figures; over another store, through its asynchronous queries.
+    api = createApp(
+      isSqliteStore(store) ? { journal: store.journal, ...options } : { reader: store, ...options },
+    );
     const guard = hostGuard(a.allowedHosts);
     const auth = bearerAuth(a.token);
     app.get("/v1/hosts", guard, auth, async (c) => c.json({ hosts: await store.listHosts() }));

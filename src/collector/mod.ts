@@ -76,9 +76,4 @@ export {
   type SqliteStoreOptions,
 } from "./sqlite_store.ts";
 export { openPostgresStore, type PostgresStore, type PostgresStoreOptions } from "./pg_store.ts";
-export {
-  createStoreApi,
-  type StoreApiOptions,
-  storePoller,
-  type StorePollerOptions,
-} from "./store_api.ts";
+export { storePoller, type StorePollerOptions } from "./store_api.ts";

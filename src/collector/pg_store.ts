@@ -39,6 +39,7 @@ import {
   type HostSummary,
   redactUrl,
   type RetainResult,
+  visitOf,
 } from "./store.ts";
 
 /** ASCII upper and lower case, for `translate()`: a search lowers ASCII only, as SQLite. */
@@ -202,16 +203,7 @@ export async function openPostgresStore(
         sessions: batch.sessions,
         events: batch.events,
       }, at);
-      await visitIn(tx, {
-        hostId,
-        name: batch.hostName,
-        keyId: key.id,
-        keyName: key.name,
-        at: batch.at,
-        accepted: result.accepted,
-        duplicates: result.duplicates,
-        dropped: batch.dropped,
-      });
+      await visitIn(tx, visitOf(batch, result));
       return { outcome: "stored", binding, result };
     });
   }

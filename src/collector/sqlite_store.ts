@@ -12,6 +12,7 @@
  * @module
  */
 
+import { journalReader } from "../api/mod.ts";
 import { type IngestBatch, IngestError, type IngestResult, type Journal } from "../journal/mod.ts";
 import {
   bindHost,
@@ -23,7 +24,7 @@ import {
   unbindHost,
 } from "./hosts.ts";
 import type { KeyStore } from "./keys.ts";
-import type { AcceptResult, CollectorStore, HostSummary } from "./store.ts";
+import { type AcceptResult, type CollectorStore, type HostSummary, visitOf } from "./store.ts";
 
 /** What {@link openSqliteStore} wraps. */
 export interface SqliteStoreOptions {
@@ -46,6 +47,7 @@ export interface SqliteStore extends CollectorStore {
 export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const { journal, keys } = options;
   const slots = journalSlots(journal);
+  const reads = journalReader(journal);
   // Promise.resolve().then(...) turns a throw into a rejection, as a network store's would be.
   const run = <T>(body: () => T): Promise<T> => Promise.resolve().then(body);
   return {
@@ -75,16 +77,7 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
           unbindHost(slots, { hostId, keyId: key.id, binding });
           throw error;
         }
-        recordHostVisit(slots, {
-          hostId,
-          name: batch.hostName,
-          keyId: key.id,
-          keyName: key.name,
-          at: batch.at,
-          accepted: result.accepted,
-          duplicates: result.duplicates,
-          dropped: batch.dropped,
-        });
+        recordHostVisit(slots, visitOf(batch, result));
         return { outcome: "stored", binding, result };
       }),
     ingest: (batch) => run(() => ingestBatch(journal, batch)),
@@ -93,12 +86,12 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     recordHostVisit: (visit) => run(() => recordHostVisit(slots, visit)),
     hostBinding: (hostId) => run(() => slots.get(hostBindingKey(hostId))),
     listHosts: () => run(() => listJournalHosts(journal)),
-    listSessions: (options) => run(() => journal.listSessions(options)),
-    getSession: (ref) => run(() => journal.getSession(ref)),
-    queryEvents: (filter) => run(() => journal.queryEvents(filter)),
-    searchEvents: (filter, maxWalk) => run(() => journal.searchEvents(filter, maxWalk)),
-    responses: (session) => run(() => journal.responses(session)),
-    sensorStats: (session) => run(() => journal.sensorStats(session)),
+    listSessions: reads.listSessions,
+    getSession: reads.getSession,
+    queryEvents: reads.queryEvents,
+    searchEvents: reads.searchEvents,
+    responses: reads.responses,
+    sensorStats: reads.sensorStats,
     retain: () =>
       Promise.reject(
         new RangeError(

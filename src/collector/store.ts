@@ -7,18 +7,9 @@
  * @module
  */
 
+import type { ApiReader } from "../api/mod.ts";
 import type { AgentEvent } from "../events/mod.ts";
-import type {
-  EventFilter,
-  IngestBatch,
-  IngestResult,
-  ListSessionsOptions,
-  ResponseRecord,
-  SearchPage,
-  SensorStatsRecord,
-  SessionRecord,
-  SessionSummary,
-} from "../journal/mod.ts";
+import type { IngestBatch, IngestResult, SessionRecord } from "../journal/mod.ts";
 import type { HostBinding, HostRecord, HostVisit } from "./hosts.ts";
 import type { KeyInfo, NewKey } from "./keys.ts";
 
@@ -56,6 +47,20 @@ export type AcceptResult =
     result: IngestResult;
   };
 
+/** What an accepted batch adds to its host's record. */
+export function visitOf(batch: AcceptBatch, result: IngestResult): HostVisit {
+  return {
+    hostId: batch.hostId,
+    name: batch.hostName,
+    keyId: batch.key.id,
+    keyName: batch.key.name,
+    at: batch.at,
+    accepted: result.accepted,
+    duplicates: result.duplicates,
+    dropped: batch.dropped,
+  };
+}
+
 /** What {@link CollectorStore.retain} removed. */
 export interface RetainResult {
   /** Day partitions dropped (PostgreSQL). */
@@ -66,9 +71,11 @@ export interface RetainResult {
 
 /**
  * The collector's storage: upload keys, host bindings and records, ingest, and the queries of
- * its API and dashboard. Every method is asynchronous, as a network database is.
+ * its API and dashboard (those of {@link ApiReader}, which the API's routes read through).
+ * Every method is asynchronous, as a network database is. On a collector, `responses` and
+ * `sensorStats` are empty: hosts do not upload them.
  */
-export interface CollectorStore {
+export interface CollectorStore extends ApiReader {
   /** `sqlite` or `postgres`. */
   readonly kind: "sqlite" | "postgres";
   /** Where it is, for logs: a file path, or a URL without its password. */
@@ -121,26 +128,6 @@ export interface CollectorStore {
   hostBinding(hostId: string): Promise<string | undefined>;
   /** The hosts that uploaded, the most recently seen first, with their session counts. */
   listHosts(): Promise<HostSummary[]>;
-
-  /** The most recently started sessions first, with their counts. */
-  listSessions(options?: ListSessionsOptions): Promise<SessionSummary[]>;
-  /**
-   * One session by id, unique id prefix, or `"last"`.
-   *
-   * @throws {SessionRefError} when nothing matches or a prefix is ambiguous.
-   */
-  getSession(ref: string): Promise<SessionSummary>;
-  /** Events matching a filter, by id, as `Journal.queryEvents` pages them. */
-  queryEvents(filter?: EventFilter): Promise<AgentEvent[]>;
-  /**
-   * One bounded step of a text search (`filter.text`) in a session, as `Journal.searchEvents`:
-   * at most `maxWalk` events walked, the matches and the cursor to go on from.
-   */
-  searchEvents(filter: EventFilter & { session: string }, maxWalk: number): Promise<SearchPage>;
-  /** A session's responses (hosts do not upload them: empty on a collector today). */
-  responses(session: string): Promise<ResponseRecord[]>;
-  /** A session's sensor counters (not uploaded either). */
-  sensorStats(session: string): Promise<SensorStatsRecord[]>;
 
   /**
    * Removes events older than `before` (whole day partitions on PostgreSQL) and the final

@@ -6,13 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { IngestError } from "../journal/mod.ts";
-import { postgresSkip, startPostgres } from "./_pg_testing.ts";
-import { makeEvent, makeSession, openCollector, type TestBackend, ulid } from "./_testing.ts";
+import { makeEvent, makeSession, openCollector, storeSuite, ulid } from "./_testing.ts";
 
-const cases: [string, (backend: TestBackend) => Promise<void>][] = [];
-function test(name: string, fn: (backend: TestBackend) => Promise<void>): void {
-  cases.push([name, fn]);
-}
+/** Each case runs against SQLite, and against PostgreSQL. */
+const test = storeSuite("the store interface");
 
 test("bindHost claims, confirms, refuses and moves to a rotated key, across processes", async (backend) => {
   const c = await openCollector({}, backend);
@@ -87,21 +84,4 @@ test("ingest stores once by id without binding or recording the host, and unbind
   } finally {
     await c.close();
   }
-});
-
-for (const [name, fn] of cases) {
-  Deno.test(`[sqlite] ${name}`, () => fn({ name: "sqlite" }));
-}
-
-Deno.test({
-  name: "[postgres] the store interface",
-  ignore: postgresSkip() !== null,
-  async fn(t) {
-    const pg = await startPostgres();
-    try {
-      for (const [name, fn] of cases) await t.step(name, () => fn({ name: "postgres", pg }));
-    } finally {
-      await pg.close();
-    }
-  },
 });
