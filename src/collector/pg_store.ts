@@ -655,6 +655,15 @@ export async function openPostgresStore(
     getSession,
     queryEvents: (filter) => queryEvents(filter),
     searchEvents,
+    async getEvent(id) {
+      // The id's time names its partition: one index probe in one day.
+      const at = new Date(Math.min(ulidTime(id), MAX_TIME)).toISOString();
+      const [row] =
+        await sql`SELECT event FROM events WHERE at = ${at} AND id = ${id.toUpperCase()}`;
+      return row === undefined ? undefined : JSON.parse(String(row["event"])) as AgentEvent;
+    },
+    // Hosts upload neither their policy reloads nor their responses.
+    policyReloads: () => Promise.resolve([]),
     responses: () => Promise.resolve([]),
     sensorStats: () => Promise.resolve([]),
     retain,

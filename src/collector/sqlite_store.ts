@@ -92,6 +92,8 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     searchEvents: reads.searchEvents,
     responses: reads.responses,
     sensorStats: reads.sensorStats,
+    getEvent: reads.getEvent,
+    policyReloads: reads.policyReloads,
     retain: () =>
       Promise.reject(
         new RangeError(

@@ -9,7 +9,12 @@
 
 import type { ApiReader } from "../api/mod.ts";
 import type { AgentEvent } from "../events/mod.ts";
-import type { IngestBatch, IngestResult, SessionRecord } from "../journal/mod.ts";
+import type {
+  IngestBatch,
+  IngestResult,
+  PolicyReloadRecord,
+  SessionRecord,
+} from "../journal/mod.ts";
 import type { HostBinding, HostRecord, HostVisit } from "./hosts.ts";
 import type { KeyInfo, NewKey } from "./keys.ts";
 
@@ -76,6 +81,11 @@ export interface RetainResult {
  * `sensorStats` are empty: hosts do not upload them.
  */
 export interface CollectorStore extends ApiReader {
+  /** One event by id (for the explain route), or undefined. */
+  getEvent(id: string): Promise<AgentEvent | undefined>;
+  /** A session's policy reloads: hosts do not upload them, so empty on a collector. */
+  policyReloads(session: string): Promise<PolicyReloadRecord[]>;
+
   /** `sqlite` or `postgres`. */
   readonly kind: "sqlite" | "postgres";
   /** Where it is, for logs: a file path, or a URL without its password. */

@@ -142,18 +142,17 @@ test("a policy reload of a remote session is refused with 409, and of none with 
   });
 });
 
-test("an event is explained over the SQLite journal; PostgreSQL has no explain route", async (b) => {
+test("an event of a template's session is explained the same way on both stores", async (b) => {
   await withSession(b, 2, async (c, s) => {
-    const r = await c.app.request(`/v1/events/${s.events[0]}/explain`, { headers: AUTH });
-    if (b.name === "sqlite") {
-      assert.equal(r.status, 200, await r.clone().text());
-      assert.equal((await r.json()).event.id, s.events[0]);
-    } else {
-      assert.equal(r.status, 404);
-      assert.deepEqual(await r.json(), {
-        error: `No route for GET /v1/events/${s.events[0]}/explain`,
-      });
-    }
+    const r = await c.app.request(`/v1/events/${s.events[1]}/explain`, { headers: AUTH });
+    assert.equal(r.status, 200, await r.clone().text());
+    const body = await r.json();
+    assert.equal(body.event.id, s.events[1]);
+    assert.equal(body.policy.name, "coding-agent");
+    const missing = ulid();
+    const none = await c.app.request(`/v1/events/${missing}/explain`, { headers: AUTH });
+    assert.equal(none.status, 404);
+    assert.deepEqual(await none.json(), { error: `No event "${missing}"`, field: "id" });
   });
 });
 
