@@ -186,9 +186,12 @@ async function serveOverJournal(o: {
   await hostButton(local, "laptop-3").click();
   await waitListed(local, [second.id], "laptop-3's session on sentry serve");
   assert.match(await local.evaluate(() => location.hash), /host=laptop-3/);
-  await local.context().close();
+  // `sentry serve` stops with the page open: the page says so, and what to run, at once.
+  const port = /:(\d+)$/.exec(serving.exec(serve.stderr)?.[1] ?? "")?.[1];
   Deno.kill(serve.pid, "SIGTERM");
   assert.equal(await serve.exit(), 0, serve.stderr);
+  await stoppedBanner(local, "sentry serve", `sentry serve --port ${port}`);
+  await local.context().close();
 }
 
 async function scenario(sb: Sandbox, held: Held, store: Store): Promise<void> {
@@ -315,6 +318,19 @@ async function scenario(sb: Sandbox, held: Held, store: Store): Promise<void> {
   assert.deepEqual(problems, []);
   Deno.kill(server.pid, "SIGTERM");
   assert.equal(await server.exit(), 0, server.stderr);
+  const port = /:(\d+)$/.exec(base)?.[1];
+  await stoppedBanner(page, "sentry server", `sentry server --port ${port}`);
+}
+
+/** Waits for the banner of a page whose server stopped: who stopped, and the command to run. */
+async function stoppedBanner(page: Page, by: string, serve: string): Promise<void> {
+  await page.locator("#offline:not([hidden])").waitFor({ timeout: STEP_MS });
+  assert.equal(
+    (await page.locator("#offline-text").innerText()).split(". ")[0],
+    `${by} stopped serving this page`,
+  );
+  assert.equal(await page.locator("#offline-cmd").innerText(), serve);
+  assert.equal(await page.locator("#conn").getAttribute("data-state"), "ended");
 }
 
 browserTest({

@@ -68,6 +68,13 @@ export interface AppOptions {
    * (see {@link StreamServer}), so that the dashboard can say what happened and what to run.
    */
   endsWith?: { session: string; serve: string };
+  /**
+   * Set for an API that serves on its own (`sentry serve`, `sentry server`): the command that
+   * serves it, which `close()` names in an `event: closing` message (`{ "by": ..., "serve": ... }`),
+   * so that the dashboard says the server stopped, and what to run, instead of reconnecting in
+   * silence. Ignored with {@link endsWith}.
+   */
+  servedBy?: { by: string; serve: string };
   /** More Prometheus lines for `/metrics`, written last (the collector's hosts). */
   metrics?: () => Promise<readonly string[]>;
 }
@@ -246,6 +253,8 @@ export function createApp(deps: AppDeps | ReaderAppDeps): SentryApp {
       live,
       ...(endsWith === undefined ? {} : {
         hello: `event: server\ndata: ${JSON.stringify(endsWith)}\n\n`,
+      }),
+      ...(endsWith === undefined && deps.servedBy === undefined ? {} : {
         farewell: () => farewell,
       }),
       ...(session === undefined ? {} : { session }),
@@ -346,6 +355,11 @@ export function createApp(deps: AppDeps | ReaderAppDeps): SentryApp {
 
   return Object.assign(app, {
     close: () => {
+      if (endsWith === undefined && deps.servedBy !== undefined) {
+        farewell ??= Promise.resolve(
+          `event: closing\ndata: ${JSON.stringify(deps.servedBy)}\n\n`,
+        );
+      }
       if (endsWith !== undefined && farewell === undefined) {
         // Read now, before the caller closes the journal (the journal's reader reads at once).
         farewell = reader.getSession(endsWith.session).then(

@@ -99,6 +99,32 @@ export interface ListenOptions {
 }
 
 /**
+ * Lets a server's requests in flight finish, for up to a second; one still running then is left
+ * to the process's exit. Returns whether the server finished in time.
+ */
+async function finishRequests(server: Deno.HttpServer): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const finished = await Promise.race([
+    server.shutdown().then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  return finished;
+}
+
+/**
+ * Stops an API that serves on its own (`sentry serve`, `sentry server`): `app.close()` ends its
+ * event streams first, so that their `closing` message reaches the open pages; requests in
+ * flight get up to a second; a server still busy then is stopped through `abort`.
+ */
+export async function stopServing(
+  o: { app: { close(): void }; server: Deno.HttpServer; abort: AbortController },
+): Promise<void> {
+  o.app.close();
+  if (!(await finishRequests(o.server))) o.abort.abort();
+}
+
+/**
  * Listens on the first free port of `ports`.
  *
  * @throws {PortInUseError} when every port is taken (naming the last).
@@ -185,14 +211,8 @@ export function startInstanceApi(options: InstanceApiOptions): InstanceApi {
         // Already gone.
       }
       // Let requests in flight finish (a kill through this API ends this process: its answer
-      // must still go out); `app.close()` above ended the event streams. A request still
-      // running after a second is left to the process's exit.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        listener.server.shutdown(),
-        new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
-      ]);
-      clearTimeout(timer);
+      // must still go out); `app.close()` above ended the event streams.
+      await finishRequests(listener.server);
     },
   };
 }

@@ -55,6 +55,7 @@ export {
   PortInUseError,
   readApiRegistry,
   startInstanceApi,
+  stopServing,
 } from "./instance.ts";
 export { openApiDocument } from "./openapi.ts";
 export * from "./schemas.ts";

@@ -7,6 +7,7 @@ import {
   journalPoller,
   listen,
   PortInUseError,
+  stopServing,
 } from "../api/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, isAlive, loadOrCreateToken } from "../platform/mod.ts";
@@ -88,6 +89,10 @@ export function registerServeCommands(program: Command): void {
         token,
         allowedHosts: allowedHostsFor(opts.listen, actual),
         live: poller,
+        servedBy: {
+          by: "sentry serve",
+          serve: port === DEFAULT_SERVE_PORT ? "sentry serve" : `sentry serve --port ${actual}`,
+        },
       });
       listener.serve(app.fetch);
       const server = listener.server;
@@ -95,7 +100,13 @@ export function registerServeCommands(program: Command): void {
       eprintln(
         `sentry: serving the API at http://${host}:${actual} (token: sentry token); Ctrl-C stops`,
       );
-      const stop = () => ac.abort();
+      // The open pages learn that this server stopped, and what to run, before it goes.
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        void stopServing({ app, server, abort: ac });
+      };
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
       try {

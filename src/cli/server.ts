@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { join } from "node:path";
-import { allowedHostsFor, journalPoller, listen, PortInUseError } from "../api/mod.ts";
+import { allowedHostsFor, journalPoller, listen, PortInUseError, stopServing } from "../api/mod.ts";
 import {
   type CollectorStore,
   createCollectorApp,
@@ -309,10 +309,20 @@ async function serveCollector(opts: ServeOptions): Promise<void> {
       token,
       allowedHosts: collectorHosts(opts.listen, actual, opts.allowHost ?? []),
       live: poller,
+      servedBy: {
+        by: "sentry server",
+        serve: port === DEFAULT_COLLECTOR_PORT ? "sentry server" : `sentry server --port ${actual}`,
+      },
     },
   });
   // Ctrl-C stops cleanly from the moment the collector says it listens.
-  const stop = () => ac.abort();
+  // The open pages learn that this collector stopped, and what to run, before it goes.
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    void stopServing({ app, server: listener.server, abort: ac });
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   listener.serve(app.fetch);

@@ -57,6 +57,8 @@ export interface CollectorApiDeps {
   live: LiveSource;
   /** Keep-alive interval of the event stream; default 15 s. */
   heartbeatMs?: number;
+  /** The command that serves this collector, which the dashboard names when it stops. */
+  servedBy?: { by: string; serve: string };
 }
 
 /** What {@link createCollectorApp} is built from. */
@@ -318,6 +320,7 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
       controls: remoteControls(),
       metrics: async () => hostMetricLines(await store.listHosts()),
       ...(a.heartbeatMs === undefined ? {} : { heartbeatMs: a.heartbeatMs }),
+      ...(a.servedBy === undefined ? {} : { servedBy: a.servedBy }),
     };
     // The same routes on either store: over the SQLite store's journal, which also explains
     // events and has its write figures; over another store, through its asynchronous queries.

@@ -1063,9 +1063,12 @@ function setOffline(/** @type {boolean} */ on) {
     const code = ended?.exitCode === null || ended?.exitCode === undefined
       ? ""
       : ` (exit code ${ended.exitCode})`;
+    const by = state.closed?.by;
     fill(
       $("offline-text"),
-      ended
+      typeof by === "string"
+        ? `${by} stopped serving this page. `
+        : ended
         ? `The agent ${session?.agent ?? ""} ${what}${code}, and ${how} stopped serving this page. `
         : `${how} stopped serving this page: its process is gone. `,
       "The journal keeps everything it recorded. To browse it here again, run this on the host; " +
