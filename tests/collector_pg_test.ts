@@ -112,13 +112,34 @@ Deno.test("`sentry server --retain` without PostgreSQL, or a bad --store, is a u
     assert.match(retain.stderr, /Invalid --retain "30d": retention drops PostgreSQL partitions/);
     const bad = await sb.sentry(["server", "--port", "0", "--retain", "soon", "--store", "x"]);
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /Invalid --retain/);
+    assert.match(bad.stderr, /^sentry: Invalid --retain "soon": use a whole number of hours/);
+    // From the config file, the error names the file, the line and the field.
+    const config = await sb.write("config.yaml", "# collector\nserver:\n  retain: 30d\n");
+    const fromFile = await sb.sentry(["server", "--port", "0"], {
+      env: { SENTRY_CONFIG: config },
+    });
+    assert.equal(fromFile.code, 2);
+    assert.match(
+      fromFile.stderr,
+      new RegExp(`Invalid server\\.retain "30d" in ${config}:3: retention drops PostgreSQL`),
+    );
+    // A socket URL, or no host: a usage error that never repeats the password.
+    const socket = await sb.sentry([
+      "server",
+      "keys",
+      "list",
+      "--store",
+      "postgres://sentry:hunter2@/sentry?host=/run/postgresql",
+    ]);
+    assert.equal(socket.code, 2, socket.stderr);
+    assert.match(socket.stderr, /give a host name or address \(Unix sockets are not supported\)/);
+    assert.ok(!socket.stderr.includes("hunter2"), socket.stderr);
     const store = await sb.sentry(["server", "keys", "list", "--store", "mysql://db/x"]);
     assert.equal(store.code, 2);
     assert.match(
       store.stderr,
       /Invalid --store "mysql:\/\/db\/x": give "sqlite" or a postgres:\/\/ URL/,
     );
-    assert.ok(!hasStackTrace(retain.stderr + bad.stderr + store.stderr));
+    assert.ok(!hasStackTrace(retain.stderr + bad.stderr + store.stderr + fromFile.stderr));
   });
 });

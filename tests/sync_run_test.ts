@@ -57,3 +57,36 @@ Deno.test("`sentry run` without a key queues nothing for upload", async () => {
     }
   });
 });
+
+Deno.test("`sentry run` after a failed upload still sends its last events and its end at exit", async () => {
+  await withCollector(async (c) => {
+    await withSandbox(async (sb) => {
+      const agent = await sb.write("agent.py", AGENT);
+      // A first run while the collector cannot be reached: the uploader records the failure.
+      const down = { SENTRY_API_KEY: c.key, SENTRY_ENDPOINT: "http://127.0.0.1:9" };
+      const first = await sb.sentry(["run", "--no-api", "--", PYTHON, agent], { env: down });
+      assert.equal(first.code, 0, first.stderr);
+      const failed = JSON.parse(
+        (await sb.sentry(["sync", "status", "--json"], { env: down }))
+          .stdout,
+      );
+      assert.ok(failed.pending > 0 && failed.lastError !== null, JSON.stringify(failed));
+      // The collector is back: a short run sends both sessions, whole, before it returns.
+      const env = { SENTRY_API_KEY: c.key, SENTRY_ENDPOINT: c.endpoint };
+      const second = await sb.sentry(["run", "--no-api", "--", PYTHON, agent], { env });
+      assert.equal(second.code, 0, second.stderr);
+      const sessions = await sb.sessions();
+      assert.equal(sessions.length, 2);
+      for (const session of sessions) {
+        const stored = c.journal.getSession(session.id);
+        assert.equal(stored.state, "ended", session.id);
+        const remote = c.journal.queryEvents({ session: session.id, limit: 10_000 });
+        const mine = await sb.events(session.id);
+        assert.ok(mine.length >= 20, `${session.id}: ${mine.length} events`);
+        assert.deepEqual(remote.map((e) => e.id).sort(), mine.map((e) => e.id).sort());
+      }
+      const status = JSON.parse((await sb.sentry(["sync", "status", "--json"], { env })).stdout);
+      assert.equal(status.pending, 0, JSON.stringify(status));
+    });
+  });
+});

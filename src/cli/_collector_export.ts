@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { OtlpConfig } from "../config/mod.ts";
+import { type OtlpConfig, redactUrl } from "../config/mod.ts";
 import type { IngestedBatch } from "../collector/mod.ts";
 import { createOutputs, type OutputStats } from "../outputs/mod.ts";
 
@@ -44,7 +44,9 @@ export function startCollectorExport(
   const outputs = createOutputs({ otlp }, {
     onWarning: (message) => options.report(`otlp export: ${message}`),
   });
-  options.report(`exporting every stored event as OTLP logs to ${otlp.endpoint}`);
+  options.report(
+    `exporting every stored event as OTLP logs to ${redactUrl(otlp.endpoint) ?? otlp.endpoint}`,
+  );
   let reported = 0;
   const check = setInterval(() => {
     const [s] = outputs.stats();

@@ -10,7 +10,12 @@ import { PortInUseError, startInstanceApi } from "../api/mod.ts";
 import type { SentryConfig } from "../config/mod.ts";
 import { createOutputs } from "../outputs/mod.ts";
 import { loadOrCreateToken } from "../platform/mod.ts";
-import { createUploader, loadOrCreateHostId, type SyncSettings } from "../sync/mod.ts";
+import {
+  createUploader,
+  lastAttemptSucceeded,
+  loadOrCreateHostId,
+  type SyncSettings,
+} from "../sync/mod.ts";
 import { type Notice, type Service, type ServiceContext, SuperviseError } from "../session/mod.ts";
 
 /** What {@link sessionServices} starts. */
@@ -102,10 +107,10 @@ function startOutputs(context: ServiceContext, options: SessionServicesOptions):
         lagMs: 0,
         polls: s.queued,
         blindSpots: [
-          { id: "output_failed", reason: "alerts whose delivery failed", count: s.failed },
+          { id: "output_failed", reason: "events whose delivery failed", count: s.failed },
           {
             id: "output_dropped",
-            reason: "alerts dropped: queue full or shutdown",
+            reason: "events dropped: queue full or shutdown",
             count: s.dropped,
           },
           {
@@ -126,7 +131,7 @@ function startOutputs(context: ServiceContext, options: SessionServicesOptions):
         options.onNotice({
           type: "warn",
           message:
-            `${lost} alert(s) could not be delivered to the configured outputs (see sentry report)`,
+            `${lost} event(s) could not be delivered to the configured outputs (see sentry report)`,
         });
       }
     },
@@ -156,7 +161,10 @@ function startUploader(context: ServiceContext, options: SessionServicesOptions)
   return {
     async close() {
       journal.flush();
-      if (uploader.status().lastError === null) await uploader.drainNow({ timeoutMs: 2000 });
+      // The session's last events and its end go out now: up to 2 s while uploads succeed, and
+      // a short try after a failure (an error recorded once, even a run ago, must not keep
+      // every later session's end from the collector; a collector still down costs 0.5 s).
+      await uploader.drainNow({ timeoutMs: lastAttemptSucceeded(uploader.status()) ? 2000 : 500 });
       await uploader.close();
       await running;
     },

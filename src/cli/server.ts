@@ -16,7 +16,7 @@ import {
 } from "../collector/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, loadOrCreateToken } from "../platform/mod.ts";
-import { loadConfig } from "../config/mod.ts";
+import { loadConfig, redactUrl } from "../config/mod.ts";
 import { startCollectorExport } from "./_collector_export.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, printJson, println, printTable } from "./output.ts";
@@ -30,6 +30,17 @@ export const COLLECTOR_DIR = "collector";
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
+
+/** `FILE:LINE` of the first line that sets `key:` in a YAML file, or the file alone. */
+async function fieldLine(path: string, key: string): Promise<string> {
+  try {
+    const lines = (await Deno.readTextFile(path)).split("\n");
+    const at = lines.findIndex((l) => new RegExp(`^\\s*${key}\\s*:`).test(l));
+    return at < 0 ? path : `${path}:${at + 1}`;
+  } catch {
+    return path;
+  }
+}
 
 /** The options that name a collector's store. */
 export interface DataOption {
@@ -50,10 +61,24 @@ const MAINTENANCE_MS = 60 * 60 * 1000;
 export async function collectorStoreUrl(opts: DataOption): Promise<string | null> {
   const value = opts.store ?? (await loadConfig()).config.server.store;
   if (value === undefined || value.toLowerCase() === "sqlite") return null;
+  const shown = redactUrl(value) ?? value.replace(/\/\/[^/@]*@/, "//***@");
+  const hint = "for example: --store postgres://sentry@db.internal/sentry";
   if (!isPostgresUrl(value)) {
-    throw new UsageError(`Invalid --store "${value}": give "sqlite" or a postgres:// URL`, {
-      hint: "for example: --store postgres://sentry@db.internal/sentry",
+    throw new UsageError(`Invalid --store "${shown}": give "sqlite" or a postgres:// URL`, {
+      hint,
     });
+  }
+  let host = "";
+  try {
+    host = new URL(value).hostname;
+  } catch {
+    // Said below.
+  }
+  if (host === "") {
+    throw new UsageError(
+      `Invalid --store "${shown}": give a host name or address (Unix sockets are not supported)`,
+      { hint },
+    );
   }
   return value;
 }
@@ -250,21 +275,28 @@ async function serveCollector(opts: ServeOptions): Promise<void> {
       "yellow",
     ));
   }
-  const { config } = await loadConfig();
+  const loaded = await loadConfig();
+  const config = loaded.config;
   const retainText = opts.retain ?? config.server.retain;
+  // Where the retention came from, as an error names it: the flag, or the config file's field.
+  const retainSource = opts.retain !== undefined
+    ? `--retain "${retainText}"`
+    : `server.retain "${retainText}" in ${await fieldLine(loaded.path, "retain")}`;
   let retainMs: number | null = null;
   if (retainText !== undefined) {
     try {
       retainMs = parseRetention(retainText);
-    } catch (error) {
-      throw new UsageError(`Invalid --retain: ${(error as Error).message}`);
+    } catch {
+      throw new UsageError(
+        `Invalid ${retainSource}: use a whole number of hours, days or weeks, such as "30d"`,
+      );
     }
   }
   const url = await collectorStoreUrl(opts);
   if (retainMs !== null && url === null) {
     throw new UsageError(
-      `Invalid --retain "${retainText}": retention drops PostgreSQL partitions`,
-      { hint: "use it with --store postgres://..., or leave it out with SQLite" },
+      `Invalid ${retainSource}: retention drops PostgreSQL partitions, and the store is SQLite`,
+      { hint: "use it with --store postgres://... (or server.store), or leave it out with SQLite" },
     );
   }
   const dir = collectorDir(opts);

@@ -212,6 +212,31 @@ test("a malformed batch gets 400 naming the exact field, and nothing is stored",
       ["a negative dropped count", (b) => ({ ...b, dropped: -1 }), "dropped"],
       ["events as an object", (b) => ({ ...b, events: {} }), "events"],
       ["an array body", () => [], "body"],
+      // Values SQLite would keep and PostgreSQL would refuse with a 500: a 400 on both.
+      ...([
+        ["agent", "cl\u0000aude"],
+        ["workspace", "/w\u0000"],
+        ["note", "\u0000"],
+        ["pid", 3_000_000_000],
+        ["sentryPid", 2 ** 31],
+        ["exitCode", -(2 ** 31) - 1],
+      ] as const).map(([key, value]): [string, (b: Record<string, unknown>) => unknown, string] => [
+        `a session's ${key} that PostgreSQL cannot keep`,
+        (b) => {
+          (b["sessions"] as Record<string, unknown>[])[0]![key] = value;
+          return b;
+        },
+        `sessions[0].${key}`,
+      ]),
+      ["a NUL in a session's command", (b) => {
+        (b["sessions"] as Record<string, unknown>[])[0]!["command"] = ["claude", "-p\u0000"];
+        return b;
+      }, "sessions[0].command[1]"],
+      [
+        "a NUL in an event's session id",
+        (b) => setEvent(b, 2, { session: "S\u0000" }),
+        "events[2].session",
+      ],
       ["an event of an unknown session", (b) => {
         (b["events"] as Record<string, unknown>[])[4]!["session"] = "01JNOSUCHSESSION0000000000";
         return b;

@@ -36,6 +36,49 @@ export const BATCH_PROTOCOL = 1;
 /** A ULID, as hosts make them for host and batch ids (either case). */
 const Ulid = z.string().regex(/^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$/, "must be a ULID");
 
+/** The range of PostgreSQL's `integer`, where both stores keep pids and exit codes. */
+const INT32 = { min: -(2 ** 31), max: 2 ** 31 - 1 };
+
+/**
+ * What both stores can keep, beyond the journal's own schema: no NUL in a text field that a
+ * store keeps as text (PostgreSQL's text refuses it, where SQLite took it), and pids and exit
+ * codes within 32 bits. A value past these is refused with a 400 naming it, on either store,
+ * rather than stored by one and failed with a 500 (which a host retries forever) by the other.
+ */
+function storable(value: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  for (const [key, v] of Object.entries(value)) {
+    const texts = typeof v === "string"
+      ? [[key, v] as const]
+      : Array.isArray(v)
+      ? v.flatMap((item, i) => typeof item === "string" ? [[`${key}.${i}`, item] as const] : [])
+      : [];
+    for (const [at, text] of texts) {
+      if (text.includes("\u0000")) {
+        ctx.addIssue({
+          code: "custom",
+          message: "must not contain a NUL character",
+          path: at.split(".").map((p) => /^\d+$/.test(p) ? Number(p) : p),
+        });
+      }
+    }
+    if (typeof v === "number" && Number.isInteger(v) && (v < INT32.min || v > INT32.max)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be from ${INT32.min} to ${INT32.max}`,
+        path: [key],
+      });
+    }
+  }
+}
+
+/** An uploaded session: the journal's record, within what both stores can keep. */
+const UploadedSession = SessionRecord.superRefine(storable);
+
+/** An uploaded event: the journal's schema, with a session id both stores can keep. */
+const UploadedEvent = AgentEvent.superRefine((event, ctx) =>
+  storable({ session: event.session }, ctx)
+);
+
 /**
  * The body of `POST /v1/sync/batches`, before the limits on counts (checked first, to answer
  * 413 rather than 400). Unknown fields are ignored, as the protocol's versioning asks.
@@ -45,8 +88,8 @@ export const BatchBody = z.object({
   batch: z.string().min(1).max(128),
   host: z.object({ id: Ulid, name: z.string().max(255) }).loose(),
   sent_at: z.iso.datetime({ offset: true }),
-  sessions: z.array(SessionRecord),
-  events: z.array(AgentEvent),
+  sessions: z.array(UploadedSession),
+  events: z.array(UploadedEvent),
   dropped: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
 }).loose();
 

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { redactUrl as redactSecrets } from "../config/mod.ts";
 import type { ApiReader } from "../api/mod.ts";
 import type { AgentEvent } from "../events/mod.ts";
 import type {
@@ -150,20 +151,27 @@ export interface CollectorStore extends ApiReader {
   close(): Promise<void>;
 }
 
+/**
+ * The store cannot be reached (its database is down, restarting, or refusing connections):
+ * a failure of the moment, not of the request, so the API answers it 503 without internals.
+ * `cause` holds the driver's error.
+ */
+export class StoreUnavailableError extends Error {
+  /** Wraps `cause`, a connection-class failure of the store's database. */
+  constructor(options: { cause: unknown }) {
+    super("The collector's store is unavailable", options);
+    this.name = "StoreUnavailableError";
+  }
+}
+
 /** `postgres://` or `postgresql://`: a PostgreSQL store. */
 export function isPostgresUrl(value: string): boolean {
   return /^postgres(ql)?:\/\//i.test(value);
 }
 
-/** A URL without its password, for logs. */
+/** A store's URL without its password (nor a `password=` parameter), for logs. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== "") u.password = "***";
-    return u.toString();
-  } catch {
-    return "postgres://(unparsable)";
-  }
+  return redactSecrets(url) ?? "postgres://(unparsable)";
 }
 
 /**

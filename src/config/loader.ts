@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { configDir, type Env } from "../platform/mod.ts";
 import { formatFieldPath, offsetOf, readFailure, valueAt } from "../policy/mod.ts";
 import { ConfigError } from "./errors.ts";
+import { redactUrl } from "./redact.ts";
 import { SentryConfig } from "./schema.ts";
 
 /** The configuration file's name inside the configuration directory. */
@@ -260,7 +261,8 @@ function checkUrl(expanded: string, kind: UrlKind, value: string): string {
     throw new TypeError(`"${value}" is not an http or https URL`);
   }
   if (url.username !== "" || url.password !== "") {
-    throw new TypeError(`"${value}" holds credentials: put them in "headers" instead`);
+    const shown = redactUrl(value, { userinfo: "hide" }) ?? "the URL";
+    throw new TypeError(`"${shown}" holds credentials: put them in "headers" instead`);
   }
   if (kind === "endpoint") {
     if (url.search !== "" || url.hash !== "") {

@@ -5,6 +5,7 @@
  * @module
  */
 export { ConfigError, type ConfigErrorOptions } from "./errors.ts";
+export { redactUrl } from "./redact.ts";
 export {
   CONFIG_FILE,
   CONFIG_VARIABLE,

@@ -171,7 +171,7 @@ export abstract class Lane {
       this.counters.dropped++;
       this.warnOnce(
         "overflow",
-        `output "${this.name}": queue full, dropping events (the far end is slower than the agent)`,
+        `output "${this.name}": queue full, dropping events (the far end takes them slower than they come)`,
       );
       return;
     }

@@ -44,6 +44,7 @@ export {
   DEFAULT_TRIM_EVERY_MS,
   type DrainOptions,
   type DrainResult,
+  lastAttemptSucceeded,
   type SyncNotice,
   type Uploader,
   type UploaderOptions,

@@ -137,6 +137,17 @@ export interface UploaderStatus extends SyncStatus {
   overCap: boolean;
 }
 
+/**
+ * Whether the uploader's last attempt succeeded: no failure recorded, or a success since the
+ * last one (the recorded error stays for `sentry sync status` after the uploads recover).
+ */
+export function lastAttemptSucceeded(
+  status: Pick<UploaderStatus, "lastError" | "lastSuccessAt">,
+): boolean {
+  if (status.lastError === null) return true;
+  return status.lastSuccessAt !== null && status.lastSuccessAt >= status.lastError.at;
+}
+
 /** Options for {@link Uploader.drainNow}. */
 export interface DrainOptions {
   /** Give up after this long; default 60 s. */

@@ -11,7 +11,12 @@ import {
   type TestJournal,
 } from "./_testing.ts";
 import { MAX_BATCH_BYTES } from "./batch.ts";
-import { createUploader, type SyncNotice, type UploaderOptions } from "./uploader.ts";
+import {
+  createUploader,
+  lastAttemptSucceeded,
+  type SyncNotice,
+  type UploaderOptions,
+} from "./uploader.ts";
 
 const HOST = { id: createUlid()(), name: "host-a" };
 
@@ -398,4 +403,14 @@ Deno.test("start() uploads what is journaled while it runs, until it is closed",
     assert.deepEqual(collector.storedIds(), [...ids].sort());
     assert.equal(host.journal.outboxStats().pending, 0);
   });
+});
+
+Deno.test("lastAttemptSucceeded() is true with no failure, or a success since the last one", () => {
+  const failure = { at: "2026-12-06T10:00:00.000Z", message: "refused", status: null };
+  assert.equal(lastAttemptSucceeded({ lastError: null, lastSuccessAt: null }), true);
+  assert.equal(lastAttemptSucceeded({ lastError: failure, lastSuccessAt: null }), false);
+  const before = "2026-12-06T09:59:59.999Z";
+  assert.equal(lastAttemptSucceeded({ lastError: failure, lastSuccessAt: before }), false);
+  const after = "2026-12-06T10:00:00.001Z";
+  assert.equal(lastAttemptSucceeded({ lastError: failure, lastSuccessAt: after }), true);
 });
