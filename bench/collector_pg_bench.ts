@@ -9,7 +9,10 @@
  * 2. Dashboard queries: a page of 100 events of the biggest session by filter case, p50 and p99,
  *    on PostgreSQL at N events (10,000,000; 1,000,000 with --quick) against the SQLite journal at
  *    1,000,000 (200,000 with --quick). The big session has the same size in both (80% of the
- *    SQLite events), so the figure shows what the PostgreSQL table's size costs a query.
+ *    SQLite events), so the figure shows what the PostgreSQL table's size costs a query. Its
+ *    events are unattributed (pid null) but for the last 50, in both stores: the dashboard's
+ *    "This agent only" (`attributed=true`) at its worst. The text search (`q`) is one bounded
+ *    step of `searchEvents`, as the API takes it.
  * 3. Retention: dropping a day partition of M events (1,000,000; 200,000 with --quick) against
  *    a `DELETE` of the same number of rows from another day, in time and in disk space freed.
  *
@@ -36,6 +39,8 @@ import {
 } from "../src/journal/mod.ts";
 import { buildEventJournal, eventMaker } from "./_event_journal.ts";
 import { parseBenchArgs, percentile, rng, table } from "./_harness.ts";
+import { DatabaseSync } from "node:sqlite";
+import { SEARCH_WALK } from "../src/api/mod.ts";
 
 /** Options for {@link runCollectorPgBench}. */
 export interface CollectorPgBenchOptions {
@@ -54,6 +59,8 @@ const DAY = 86_400_000;
 const HOSTS = 10;
 const BATCH = 500;
 const PAGE = 100;
+/** The big session's events that are attributed (pid set): its last ones. */
+const ATTRIBUTED = 50;
 
 const fmt = (x: number) =>
   x < 10 ? x.toFixed(2) : x < 1000 ? x.toFixed(1) : Math.round(x).toLocaleString("en");
@@ -232,14 +239,14 @@ async function copyEvents(
   const { default: postgres } = await import("postgres");
   const sql = postgres(url, { onnotice: () => {}, max: 1 });
   try {
-    const w = await sql`COPY events (id, at, session, ts, kind, verdict, risk, event) FROM STDIN`
-      .writable();
+    const w = await sql`COPY events (id, at, session, ts, kind, verdict, risk, pid, event)
+      FROM STDIN`.writable();
     let chunk = "";
     for (const { event: e, at } of rows()) {
       const json = JSON.stringify(e).replaceAll("\\", "\\\\");
       chunk += `${e.id}\t${
         new Date(at).toISOString()
-      }\t${e.session}\t${e.ts}\t${e.kind}\t${e.verdict}\t${e.risk}\t${json}\n`;
+      }\t${e.session}\t${e.ts}\t${e.kind}\t${e.verdict}\t${e.risk}\t${e.pid ?? "\\N"}\t${json}\n`;
       if (chunk.length > 1 << 20) {
         if (!w.write(chunk)) await new Promise((r) => w.once("drain", r));
         chunk = "";
@@ -256,6 +263,8 @@ async function copyEvents(
 interface QueryCase {
   name: string;
   filter: EventFilter;
+  /** One bounded step of a text search (`searchEvents`), as the API runs `q`. */
+  search?: boolean;
 }
 
 function queryCases(
@@ -264,7 +273,7 @@ function queryCases(
 ): QueryCase[] {
   const at = (f: number) => new Date(big.firstMs + (big.lastMs - big.firstMs) * f).toISOString();
   const cursor = (f: number) => ids[Math.floor(ids.length * f)]!;
-  const list: { name: string; filter: EventFilter }[] = [
+  const list: QueryCase[] = [
     { name: "no filter", filter: {} },
     { name: "no filter, newest first", filter: { order: "desc" } },
     { name: "kind=file.write", filter: { kind: "file.write" } },
@@ -284,25 +293,32 @@ function queryCases(
       name: "verdict=deny&min_risk=80",
       filter: { verdict: "deny", minRisk: 80 },
     },
+    { name: `attributed=true (the last ${ATTRIBUTED})`, filter: { attributed: true } },
+    { name: "attributed=false", filter: { attributed: false } },
+    {
+      name: `q=ssh (one step, ${SEARCH_WALK.toLocaleString("en")} walked)`,
+      filter: { text: "ssh" },
+      search: true,
+    },
   ];
   return list.map((c) => ({
-    name: c.name,
+    ...c,
     filter: { ...c.filter, session: big.id, limit: PAGE + 1 },
   }));
 }
 
 async function timeQueries(
-  run: (f: EventFilter) => Promise<unknown> | unknown,
+  run: (c: QueryCase) => Promise<unknown> | unknown,
   cases: QueryCase[],
   runs: number,
 ): Promise<{ p50: number; p99: number }[]> {
   const out: { p50: number; p99: number }[] = [];
   for (const c of cases) {
-    for (let i = 0; i < 3; i++) await run(c.filter);
+    for (let i = 0; i < 3; i++) await run(c);
     const times: number[] = [];
     for (let i = 0; i < runs; i++) {
       const t = performance.now();
-      await run(c.filter);
+      await run(c);
       times.push(performance.now() - t);
     }
     times.sort((a, b) => a - b);
@@ -318,8 +334,21 @@ async function queryCase(
 ): Promise<void> {
   // SQLite: the API benchmark's journal (80% of the events in one session).
   const built = buildEventJournal(join(dir, "query.db"), { events: counts.sqliteEvents });
-  const journal = openJournal(built.path);
   const bigSize = built.big.events;
+  // The big session's events are unattributed but for the last ATTRIBUTED (as in PostgreSQL).
+  const db = new DatabaseSync(built.path);
+  try {
+    const [edge] = db.prepare(
+      "SELECT id FROM events WHERE session = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+    ).all(built.big.id, ATTRIBUTED - 1) as { id: string }[];
+    db.prepare(
+      "UPDATE events SET pid = NULL, event = json_set(event, '$.pid', json('null')) " +
+        "WHERE session = ? AND id < ?",
+    ).run(built.big.id, edge!.id);
+  } finally {
+    db.close();
+  }
+  const journal = openJournal(built.path);
 
   // PostgreSQL: the same big session, and the rest of the events in 400 other sessions over
   // 30 days (a fleet's month).
@@ -349,7 +378,8 @@ async function queryCase(
       const id = mint(ms);
       bigIds.push(id);
       bigLast = ms;
-      yield { event: make({ id, ms, session: bigId, i }), at: ms };
+      const event = make({ id, ms, session: bigId, i });
+      yield { event: i < bigSize - ATTRIBUTED ? { ...event, pid: null } : event, at: ms };
     }
     const rest = counts.pgEvents - bigSize;
     for (let i = 0; i < rest; i++) {
@@ -384,8 +414,33 @@ async function queryCase(
   const sqliteIds = journal.queryEvents({ session: built.big.id, limit: bigSize }).map((e) => e.id);
   const sqliteCases = queryCases(built.big, sqliteIds);
   const runs = 60;
-  const a = await timeQueries((f) => journal.queryEvents(f), sqliteCases, runs);
-  const b = await timeQueries((f) => store.queryEvents(f), pgCases, runs);
+  const a = await timeQueries(
+    (c) =>
+      c.search
+        ? journal.searchEvents({ ...c.filter, session: built.big.id }, SEARCH_WALK)
+        : journal.queryEvents(c.filter),
+    sqliteCases,
+    runs,
+  );
+  const b = await timeQueries(
+    (c) =>
+      c.search
+        ? store.searchEvents({ ...c.filter, session: bigId }, SEARCH_WALK)
+        : store.queryEvents(c.filter),
+    pgCases,
+    runs,
+  );
+  // The attributed filter as it was before migration 3: the pid read from each event's JSON.
+  const from = new Date(Math.floor(start / DAY) * DAY).toISOString();
+  const to = new Date(Math.floor(bigLast / DAY) * DAY + DAY).toISOString();
+  const jsonPid = await timeQueries(
+    () =>
+      store.execute(`SELECT event FROM events WHERE session = '${bigId}'
+        AND (event::json->>'pid') IS NOT NULL AND at >= '${from}' AND at < '${to}'
+        ORDER BY id LIMIT ${PAGE + 1}`),
+    [pgCases[0]!],
+    Math.min(runs, 10),
+  );
   // The dashboard's session list and one session's summary.
   const listA = await timeQueries(
     () => journal.listSessions({ limit: 50 }),
@@ -415,6 +470,8 @@ async function queryCase(
       `${(y.p99 / x.p99).toFixed(2)}x`,
     ]);
   pgCases.forEach((c, i) => push(c.name, a[i]!, b[i]!));
+  const attributedAt = pgCases.findIndex((c) => c.filter.attributed === true);
+  push("  the same by the JSON's pid (before)", a[attributedAt]!, jsonPid[0]!);
   push("list 50 sessions", listA[0]!, listB[0]!);
   push("one session's summary", getA[0]!, getB[0]!);
   console.log(table(rows));

@@ -24,7 +24,7 @@ import {
 } from "./control.ts";
 import { dashboardRoutes } from "./dashboard.ts";
 import { explainRoutes } from "./explain.ts";
-import { HttpError, parseInput } from "./errors.ts";
+import { HttpError, parseInput, UnavailableError } from "./errors.ts";
 import type { LiveSource } from "./live.ts";
 import { countEvents, renderMetrics, type SessionSensor } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -152,6 +152,10 @@ export function createApp(deps: AppDeps | ReaderAppDeps): SentryApp {
       return error.candidates.length > 1
         ? c.json({ error: error.message, field: "id" }, 400)
         : c.json({ error: error.message, field: "id" }, 404);
+    }
+    if (error instanceof UnavailableError) {
+      c.header("Retry-After", String(error.retryAfterS));
+      return c.json({ error: `${error.message}: try again shortly` }, 503);
     }
     return c.json({ error: `Internal error: ${(error as Error)?.message ?? String(error)}` }, 500);
   });

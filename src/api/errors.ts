@@ -28,6 +28,23 @@ export class HttpError extends Error {
 }
 
 /**
+ * Something the API needs is down for the moment (the collector's database): the request may
+ * succeed later. Answered 503 with `Retry-After`, and without the driver's message (addresses and
+ * internals stay in the server's log).
+ */
+export class UnavailableError extends Error {
+  /** Seconds a client should wait before it tries again. */
+  readonly retryAfterS: number;
+
+  /** Builds the error; `message` is what the client reads. */
+  constructor(message: string, options: { cause?: unknown; retryAfterS?: number } = {}) {
+    super(message, options.cause === undefined ? {} : { cause: options.cause });
+    this.name = "UnavailableError";
+    this.retryAfterS = options.retryAfterS ?? 5;
+  }
+}
+
+/**
  * Parses a request input with a schema, or throws a 400 {@link HttpError} naming the first bad
  * field (`what` when the input as a whole is wrong).
  */

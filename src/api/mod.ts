@@ -30,7 +30,7 @@ export {
   type RollbackRequest,
   type SessionControls,
 } from "./control.ts";
-export { HttpError, parseInput } from "./errors.ts";
+export { HttpError, parseInput, UnavailableError } from "./errors.ts";
 export { dashboardRoutes } from "./dashboard.ts";
 export {
   createLiveHub,

@@ -16,9 +16,11 @@ export interface TestPostgres {
   url: string;
   /** The cluster's directory (data, socket, log). */
   dir: string;
-  /** Creates another empty database and returns its URL. */
-  createDatabase(name: string): Promise<string>;
-  /** Stops the server (immediate mode) and removes the directory. */
+  /** Creates another empty database (of `locale`, default the cluster's: C) and returns its URL. */
+  createDatabase(name: string, options?: { locale?: string }): Promise<string>;
+  /** Stops the server (immediate mode) and keeps the directory: a database that went down. */
+  stop(): Promise<void>;
+  /** Stops the server (immediate mode), if running, and removes the directory. */
   close(): Promise<void>;
 }
 
@@ -73,8 +75,17 @@ let warned = false;
 
 const NOBODY = 65534;
 
+/** Options for {@link startPostgres}. */
+export interface StartPostgresOptions {
+  /**
+   * Server settings appended to `postgresql.conf`, such as `{ max_locks_per_transaction: "10" }`
+   * to make a limit small enough for a test to reach.
+   */
+  settings?: Record<string, string>;
+}
+
 /** Starts a throwaway cluster with a `sentry` database. */
-export async function startPostgres(): Promise<TestPostgres> {
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
   const bin = postgresBin();
   if (bin === null) {
     throw new Error("Cannot start PostgreSQL: no binaries under /usr/lib/postgresql");
@@ -109,10 +120,12 @@ export async function startPostgres(): Promise<TestPostgres> {
       "shared_buffers = 128MB",
       "max_wal_size = 1GB",
       "log_min_messages = warning",
+      ...Object.entries(options.settings ?? {}).map(([k, v]) => `${k} = '${v}'`),
     ].join("\n");
     await Deno.writeTextFile(join(data, "postgresql.conf"), `\n${conf}\n`, { append: true });
     await run(bin, root, ["pg_ctl", "-D", data, "-l", join(dir, "log"), "-w", "-t", "30", "start"]);
     started = true;
+    let running = true;
     const url = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
     await run(bin, root, [
       "createdb",
@@ -127,7 +140,7 @@ export async function startPostgres(): Promise<TestPostgres> {
     return {
       url: url("sentry"),
       dir,
-      async createDatabase(name) {
+      async createDatabase(name, options = {}) {
         await run(bin, root, [
           "createdb",
           "-h",
@@ -136,13 +149,23 @@ export async function startPostgres(): Promise<TestPostgres> {
           String(port),
           "-U",
           "postgres",
+          ...(options.locale === undefined
+            ? []
+            : ["--locale", options.locale, "--template", "template0"]),
           name,
         ]);
         return url(name);
       },
+      async stop() {
+        if (!running) return;
+        await run(bin, root, ["pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]);
+        running = false;
+      },
       async close() {
         try {
-          await run(bin, root, ["pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]);
+          if (running) {
+            await run(bin, root, ["pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]);
+          }
         } finally {
           await Deno.remove(dir, { recursive: true });
         }

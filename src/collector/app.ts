@@ -19,6 +19,7 @@ import {
   type SentryApp,
   type SessionControls,
   SMALL_BODY_LIMIT,
+  UnavailableError,
 } from "../api/mod.ts";
 import type { IngestResult, Journal, SessionRecord } from "../journal/mod.ts";
 import { IngestError } from "../journal/mod.ts";
@@ -158,6 +159,11 @@ export function createCollectorApp(deps: CollectorDeps): CollectorApp {
       );
     }
     deps.onError?.(error);
+    if (error instanceof UnavailableError) {
+      // The host keeps its batch and comes back after Retry-After.
+      c.header("Retry-After", String(error.retryAfterS));
+      return c.json({ error: `${error.message}: try again shortly` }, 503);
+    }
     return c.json({ error: "Internal error: see the collector's log" }, 500);
   });
 

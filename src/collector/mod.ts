@@ -66,6 +66,7 @@ export {
   parseRetention,
   redactUrl,
   type RetainResult,
+  StoreUnavailableError,
 } from "./store.ts";
 export {
   ingestBatch,

@@ -5,7 +5,10 @@
  *
  * Events are range-partitioned by day on `at`, the time of their id (a ULID): an id always
  * falls in the same partition, so the primary key `(at, id)` keeps an event once, as the
- * SQLite journal's `INSERT OR IGNORE` does, and retention drops whole partitions.
+ * SQLite journal's `INSERT OR IGNORE` does, and retention drops whole partitions. Day
+ * partitions are made only inside a window of days (from `events_window.day_from` to a few
+ * days ahead); an older event lands in the DEFAULT partition, whose CHECK constraint
+ * `at < day_from` lets PostgreSQL make a day partition without scanning it (see `pg_store.ts`).
  *
  * @module
  */
@@ -109,6 +112,37 @@ CREATE INDEX events_session_kind ON events (session, kind, id);
 CREATE INDEX events_session_verdict ON events (session, verdict, id);
 -- A high min_risk matches few events: found here, then sorted, rather than walked in id order.
 CREATE INDEX events_session_risk ON events (session, risk, id);
+`,
+  },
+  {
+    version: 2,
+    name: "a default partition for events older than the window of day partitions",
+    sql: `
+-- Hosts choose their events' ids, and so their days: an unbounded number of day partitions
+-- would make every unbounded query and every retention slow, or fail for lack of locks. Day
+-- partitions exist from day_from on; an older event without a partition of its day lands here.
+CREATE TABLE events_default PARTITION OF events DEFAULT;
+-- Proves to PostgreSQL that a new day partition (always of day_from or later) holds none of
+-- these rows, so making one never scans this table. The store moves it with day_from.
+ALTER TABLE events_default ADD CONSTRAINT events_default_below CHECK (at < '-infinity');
+CREATE TABLE events_window (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  day_from timestamptz NOT NULL
+);
+INSERT INTO events_window (day_from) VALUES ('-infinity');
+`,
+  },
+  {
+    version: 3,
+    name: "events.pid, for the attributed filter without parsing JSON",
+    sql: `
+-- The event's pid, as in the SQLite journal: "attributed" is pid IS NOT NULL, read from a
+-- column rather than by parsing every event's JSON.
+ALTER TABLE events ADD COLUMN pid bigint;
+UPDATE events SET pid = (event::json->>'pid')::bigint WHERE (event::json->>'pid') IS NOT NULL;
+-- The dashboard's "This agent only": a session's attributed events in id order, found at once
+-- even when a few of them follow many unattributed ones. (attributed=false reads the column.)
+CREATE INDEX events_session_attributed ON events (session, id) WHERE pid IS NOT NULL;
 `,
   },
 ];

@@ -7,6 +7,14 @@
  * record. Events are partitioned by day (see `pg_migrations.ts`); partitions are made ahead
  * and on demand, and retention drops them whole.
  *
+ * Hosts choose their events' ids, and so their days (any day back to 1970). Day partitions are
+ * therefore made only inside a window: from `day_from` (today minus `windowDays`, or the last
+ * retention's cut if later; it only moves forward) to `daysAhead` days ahead. An older event,
+ * an offline host's backlog or an old bundle, lands in the DEFAULT partition and is kept; its
+ * CHECK constraint `at < day_from` proves to PostgreSQL that a new day partition (always of
+ * `day_from` or later) holds none of its rows, so making one never scans it. The count of
+ * partitions is bounded by the window plus the days retention keeps, whatever hosts send.
+ *
  * The client is `postgres` (porsager's postgres.js): pure JavaScript with no dependencies, so it
  * runs under Deno and inside `deno compile`d binaries with nothing native to ship.
  *
@@ -39,12 +47,10 @@ import {
   type HostSummary,
   redactUrl,
   type RetainResult,
+  StoreUnavailableError,
   visitOf,
 } from "./store.ts";
 
-/** ASCII upper and lower case, for `translate()`: a search lowers ASCII only, as SQLite. */
-const UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-const LOWER = "abcdefghijklmnopqrstuvwxyz";
 /** Options for {@link openPostgresStore}. */
 export interface PostgresStoreOptions {
   /** Connections in this process's pool; default 10. */
@@ -55,6 +61,19 @@ export interface PostgresStoreOptions {
   random?: (bytes: Uint8Array) => void;
   /** Day partitions made ahead of today; default 2. */
   daysAhead?: number;
+  /**
+   * Days back from today that get day partitions; an older event lands in the default
+   * partition (and is kept). Default 400.
+   */
+  windowDays?: number;
+  /** Day partitions dropped per transaction by `retain()`; default 32. */
+  retainChunk?: number;
+  /**
+   * How long `openPostgresStore` waits for the server's first answer, ms; default 15,000. A
+   * server that is not PostgreSQL, or a blackholed address, fails it then. Migrations, after
+   * it, have no deadline.
+   */
+  openTimeoutMs?: number;
 }
 
 /** The PostgreSQL store, with its maintenance. */
@@ -62,8 +81,13 @@ export interface PostgresStore extends CollectorStore {
   readonly kind: "postgres";
   /** Makes today's and the next days' partitions; `sentry server` calls it hourly. */
   prepare(): Promise<void>;
-  /** The day partitions, oldest first, as `YYYY-MM-DD`. */
+  /** The day partitions, oldest first, as `YYYY-MM-DD` (the default partition is not listed). */
   partitions(): Promise<string[]>;
+  /**
+   * The first day (`YYYY-MM-DD`) that gets a day partition: older events land in the default
+   * partition. Null before any (a database migrated but never prepared).
+   */
+  windowStart(): Promise<string | null>;
   /** The schema version recorded in the database. */
   schemaVersion(): Promise<number>;
   /** Runs one SQL statement as is and returns its rows: maintenance, tests and benchmarks. */
@@ -78,8 +102,13 @@ const MAX_FUTURE_MS = DAY_MS;
 const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /** The advisory lock of migrations and partition changes (any constant shared by all). */
 const DDL_LOCK = 7_461_823_001;
-/** SQLSTATE of "no partition of relation found for row". */
+/**
+ * SQLSTATE of "no partition of relation found for row", and of a row refused by the default
+ * partition's CHECK (a day of the window whose partition another process dropped meanwhile).
+ */
 const NO_PARTITION = "23514";
+/** Day partitions made per transaction: each locks about eight relations. */
+const CREATE_CHUNK = 32;
 
 type Sql = postgres.Sql;
 type Tx = postgres.TransactionSql;
@@ -101,10 +130,24 @@ export async function openPostgresStore(
   const random = options.random ?? ((b: Uint8Array) => crypto.getRandomValues(b));
   const ulid = createUlid({ now, random });
   const daysAhead = options.daysAhead ?? 2;
+  const windowDays = options.windowDays ?? 400;
+  const retainChunk = options.retainChunk ?? 32;
+  const openTimeoutMs = options.openTimeoutMs ?? 15_000;
+  for (
+    const [name, value, min] of [
+      ["daysAhead", daysAhead, 0],
+      ["windowDays", windowDays, 0],
+      ["retainChunk", retainChunk, 1],
+    ] as const
+  ) {
+    if (!Number.isInteger(value) || value < min) {
+      throw new RangeError(`Invalid ${name} ${value}: must be a whole number, ${min} or more`);
+    }
+  }
   const sql = postgres(url, {
     max: options.maxConnections ?? 10,
     onnotice: () => {},
-    connect_timeout: 10,
+    connect_timeout: Math.max(1, Math.min(10, Math.ceil(openTimeoutMs / 1000))),
     idle_timeout: 60,
     prepare: true,
     // A generic plan cannot see that `risk >= 90` is rare or which day a session lives in, and
@@ -113,46 +156,101 @@ export async function openPostgresStore(
   });
   /** Days (UTC ms at midnight) whose partition this process knows exists. */
   const known = new Set<number>();
-
-  try {
-    await migrate(sql);
-  } catch (error) {
-    await sql.end({ timeout: 1 }).catch(() => {});
-    throw new Error(`Cannot open store "${location}": ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
+  /** The first day that gets a day partition, as this process last read it (it only grows). */
+  let windowFrom = -Infinity;
 
   async function loadPartitions(): Promise<void> {
     known.clear();
     for (const day of await listPartitionDays(sql)) known.add(day);
+    windowFrom = await readWindow(sql);
   }
 
+  /**
+   * Makes the day partitions of `days` that lie in the window, a chunk per transaction under
+   * the DDL lock; days before the window need none (their events land in the default
+   * partition).
+   */
   async function ensurePartitions(days: Iterable<number>): Promise<void> {
-    const missing = [...new Set(days)].filter((d) => !known.has(d)).sort((a, b) => a - b);
-    if (missing.length === 0) return;
+    const missing = [...new Set(days)].filter((d) => d >= windowFrom && !known.has(d))
+      .sort((a, b) => a - b);
+    for (let i = 0; i < missing.length; i += CREATE_CHUNK) {
+      const chunk = missing.slice(i, i + CREATE_CHUNK);
+      const made = await sql.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(${DDL_LOCK})`;
+        // Read under the lock: another process may have moved the window meanwhile.
+        windowFrom = Math.max(windowFrom, await readWindow(tx));
+        const made: number[] = [];
+        for (const day of chunk) {
+          if (day < windowFrom) continue;
+          const name = partitionName(day);
+          const from = new Date(day).toISOString();
+          const to = new Date(day + DAY_MS).toISOString();
+          await tx.unsafe(
+            `CREATE TABLE IF NOT EXISTS ${name} PARTITION OF events
+             FOR VALUES FROM ('${from}') TO ('${to}')`,
+          );
+          made.push(day);
+        }
+        return made;
+      });
+      for (const day of made) known.add(day);
+    }
+  }
+
+  /**
+   * Moves the window's first day forward to `day` (never back): from then on, events before it
+   * without a day partition land in the default partition, whose CHECK moves with it. The
+   * default partition is scanned once to validate the new CHECK (it holds only old events).
+   */
+  async function advanceWindow(day: number): Promise<void> {
+    if (day <= windowFrom) return;
     await sql.begin(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${DDL_LOCK})`;
-      for (const day of missing) {
-        const name = partitionName(day);
-        const from = new Date(day).toISOString();
-        const to = new Date(day + DAY_MS).toISOString();
-        await tx.unsafe(
-          `CREATE TABLE IF NOT EXISTS ${name} PARTITION OF events
-           FOR VALUES FROM ('${from}') TO ('${to}')`,
-        );
+      const current = await readWindow(tx);
+      if (day <= current) {
+        windowFrom = current;
+        return;
       }
+      const from = new Date(day).toISOString();
+      await tx.unsafe(`ALTER TABLE events_default DROP CONSTRAINT events_default_below,
+        ADD CONSTRAINT events_default_below CHECK (at < '${from}')`);
+      await tx`UPDATE events_window SET day_from = ${from}`;
     });
-    for (const day of missing) known.add(day);
+    windowFrom = Math.max(windowFrom, day);
   }
 
   async function prepare(): Promise<void> {
     const today = dayOf(now());
+    await advanceWindow(today - windowDays * DAY_MS);
     await ensurePartitions(Array.from({ length: daysAhead + 1 }, (_, i) => today + i * DAY_MS));
   }
 
-  await loadPartitions();
-  await prepare();
+  // One deadline until PostgreSQL first answers: a server that is not PostgreSQL (or answers
+  // nothing) would otherwise keep the client reconnecting for ever. Migrations run after it,
+  // without one: a migration of a big table may rightly take minutes.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reached = sql`SELECT 1`.execute();
+  reached.catch(() => {}); // Settled below, or abandoned at the deadline.
+  try {
+    await Promise.race([
+      reached,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new OpenTimeout()), openTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await migrate(sql);
+    await loadPartitions();
+    await prepare();
+  } catch (error) {
+    await sql.end({ timeout: 0 }).catch(() => {});
+    const why = error instanceof OpenTimeout
+      ? `no PostgreSQL server answered within ${formatSeconds(openTimeoutMs)}`
+      : (error as Error).message;
+    throw new Error(`Cannot open store "${location}": ${why}`, { cause: error });
+  } finally {
+    clearTimeout(timer);
+  }
 
   async function keyRows(where: postgres.PendingQuery<Row[]> | null): Promise<KeyInfo[]> {
     const rows = where ?? sql`SELECT id, name, created_at, revoked_at FROM collector_keys
@@ -262,7 +360,7 @@ export async function openPostgresStore(
     if (batch.events.length > 0) {
       const ev = batch.events;
       const inserted = await tx`
-        INSERT INTO events (id, at, session, ts, kind, verdict, risk, event)
+        INSERT INTO events (id, at, session, ts, kind, verdict, risk, pid, event)
         SELECT * FROM unnest(
           ${ev.map((e) => e.id)}::text[],
           ${at.map((t) => new Date(t).toISOString())}::timestamptz[],
@@ -271,6 +369,7 @@ export async function openPostgresStore(
           ${ev.map((e) => e.kind)}::text[],
           ${ev.map((e) => e.verdict)}::text[],
           ${ev.map((e) => e.risk)}::smallint[],
+          ${ev.map((e) => e.pid)}::bigint[],
           ${ev.map((e) => JSON.stringify(e))}::text[])
         ON CONFLICT DO NOTHING
         RETURNING session, at, ts, verdict, risk`;
@@ -426,20 +525,18 @@ export async function openPostgresStore(
     if (filter.since !== undefined) where.push(sql`ts >= ${filter.since}`);
     if (filter.until !== undefined) where.push(sql`ts < ${filter.until}`);
     if (filter.attributed !== undefined) {
-      where.push(
-        filter.attributed
-          ? sql`(event::json->>'pid') IS NOT NULL`
-          : sql`(event::json->>'pid') IS NULL`,
-      );
+      // `pid IS NOT NULL` is the predicate of events_session_attributed, word for word.
+      where.push(filter.attributed ? sql`pid IS NOT NULL` : sql`pid IS NULL`);
     }
     for (const word of filter.text === undefined ? [] : searchWords(filter.text)) {
       // As the SQLite journal: the whole JSON first, then the searched fields (their JSON text,
-      // escapes kept), lowered in ASCII only.
-      where.push(sql`strpos(translate(event, ${UPPER}, ${LOWER}), ${word}) > 0 AND strpos(
-        translate(json_build_array(event::json->'kind', event::json->'target',
+      // escapes kept), lowered in ASCII only: lower() under the "C" collation folds A-Z alone,
+      // whatever the database's locale (and is some 40 times faster than translate()).
+      where.push(sql`strpos(lower(event COLLATE "C"), ${word}) > 0 AND strpos(
+        lower(json_build_array(event::json->'kind', event::json->'target',
           event::json->'rule', event::json->'verdict', event::json->'response',
           event::json->'pid', event::json->'exe', event::json->'cmdline',
-          event::json->'detail')::text, ${UPPER}, ${LOWER}), ${word}) > 0`);
+          event::json->'detail')::text COLLATE "C"), ${word}) > 0`);
     }
     if (edge !== undefined) {
       where.push(filter.order === "desc" ? sql`id >= ${edge.id}` : sql`id <= ${edge.id}`);
@@ -537,18 +634,37 @@ export async function openPostgresStore(
     };
   }
 
+  /**
+   * Drops the day partitions before `before`'s day, `retainChunk` per transaction with their
+   * days' counts (a crash between two leaves each day either whole or gone), then deletes the
+   * default partition's rows before that day, their counts, and the final sessions left
+   * without events. The window first moves to the cut, so no partition of a day being dropped
+   * is made meanwhile: a late event of such a day lands in the default partition, and the next
+   * retention deletes it.
+   */
   async function retain(before: Date): Promise<RetainResult> {
     const cut = dayOf(before.getTime());
+    const cutIso = new Date(cut).toISOString();
+    const cutDay = cutIso.slice(0, 10);
+    await advanceWindow(cut);
+    const old = (await listPartitionDays(sql)).filter((day) => day + DAY_MS <= cut);
     let partitions = 0;
+    for (let i = 0; i < old.length; i += retainChunk) {
+      const chunk = old.slice(i, i + retainChunk);
+      await sql.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(${DDL_LOCK})`;
+        for (const day of chunk) {
+          await tx.unsafe(`DROP TABLE IF EXISTS ${partitionName(day)}`);
+          known.delete(day);
+        }
+        const days = chunk.map((d) => new Date(d).toISOString().slice(0, 10));
+        await tx`DELETE FROM session_day_counts WHERE day = ANY(${days}::date[])`;
+      });
+      partitions += chunk.length;
+    }
     let sessions = 0;
     await sql.begin(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(${DDL_LOCK})`;
-      for (const day of await listPartitionDays(tx)) {
-        if (day + DAY_MS > cut) continue;
-        await tx.unsafe(`DROP TABLE IF EXISTS ${partitionName(day)}`);
-        partitions++;
-      }
-      const cutDay = new Date(cut).toISOString().slice(0, 10);
+      await tx`DELETE FROM events_default WHERE at < ${cutIso}`;
       await tx`DELETE FROM session_day_counts WHERE day < ${cutDay}`;
       const gone = await tx`DELETE FROM sessions s
         WHERE s.state NOT IN ('running', 'paused') AND s.started_at < ${before.toISOString()}
@@ -560,7 +676,7 @@ export async function openPostgresStore(
     return { partitions, sessions };
   }
 
-  return {
+  return guarded({
     kind: "postgres",
     location,
     async addKey(name) {
@@ -608,6 +724,7 @@ export async function openPostgresStore(
         rows = await sql`SELECT id, name, created_at, revoked_at FROM collector_keys
           WHERE sha256 = ${keyDigest(secret)}`;
       } catch (cause) {
+        if (isUnavailable(cause)) throw cause; // Made a StoreUnavailableError by guarded().
         throw new Error(`Cannot read key store "${location}": ${(cause as Error).message}`, {
           cause,
         });
@@ -670,6 +787,10 @@ export async function openPostgresStore(
     prepare,
     partitions: async () =>
       (await listPartitionDays(sql)).map((d) => new Date(d).toISOString().slice(0, 10)),
+    async windowStart() {
+      const day = await readWindow(sql);
+      return Number.isFinite(day) ? new Date(day).toISOString().slice(0, 10) : null;
+    },
     execute: async (text) => [...await sql.unsafe(text)],
     async schemaVersion() {
       const [row] = await sql`SELECT max(version) AS v FROM sentry_schema`;
@@ -678,7 +799,68 @@ export async function openPostgresStore(
     async close() {
       await sql.end({ timeout: 5 });
     },
-  };
+  });
+}
+
+/**
+ * SQLSTATEs of a database that cannot be reached or is going away: class 08 (connection
+ * exception), 53300 (too many connections) and 57P01 to 57P04 (shutting down, crashed,
+ * starting up, database dropped).
+ */
+const UNAVAILABLE_STATE = /^(08...|53300|57P0[1-4])$/;
+/** Node-style socket errors and postgres.js's own codes for a connection that failed or ended. */
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTCONN",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
+/** Deno's own names of the same socket errors. */
+const UNAVAILABLE_NAMES = new Set([
+  "ConnectionRefused",
+  "ConnectionReset",
+  "ConnectionAborted",
+  "TimedOut",
+  "BrokenPipe",
+  "NotConnected",
+]);
+
+/** Whether `error` says the database cannot be reached now, rather than what was asked failed. */
+export function isUnavailable(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { code, name } = error as { code?: unknown; name?: unknown };
+  return (typeof code === "string" &&
+    (UNAVAILABLE_CODES.has(code) || UNAVAILABLE_STATE.test(code))) ||
+    (typeof name === "string" && UNAVAILABLE_NAMES.has(name));
+}
+
+/**
+ * The store with each method's connection-class failures turned into a
+ * {@link StoreUnavailableError} (the API answers it 503), others passed on as they are.
+ */
+function guarded(store: PostgresStore): PostgresStore {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(store)) {
+    out[name] = typeof value !== "function" || name === "close"
+      ? value
+      : async (...args: unknown[]) => {
+        try {
+          return await (value as (...a: unknown[]) => Promise<unknown>)(...args);
+        } catch (error) {
+          if (error instanceof StoreUnavailableError || !isUnavailable(error)) throw error;
+          throw new StoreUnavailableError({ cause: error });
+        }
+      };
+  }
+  return out as unknown as PostgresStore;
 }
 
 /** Applies the migrations the database lacks, each in its own transaction, under a lock. */
@@ -719,6 +901,26 @@ async function listPartitionDays(sql: Sql | Tx): Promise<number[]> {
     if (m !== null) days.push(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])));
   }
   return days.sort((a, b) => a - b);
+}
+
+/** The window's first day (UTC ms at midnight), or -Infinity before any. */
+async function readWindow(sql: Sql | Tx): Promise<number> {
+  const [row] = await sql`SELECT CASE WHEN isfinite(day_from)
+    THEN (extract(epoch FROM day_from) * 1000)::bigint END AS ms FROM events_window`;
+  return row === undefined || row["ms"] === null ? -Infinity : Number(row["ms"]);
+}
+
+/** The deadline of {@link openPostgresStore} passed. */
+class OpenTimeout extends Error {
+  constructor() {
+    super("timed out");
+    this.name = "OpenTimeout";
+  }
+}
+
+/** `15 s`, `0.5 s`. */
+function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
 /** A day partition's table name: `events_pYYYYMMDD`. */

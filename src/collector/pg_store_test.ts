@@ -3,7 +3,8 @@ import { createUlid } from "../events/mod.ts";
 import { postgresSkip, startPostgres, type TestPostgres } from "./_pg_testing.ts";
 import { API_TOKEN, batchRequest, makeBatch, makeEvent, makeSession, ulid } from "./_testing.ts";
 import { createCollectorApp } from "./app.ts";
-import { openPostgresStore, type PostgresStore } from "./pg_store.ts";
+import { isUnavailable, openPostgresStore, type PostgresStore, ulidTime } from "./pg_store.ts";
+import { StoreUnavailableError } from "./store.ts";
 import { PG_MIGRATIONS } from "./pg_migrations.ts";
 import { storePoller } from "./store_api.ts";
 
@@ -324,6 +325,356 @@ Deno.test({
         ingest.close();
         await writer.close();
         await reader.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: a batch over 300 distinct old days makes few partitions, keeps every event once, and retention removes the old ones, the default partition's too",
+  ignore,
+  async fn() {
+    await withDatabase(async (url) => {
+      const now = Date.UTC(2026, 11, 6, 12, 0, 0);
+      const today = Math.floor(now / DAY) * DAY;
+      const store = await openPostgresStore(url, { now: () => now, daysAhead: 1 });
+      try {
+        assert.equal(await store.windowStart(), "2025-11-01"); // 400 days back
+        const app = createCollectorApp({ store, now: () => now });
+        const key = (await store.addKey("laptop")).key;
+        const host = ulid();
+        const s = ulid();
+        // 250 days from 1970 to 401 days ago, and 50 of the last 100 days: 300 days.
+        const oldDays = Array.from(
+          { length: 250 },
+          (_, i) => Math.floor((i * (today - 401 * DAY)) / 249 / DAY) * DAY,
+        );
+        const recentDays = Array.from({ length: 50 }, (_, i) => today - (2 * i + 1) * DAY);
+        const days = [...oldDays, ...recentDays];
+        assert.equal(new Set(days).size, 300);
+        const events = days.map((d, i) => ({
+          ...eventAt(s, d + 3_600_000 + i, i),
+          pid: i % 3 === 0 ? null : 4321,
+        }));
+        const batch = makeBatch({ hostId: host, sessions: [makeSession(s)], events });
+        assert.deepEqual((await post(app, batch, key)).body, {
+          accepted: 300,
+          duplicates: 0,
+          sessions: 1,
+        });
+        // Day partitions: the 50 recent days, today and tomorrow; the rest in the default.
+        const parts = await store.partitions();
+        assert.equal(parts.length, 52);
+        assert.ok(parts.every((p) => p >= "2025-11-01"), parts.join());
+        const where = await store.execute(
+          `SELECT tableoid::regclass::text = 'events_default' AS dflt, count(*)::int AS n
+           FROM events GROUP BY 1 ORDER BY 1`,
+        );
+        assert.deepEqual(where.map((r) => [r["dflt"], r["n"]]), [[false, 50], [true, 250]]);
+        // A retry counts duplicates, the default partition's too.
+        assert.deepEqual((await post(app, batch, key)).body, {
+          accepted: 0,
+          duplicates: 300,
+          sessions: 1,
+        });
+        const back = await store.queryEvents({ session: s, limit: 1000 });
+        assert.deepEqual(back.map((e) => e.id), events.map((e) => e.id).sort());
+        assert.equal((await store.getSession(s)).events, 300);
+        const attributed = await store.queryEvents({ session: s, attributed: true, limit: 1000 });
+        assert.equal(attributed.length, 200);
+        assert.equal(await store.getEvent(events[0]!.id).then((e) => e?.id), events[0]!.id);
+        assert.equal(
+          (await store.queryEvents({ session: s, after: events[100]!.id, limit: 1000 })).length,
+          199,
+        );
+
+        // A partition of the window is made without scanning the default partition: its
+        // CHECK proves it holds no row of the new day.
+        const { default: postgres } = await import("postgres");
+        const notices: string[] = [];
+        const raw = postgres(url, { max: 1, onnotice: (n) => notices.push(String(n.message)) });
+        try {
+          await raw`SET client_min_messages = debug1`;
+          await raw.unsafe(`CREATE TABLE events_p20251105 PARTITION OF events
+            FOR VALUES FROM ('2025-11-05T00:00:00Z') TO ('2025-11-06T00:00:00Z')`);
+          assert.ok(
+            notices.some((n) => /events_default.*implied by existing constraints/.test(n)),
+            notices.join("\n"),
+          );
+        } finally {
+          await raw.end();
+        }
+
+        // Retention at 30 days: the old day partitions and the default's rows go, their
+        // counts with them; the last 30 days stay.
+        const cut = now - 30 * DAY;
+        const gone = await store.retain(new Date(cut));
+        const kept = events.filter((e) => ulidTime(e.id) >= today - 30 * DAY);
+        assert.equal(kept.length, 15);
+        assert.equal(gone.partitions, 51 - 15); // 35 old recent days and 2025-11-05
+        assert.deepEqual(
+          (await store.queryEvents({ limit: 1000 })).map((e) => e.id),
+          kept.map((e) => e.id).sort(),
+        );
+        assert.equal((await store.getSession(s)).events, 15);
+        const [rest] = await store.execute(`SELECT
+          (SELECT count(*)::int FROM events_default) AS dflt,
+          (SELECT count(*)::int FROM session_day_counts WHERE day < '2026-11-06') AS counts`);
+        assert.deepEqual(rest, { dflt: 0, counts: 0 });
+        assert.equal(await store.windowStart(), "2026-11-06");
+        // A late event of a dropped day lands in the default partition, no partition is made,
+        // and the next retention deletes it.
+        const late = { ...eventAt(s, today - 40 * DAY, 7), pid: 1 };
+        const lateBatch = makeBatch({ hostId: host, sessions: [makeSession(s)], events: [late] });
+        assert.equal((await post(app, lateBatch, key)).body.accepted, 1);
+        assert.equal((await store.partitions()).length, 17);
+        assert.equal((await store.getSession(s)).events, 16);
+        await store.retain(new Date(cut));
+        assert.equal((await store.getSession(s)).events, 15);
+        assert.equal(await store.getEvent(late.id), undefined);
+        app.close();
+      } finally {
+        await store.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: retention drops more partitions than one transaction can lock, a chunk per transaction",
+  ignore,
+  async fn() {
+    // 16 locks per transaction: a few hundred in the shared table, and a day partition's drop
+    // takes about eight (its table, indexes and TOAST).
+    const pg = await startPostgres({
+      settings: { max_locks_per_transaction: "16", max_connections: "10" },
+    });
+    try {
+      const now = Date.UTC(2026, 11, 6, 12, 0, 0);
+      const today = Math.floor(now / DAY) * DAY;
+      const store = await openPostgresStore(pg.url, {
+        now: () => now,
+        daysAhead: 0,
+        maxConnections: 2,
+      });
+      try {
+        const days = Array.from({ length: 300 }, (_, i) => today - (i + 1) * DAY);
+        for (const d of days) {
+          const name = `events_p${new Date(d).toISOString().slice(0, 10).replaceAll("-", "")}`;
+          await store.execute(`CREATE TABLE ${name} PARTITION OF events FOR VALUES
+            FROM ('${new Date(d).toISOString()}') TO ('${new Date(d + DAY).toISOString()}')`);
+        }
+        assert.equal((await store.partitions()).length, 301);
+        // Dropping them all in one transaction (as retain() did) runs out of locks.
+        const names = days.map((d) =>
+          `events_p${new Date(d).toISOString().slice(0, 10).replaceAll("-", "")}`
+        );
+        const { default: postgres } = await import("postgres");
+        const raw = postgres(pg.url, { max: 1, onnotice: () => {} });
+        try {
+          await assert.rejects(
+            raw.begin((tx) => tx.unsafe(`DROP TABLE ${names.join(", ")}`)),
+            /out of shared memory|max_locks_per_transaction/,
+          );
+        } finally {
+          await raw.end();
+        }
+        const gone = await store.retain(new Date(today));
+        assert.equal(gone.partitions, 300);
+        assert.deepEqual(await store.partitions(), [new Date(today).toISOString().slice(0, 10)]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await pg.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: openPostgresStore gives up at its deadline on a server that is not PostgreSQL or is silent, naming the URL without its password",
+  ignore,
+  async fn() {
+    // A loopback listener that answers garbage and closes (a web server on the wrong port), then
+    // one that accepts and never answers (as a blackholed address does, after connecting).
+    for (const mode of ["garbage", "silent"] as const) {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (listener.addr as Deno.NetAddr).port;
+      let connections = 0;
+      const open: Deno.Conn[] = [];
+      const garbage = new TextEncoder().encode("HTTP/1.0 400 Bad Request\r\n\r\nno\n");
+      const serving = (async () => {
+        for await (const conn of listener) {
+          connections++;
+          if (mode === "silent") {
+            open.push(conn);
+            continue;
+          }
+          await conn.write(garbage).catch(() => 0);
+          conn.close();
+        }
+      })().catch(() => {});
+      try {
+        const t = performance.now();
+        const error = await openPostgresStore(`postgres://u:s3cret@127.0.0.1:${port}/db`, {
+          openTimeoutMs: 1500,
+        }).then(() => null, (e: Error) => e);
+        const took = performance.now() - t;
+        assert.ok(error instanceof Error, mode);
+        assert.equal(
+          error.message,
+          `Cannot open store "postgres://u:***@127.0.0.1:${port}/db": no PostgreSQL server ` +
+            "answered within 1.5 s",
+        );
+        assert.ok(!error.message.includes("s3cret"));
+        assert.ok(took >= 1400 && took < 5000, `${mode}: took ${took} ms`);
+        assert.ok(connections > 0, mode);
+        // Every attempt ended: no more connections come.
+        await new Promise((r) => setTimeout(r, 200));
+        const settled = connections;
+        await new Promise((r) => setTimeout(r, 700));
+        assert.equal(connections, settled, mode);
+      } finally {
+        listener.close();
+        for (const conn of open) conn.close();
+        await serving;
+      }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: a store whose database went down fails with StoreUnavailableError, the driver's error as cause",
+  ignore,
+  async fn() {
+    const pg = await startPostgres();
+    try {
+      const store = await openPostgresStore(pg.url, { maxConnections: 2 });
+      try {
+        const key = (await store.addKey("laptop")).key;
+        assert.notEqual(await store.verifyKey(key), null);
+        await pg.stop();
+        for (
+          const call of [
+            () => store.listSessions({}),
+            () => store.verifyKey(key),
+            () => store.queryEvents({ limit: 5 }),
+          ]
+        ) {
+          const error = await call().then(() => null, (e: unknown) => e);
+          assert.ok(error instanceof StoreUnavailableError, String(error));
+          assert.equal(error.message, "The collector's store is unavailable");
+          assert.ok(isUnavailable(error.cause), String(error.cause));
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await pg.close();
+    }
+  },
+});
+
+Deno.test("`isUnavailable()` tells a database that cannot be reached from a failed request", () => {
+  const coded = (code: string) => Object.assign(new Error("x"), { code });
+  for (
+    const code of [
+      "ECONNREFUSED",
+      "ECONNRESET",
+      "ETIMEDOUT",
+      "CONNECTION_CLOSED",
+      "CONNECT_TIMEOUT",
+      "08006",
+      "08001",
+      "53300",
+      "57P01",
+      "57P03",
+    ]
+  ) assert.equal(isUnavailable(coded(code)), true, code);
+  for (const code of ["23505", "23514", "42P01", "57014", "22003"]) {
+    assert.equal(isUnavailable(coded(code)), false, code);
+  }
+  assert.equal(isUnavailable(new Error("boom")), false);
+  assert.equal(isUnavailable(new Deno.errors.ConnectionRefused("refused")), true);
+  assert.equal(isUnavailable(null), false);
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: the attributed filter reads events.pid, filled for events stored before its migration",
+  ignore,
+  async fn() {
+    await withDatabase(async (url) => {
+      let store = await openPostgresStore(url);
+      try {
+        const host = ulid();
+        const s = ulid();
+        const events = Array.from({ length: 400 }, (_, i) => ({
+          ...makeEvent(s, i),
+          pid: i >= 395 ? 4321 + i : null,
+        }));
+        await store.ingest({ key: "k_test", hostId: host, sessions: [makeSession(s)], events });
+        // As a database at schema 2 was: no pid column, its events already stored.
+        await store.execute(`DROP INDEX events_session_attributed;
+          ALTER TABLE events DROP COLUMN pid; DELETE FROM sentry_schema WHERE version = 3`);
+        await store.close();
+        store = await openPostgresStore(url);
+        assert.equal(await store.schemaVersion(), 3);
+        const yes = await store.queryEvents({ session: s, attributed: true, limit: 100 });
+        assert.deepEqual(yes.map((e) => e.id), events.slice(395).map((e) => e.id));
+        const no = await store.queryEvents({ session: s, attributed: false, limit: 1000 });
+        assert.equal(no.length, 395);
+        const [row] = await store.execute(
+          `SELECT count(pid)::int AS n, sum(pid)::int AS total FROM events`,
+        );
+        assert.deepEqual(row, {
+          n: 5,
+          total: [395, 396, 397, 398, 399].reduce((a, i) => a + 4321 + i, 0),
+        });
+        // The partial index answers it: its predicate is the query's, word for word.
+        await store.execute("ANALYZE events");
+        const [plan] = await store.execute(`EXPLAIN (FORMAT JSON) SELECT event FROM events
+          WHERE session = '${s}' AND pid IS NOT NULL ORDER BY id LIMIT 101`);
+        const text = JSON.stringify(plan);
+        const index = /"Index Name":"([^"]+)"/.exec(text)?.[1] ?? "";
+        const [def] = await store.execute(
+          `SELECT indexdef FROM pg_indexes WHERE indexname = '${index}'`,
+        );
+        assert.match(String(def?.["indexdef"]), /\(session, id\) WHERE \(pid IS NOT NULL\)/, text);
+      } finally {
+        await store.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "PostgreSQL: a text search ignores case in ASCII only, in a database whose locale folds more",
+  ignore,
+  async fn() {
+    await withDatabase(async (_, pg) => {
+      const store = await openPostgresStore(await pg.createDatabase("utf8", { locale: "C.UTF-8" }));
+      try {
+        const s = ulid();
+        const events = [
+          { ...makeEvent(s, 0), target: "/w/ÜBER/Notes.md" },
+          { ...makeEvent(s, 1), target: "/w/über/notes.md" },
+        ];
+        await store.ingest({ key: "k_test", hostId: ulid(), sessions: [makeSession(s)], events });
+        const search = async (text: string) =>
+          (await store.searchEvents({ session: s, text, limit: 10 }, 100)).events.map((e) =>
+            e.target
+          );
+        assert.deepEqual(await search("NOTES"), ["/w/ÜBER/Notes.md", "/w/über/notes.md"]);
+        assert.deepEqual(await search("über"), ["/w/über/notes.md"]);
+        assert.deepEqual(await search("ÜBER"), ["/w/ÜBER/Notes.md"]);
+      } finally {
+        await store.close();
       }
     });
   },

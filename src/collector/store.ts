@@ -8,7 +8,7 @@
  */
 
 import { redactUrl as redactSecrets } from "../config/mod.ts";
-import type { ApiReader } from "../api/mod.ts";
+import { type ApiReader, UnavailableError } from "../api/mod.ts";
 import type { AgentEvent } from "../events/mod.ts";
 import type {
   IngestBatch,
@@ -156,7 +156,7 @@ export interface CollectorStore extends ApiReader {
  * a failure of the moment, not of the request, so the API answers it 503 without internals.
  * `cause` holds the driver's error.
  */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends UnavailableError {
   /** Wraps `cause`, a connection-class failure of the store's database. */
   constructor(options: { cause: unknown }) {
     super("The collector's store is unavailable", options);

@@ -12,6 +12,7 @@ import {
   ulid,
 } from "./_testing.ts";
 import { hostMetricLines } from "./store_api.ts";
+import { postgresSkip, startPostgres } from "./_pg_testing.ts";
 
 /** Each case runs against SQLite, and against PostgreSQL. */
 const test = storeSuite("the collector API's routes over the store");
@@ -178,4 +179,48 @@ Deno.test("hostMetricLines() gives one sample per host and key in each family", 
     'sentry_collector_host_dropped_total{host_id="01HOST",key_id="01OTHER"} 0',
   ]);
   assert.deepEqual(hostMetricLines([]).length, 4, "HELP and TYPE of both families");
+});
+
+Deno.test({
+  name:
+    "[postgres] with the database down, the API and the upload route answer 503 with Retry-After, and no internals",
+  ignore: postgresSkip() !== null,
+  async fn() {
+    const pg = await startPostgres();
+    try {
+      const c = await openCollector({}, { name: "postgres", pg });
+      try {
+        const key = (await c.store.addKey("laptop")).key;
+        const host = ulid();
+        const session = ulid();
+        const body = makeBatch({
+          hostId: host,
+          sessions: [makeSession(session)],
+          events: [0, 1, 2].map((i) => makeEvent(session, i)),
+        });
+        const stored = await c.app.request("/v1/sync/batches", await batchRequest(body, { key }));
+        assert.equal(stored.status, 200, await stored.text());
+        const port = new URL(pg.url).port;
+        await pg.stop();
+        const answers = [
+          await c.app.request("/v1/sessions", { headers: AUTH }),
+          await c.app.request(`/v1/sessions/${session}/events`, { headers: AUTH }),
+          await c.app.request("/v1/sync/batches", await batchRequest(body, { key })),
+        ];
+        for (const r of answers) {
+          const text = await r.text();
+          assert.equal(r.status, 503, text);
+          assert.equal(r.headers.get("retry-after"), "5");
+          assert.deepEqual(JSON.parse(text), {
+            error: "The collector's store is unavailable: try again shortly",
+          });
+          assert.ok(!text.includes(port), text);
+        }
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await pg.close();
+    }
+  },
 });
