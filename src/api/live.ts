@@ -49,14 +49,6 @@ export function createLiveHub(): LiveHub {
 export interface JournalPollerOptions {
   /** Time between polls; default 200 ms. */
   intervalMs?: number;
-  /**
-   * How far back each poll looks again, in ms; default 1000. Ids are ULIDs minted by several
-   * processes, and the journal writes in batches, so an event can land after a later-minted one
-   * was already seen. Re-reading a short window (and skipping ids already sent) catches it.
-   */
-  lookbackMs?: number;
-  /** The wall clock; defaults to `Date.now`. */
-  now?: () => number;
 }
 
 /** A {@link LiveSource} polling the journal; `close()` stops its timer. */
@@ -81,65 +73,52 @@ export function ulidFloor(ms: number): string {
 }
 
 /**
- * Polls the journal for new events every `intervalMs` while it has subscribers, starting from
- * the journal's newest event at the first subscription. Events written by any process sharing
- * the journal reach the subscribers within about one interval plus the writer's batch delay.
+ * Polls the journal for new events every `intervalMs` while it has subscribers, from the last
+ * stored event at the first subscription. It follows the journal's rows, not the event ids: every
+ * event stored after that reaches the subscribers once, whatever its id says of its time (a
+ * batch written late by a slower process, a host's backlog on a collector), within about one
+ * interval plus the writer's batch delay.
  */
 export function journalPoller(journal: Journal, options: JournalPollerOptions = {}): JournalPoller {
   const intervalMs = options.intervalMs ?? 200;
-  const lookbackMs = options.lookbackMs ?? 1000;
-  const now = options.now ?? Date.now;
   const hub = createLiveHub();
   let subscribers = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
   let closed = false;
-  /** Ids sent within the look-back window, with their mint times. */
-  const seen = new Map<string, number>();
-  let newest = 0;
-
-  function idTime(id: string): number {
-    let t = 0;
-    for (const ch of id.slice(0, 10).toUpperCase()) t = t * 32 + CROCKFORD.indexOf(ch);
-    return t;
-  }
+  /** The last row published; null until the start row is read. */
+  let cursor: number | null = null;
 
   function start(): void {
-    const last = journal.queryEvents({ order: "desc", limit: 1 })[0];
-    newest = last === undefined ? now() : idTime(last.id);
-    // Mark the look-back window as sent: subscribers want what comes next, not the past.
-    scan(true);
+    cursor = null;
+    locate();
     timer = setInterval(poll, intervalMs);
   }
 
-  function poll(): void {
-    scan(false);
+  /** Reads where the subscribers start: after the last event stored now. */
+  function locate(): void {
+    try {
+      cursor = journal.lastEventRow();
+    } catch {
+      // A locked or closing database: the next poll tries again.
+    }
   }
 
-  function scan(silent: boolean): void {
+  function poll(): void {
     if (closed || journal.closed) return;
-    const floor = Math.max(0, Math.min(newest, now()) - lookbackMs);
-    let after = ulidFloor(floor);
-    const page = 1000;
+    if (cursor === null) return locate();
     for (;;) {
-      let events: AgentEvent[];
+      let page: { row: number; event: AgentEvent }[];
       try {
-        events = journal.queryEvents({ after, order: "asc", limit: page });
+        page = journal.eventsAfterRow(cursor, 1000);
       } catch {
         return; // A locked or closing database: try again on the next tick.
       }
-      for (const event of events) {
-        if (seen.has(event.id)) continue;
-        const t = idTime(event.id);
-        seen.set(event.id, t);
-        if (t > newest) newest = t;
-        if (!silent) hub.publish(event);
+      for (const { row, event } of page) {
+        cursor = row;
+        hub.publish(event);
       }
-      const last = events.at(-1);
-      if (events.length < page || last === undefined) break;
-      after = last.id;
+      if (page.length < 1000) return;
     }
-    const cut = Math.min(newest, now()) - lookbackMs;
-    for (const [id, t] of seen) if (t < cut) seen.delete(id);
   }
 
   return {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { SESSION, world } from "./_testing.ts";
 import { journalPoller, ulidFloor } from "./live.ts";
-import type { AgentEvent } from "../events/mod.ts";
+import { type AgentEvent, createUlid } from "../events/mod.ts";
 
 interface Message {
   id: string | undefined;
@@ -151,6 +151,31 @@ Deno.test("journalPoller() publishes events journaled after it started, once eac
     poller.poll();
     poller.poll();
     assert.deepEqual(got, [b.id, a.id]);
+    unsubscribe();
+  } finally {
+    poller.close();
+    w.close();
+  }
+});
+
+Deno.test("journalPoller() publishes a late event whatever its id's time: a backlog stored an hour late", () => {
+  const w = world(5);
+  const poller = journalPoller(w.journal, { intervalMs: 60_000 });
+  try {
+    const got: string[] = [];
+    const unsubscribe = poller.subscribe((e) => got.push(e.id));
+    const hourAgo = Date.now() - 3_600_000;
+    const old = { ...w.nextEvent(), id: createUlid({ now: () => hourAgo })() };
+    const fresh = w.nextEvent();
+    w.journal.append(fresh);
+    w.journal.flush();
+    poller.poll();
+    w.journal.append(old);
+    w.journal.flush();
+    poller.poll();
+    poller.poll();
+    assert.deepEqual(got, [fresh.id, old.id]);
+    assert.ok(old.id < ulidFloor(hourAgo + 1), "its id is an hour old");
     unsubscribe();
   } finally {
     poller.close();

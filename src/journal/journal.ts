@@ -682,6 +682,25 @@ export class Journal {
   }
 
   /**
+   * The events stored after row `row`, in the order they were stored, at most `limit`, each with
+   * its row: a live reader's cursor. Rows only grow (events are never deleted, and writers take
+   * turns), so a reader that follows them sees every event once, however old its id: a batch
+   * written late, or a host's backlog on a collector. `lastEventRow()` gives the starting point.
+   */
+  eventsAfterRow(row: number, limit: number): { row: number; event: AgentEvent }[] {
+    this.#assertOpen();
+    return this.#stmt("SELECT rowid AS r, event FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?")
+      .all(row, checkCount("limit", limit, 0))
+      .map((r) => ({ row: Number(r["r"]), event: toEvent(r) }));
+  }
+
+  /** The row of the last event stored, 0 when there is none (see {@link eventsAfterRow}). */
+  lastEventRow(): number {
+    this.#assertOpen();
+    return Number(this.#stmt("SELECT max(rowid) AS r FROM events").get()?.["r"] ?? 0);
+  }
+
+  /**
    * A session's smallest and largest skew between `ts` time and id time, in ms, as
    * `session_counts` keeps them; undefined when unknown (no events, one that is not canonical,
    * or events not yet counted).
