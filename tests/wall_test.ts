@@ -75,6 +75,20 @@ attempt("kill_own_child", lambda: (lambda p: (os.kill(p, signal.SIGKILL), os.wai
 caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapBnd:")][0]
 out["cap_sys_admin"] = bool(int(caps, 16) >> 21 & 1)
 out["cap_bpf"] = bool(int(caps, 16) >> 39 & 1)
+eff = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff:")][0]
+out["cap_dac_read_search"] = bool(int(eff, 16) >> 2 & 1)
+# A file reached by its handle, past every path check: name_to_handle_at, open_by_handle_at.
+handle = ctypes.create_string_buffer(8 + 128)
+ctypes.c_uint.from_buffer(handle, 0).value = 128
+mount_id = ctypes.c_int()
+def by_handle():
+    call(lambda: libc.syscall(303, -100, sys.argv[0].encode(), handle, ctypes.byref(mount_id), 0))
+    fd = libc.syscall(304, os.open(sys.argv[0], os.O_RDONLY), handle, os.O_RDONLY)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return 0
+attempt("open_by_handle", by_handle)
 print(json.dumps(out))
 `;
 
@@ -109,6 +123,22 @@ const EPERM = ["err", 1];
 const ENOENT = ["err", 2];
 const EACCES = ["err", 13];
 const EROFS = ["err", 30];
+
+Deno.test({
+  name:
+    "under the seccomp tier too, a root agent runs without the capabilities that switch Sentry off, and reaches no file by its handle",
+  ignore: why !== null || !usable.has("seccomp") || !root,
+  async fn() {
+    await withSandbox(async (sb) => {
+      const { out } = await runAgent(sb, "seccomp", "monitor");
+      assert.equal(out.cap_sys_admin, false, "no CAP_SYS_ADMIN");
+      assert.equal(out.cap_bpf, false, "nor CAP_BPF");
+      assert.equal(out.cap_dac_read_search, false, "nor CAP_DAC_READ_SEARCH");
+      assert.deepEqual(out.open_by_handle, EPERM, "no file reached by its handle");
+      assert.deepEqual(out.kill_own_child, ["ok", 9], "its own tree stays in reach");
+    });
+  },
+});
 
 for (const tier of ["ebpf", "fanotify", "poll"] as const) {
   Deno.test({
@@ -145,6 +175,8 @@ for (const tier of ["ebpf", "fanotify", "poll"] as const) {
         assert.deepEqual(out.kill_own_child, ["ok", 9], "its own tree stays in reach");
         assert.equal(out.cap_sys_admin, false, "a root agent runs without CAP_SYS_ADMIN");
         assert.equal(out.cap_bpf, false, "nor CAP_BPF");
+        assert.equal(out.cap_dac_read_search, false, "nor CAP_DAC_READ_SEARCH");
+        assert.deepEqual(out.open_by_handle, EPERM, "no file reached by its handle");
         // The journal is whole and Sentry ended cleanly: the agent reached nothing of it.
         assert.equal(await Deno.readTextFile(join(sb.data, "api-token")), "secret-token\n");
         const events = await sb.events();

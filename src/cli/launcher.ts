@@ -35,6 +35,7 @@ import {
 } from "../platform/seccomp_linux.ts";
 import { buildSeccompFilter } from "../platform/seccomp_filter.ts";
 import { applyLandlock } from "../platform/landlock_linux.ts";
+import { dropBoundingCapabilities } from "../platform/wall_linux.ts";
 import { type LandlockPlan, parseLandlockPlan } from "../platform/landlock_plan.ts";
 import { LaunchError, resolveCommand } from "../session/mod.ts";
 import { HANDOVER, type HandoverMessage, type HandoverStart } from "../sensors/seccomp_worker.ts";
@@ -124,6 +125,9 @@ export async function runSeccompLauncher(options: SeccompLauncherOptions): Promi
       const start: HandoverStart = { role: "handover", socketFd: socket, control };
       worker.postMessage(start);
     });
+    // A root agent loses what would let it switch Sentry off or reach files past every path
+    // check, as under the wall launcher of the other tiers (DROPPED_CAPABILITIES).
+    if (Deno.uid() === 0) dropBoundingCapabilities();
     // From here on, the main thread makes no filtered call (open, connect...) before execve.
     setNoNewPrivs();
     // Before the filter: its opens (O_PATH, one per rule) must not wait on the supervisor.

@@ -48,9 +48,11 @@ const PR_CAPBSET_DROP = 24;
  * The capabilities a root agent loses under `sentry run`, by number, with why. Each would let it
  * switch Sentry off from inside: load a kernel module, read raw memory or disks, detach
  * Sentry's eBPF programs by id (`CAP_BPF`, `CAP_SYS_ADMIN`), reboot, or reconfigure the LSMs
- * and the audit log.
+ * and the audit log; or reach a file by its handle (`open_by_handle_at`, `CAP_DAC_READ_SEARCH`),
+ * past every path check: Landlock, the seccomp supervisor, and the tiers' path tracing.
  */
 export const DROPPED_CAPABILITIES: ReadonlyArray<{ cap: number; name: string }> = [
+  { cap: 2, name: "CAP_DAC_READ_SEARCH" },
   { cap: 16, name: "CAP_SYS_MODULE" },
   { cap: 17, name: "CAP_SYS_RAWIO" },
   { cap: 19, name: "CAP_SYS_PTRACE" },
