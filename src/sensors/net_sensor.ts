@@ -43,6 +43,13 @@ export class NetSensor implements Sensor {
   /** Hooks into the tree's scans (after the fd sensor) until the signal aborts. */
   start(emit: (event: SensorEvent) => void, signal: AbortSignal): Promise<void> {
     this.#emit = emit;
+    // The baseline of the connects counter, before the agent is let go: a connect made and
+    // closed before the first poll is counted too.
+    try {
+      this.#lastActiveOpens = this.#options.platform.tcpActiveOpens(this.#options.tree.rootPid);
+    } catch {
+      // The first poll takes it.
+    }
     return followScans(this.#options.tree, signal, () => this.poll());
   }
 
@@ -104,6 +111,14 @@ export class NetSensor implements Sensor {
     const proto = s.proto.startsWith("tcp") ? "tcp" : "udp";
     const local = endpoint(s.localIp, s.localPort);
     if (s.state === "LISTEN" || (proto === "udp" && s.remotePort === 0 && s.localPort !== 0)) {
+      if (proto === "udp") {
+        // A UDP socket without a peer is a server, or a client that names each datagram's
+        // destination in sendto: those destinations are in no table this tier reads.
+        this.#counter.blind(
+          "udp_unconnected_sockets",
+          "UDP sockets without a peer: where their datagrams went (sendto, sendmsg) is not seen by this tier",
+        );
+      }
       return { kind: "net.listen", target: local, detail: { proto } };
     }
     if (s.remotePort === 0 || UNSPECIFIED.has(s.remoteIp)) return null;

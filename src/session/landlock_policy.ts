@@ -275,6 +275,11 @@ export function landlockNotices(
     plan: LandlockPlan | null;
     reason: string | null;
     policy?: LandlockPolicy | undefined;
+    /**
+     * What still holds the deny rules Landlock cannot: the seccomp supervisor (the default, on
+     * the seccomp tier), or under the wall of the other tiers the root gates and a pause.
+     */
+    beyond?: string;
   },
 ): LandlockNotice[] {
   const { plan } = options;
@@ -321,7 +326,9 @@ export function landlockNotices(
       type: "warn",
       message: `Landlock cannot enforce ${plan.unenforceable.length} deny rule${
         plan.unenforceable.length === 1 ? "" : "s"
-      }; the seccomp supervisor still blocks them by path: ${rules.join("; ")}`,
+      }; ${options.beyond ?? "the seccomp supervisor still blocks them by path"}: ${
+        rules.join("; ")
+      }`,
     });
   }
   return out;

@@ -93,6 +93,13 @@ Deno.test("landlockNotices() says what Landlock walls off, names each rule it ca
   assert.equal(warn?.type, "warn");
   assert.match(warn?.message ?? "", /files\.read\.deny "\/proc\/\*\/environ" \(it is under \/proc/);
   assert.match(warn?.message ?? "", /files\.write\.deny "\/proc\/sys\/\*\*"/);
+  assert.match(warn?.message ?? "", /; the seccomp supervisor still blocks them by path: /);
+  // Under the wall of the other tiers, no supervisor: the notice names what holds them there.
+  const beyond = "the fanotify guard (root) holds those it can mark, and the rest pause";
+  const walled = landlockNotices({ plan, reason: null, policy: block, beyond });
+  const moved = walled.find((n) => n.message.startsWith("Landlock cannot enforce"));
+  assert.match(moved?.message ?? "", /; the fanotify guard \(root\) holds those it can mark, and/);
+  assert.doesNotMatch(moved?.message ?? "", /seccomp supervisor/);
 
   const old: LandlockPlan = { ...plan, abi: 5, scoped: 0, unenforceable: [] };
   // A plan for mode pause walls no TCP port either.

@@ -95,6 +95,8 @@ export function planWall(options: WallOptions): { plan: WallPlan; notices: Landl
     plan: landlock,
     reason: support.reason,
     policy: options.policy,
+    beyond:
+      "the fanotify guard (root) holds those it can mark, and the rest pause the agent instead",
   }).filter((n) => !(landlock === null && n.type === "warn"));
   if (landlock === null) {
     notices.push({
