@@ -328,8 +328,13 @@ function sectionVerdict(
     case "file.read":
       return fileVerdict(action.target, policy.files.read, { action, policy, factors });
     case "file.write":
-    case "file.create":
       return fileVerdict(action.target, policy.files.write, { action, policy, factors });
+    case "file.create": {
+      const to = fileVerdict(action.target, policy.files.write, { action, policy, factors });
+      // A hard link to a file the policy denies reading is a second name to read it by.
+      const of = typeof action.detail?.linkOf === "string" ? action.detail.linkOf : null;
+      return to.deny || of === null ? to : readDenied(of, "link", policy) ?? to;
+    }
     case "file.delete":
       return fileVerdict(action.target, policy.files.delete, { action, policy, factors });
     case "file.rename": {
@@ -340,7 +345,7 @@ function sectionVerdict(
       const extra: FactorDraft[] = [];
       const src = fileVerdict(from, policy.files.delete, { action, policy, factors: extra });
       for (const f of extra) if (!factors.some((g) => g.id === f.id)) factors.push(f);
-      return to.deny ? to : src.deny ? src : to;
+      return to.deny ? to : src.deny ? src : readDenied(from, "rename", policy) ?? to;
     }
     case "proc.exec":
       commandFactors(process.names, process.args, factors);
@@ -400,6 +405,23 @@ interface FileContext {
   policy: CompiledPolicy;
   /** Where to add the path's sensitivity factors, or null to skip them. */
   factors: FactorDraft[] | null;
+}
+
+/**
+ * A rename or hard link of a file that `files.read.deny` lists (explicitly: not a default): the
+ * file would be readable under the new name, which no read deny names. Null when not listed.
+ */
+function readDenied(path: string, op: "rename" | "link", policy: CompiledPolicy): Verdict | null {
+  const access = policy.files.read;
+  if (access.deny.size === 0) return null;
+  const hit = access.deny.firstKey(pathKey(path));
+  if (hit === undefined) return null;
+  return denied(
+    `${access.section}.deny`,
+    `"${path}" matches ${access.section}.deny "${hit}": ${
+      op === "rename" ? "moved" : "linked"
+    } elsewhere, it could be read under the new name`,
+  );
 }
 
 function fileVerdict(path: string, access: CompiledAccess, ctx: FileContext): Verdict {
@@ -696,6 +718,15 @@ function accessMatches(
   return out;
 }
 
+/** The `deny` entries of `access` that match `path`: a rename's or hard link's source. */
+function readDenyMatches(
+  path: string,
+  access: CompiledAccess,
+  labels: ResolvedAccess,
+): MatchedEntry[] {
+  return accessMatches(path, access, labels).filter((m) => m.section === `${access.section}.deny`);
+}
+
 /** Each glob of a set on its own, compiled once per set: explaining tries them all. */
 const SINGLE_GLOBS = new WeakMap<GlobSet, GlobSet[]>();
 
@@ -757,8 +788,14 @@ function sectionMatches(action: Action, policy: CompiledPolicy, p: ProcessView):
     case "file.read":
       return accessMatches(action.target, files.read, labels.read);
     case "file.write":
-    case "file.create":
       return accessMatches(action.target, files.write, labels.write);
+    case "file.create": {
+      const of = action.detail?.linkOf;
+      return [
+        ...accessMatches(action.target, files.write, labels.write),
+        ...(typeof of === "string" ? readDenyMatches(of, files.read, labels.read) : []),
+      ];
+    }
     case "file.delete":
       return accessMatches(action.target, files.delete, labels.delete);
     case "file.rename": {
@@ -766,6 +803,7 @@ function sectionMatches(action: Action, policy: CompiledPolicy, p: ProcessView):
       return [
         ...accessMatches(action.target, files.write, labels.write),
         ...(typeof from === "string" ? accessMatches(from, files.delete, labels.delete) : []),
+        ...(typeof from === "string" ? readDenyMatches(from, files.read, labels.read) : []),
       ];
     }
     case "proc.exec":

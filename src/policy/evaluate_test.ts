@@ -1213,3 +1213,46 @@ Deno.test("`evaluate()` denies a proc.control aimed outside the tree, even with 
   assert.ok(d.factors.some((f) => f.id === "blocked"));
   assert.ok(KINDS.includes("proc.control"));
 });
+
+Deno.test("renaming or hard-linking a file files.read.deny lists is denied: it could be read under the new name", () => {
+  const policy = compileYaml(`
+name: t
+files:
+  read: { deny: ["**/secret.txt"] }
+  write: { default: allow }
+  delete: { default: allow }
+`);
+  const moved = decide(policy, rename("/work/project/other/secret.txt", "/work/project/rn"));
+  assert.equal(moved.verdict, "deny");
+  assert.equal(moved.rule, "files.read.deny");
+  assert.match(JSON.stringify(moved.factors), /moved elsewhere, it could be read under the new name/);
+  const linked = decide(policy, {
+    kind: "file.create",
+    target: "/work/project/ln",
+    detail: { linkOf: "/work/project/other/secret.txt" },
+  });
+  assert.equal(linked.verdict, "deny");
+  assert.match(JSON.stringify(linked.factors), /linked elsewhere/);
+  // Other files move and link freely; a symlink names a path, so a read through it is judged.
+  assert.equal(
+    decide(policy, rename("/work/project/a.txt", "/work/project/b.txt")).verdict,
+    "allow",
+  );
+  assert.equal(
+    decide(policy, {
+      kind: "file.create",
+      target: "/work/project/ln2",
+      detail: { linkOf: "/work/project/a.txt" },
+    }).verdict,
+    "allow",
+  );
+  // A default deny of reads does not make every rename a denial: only the listed files.
+  const strict = compileYaml(`
+name: t2
+files:
+  read: { default: deny, allow: ["/work/project/**"] }
+  write: { default: allow }
+  delete: { default: allow }
+`);
+  assert.equal(decide(strict, rename("/tmp/x", "/work/project/x")).verdict, "allow");
+});
