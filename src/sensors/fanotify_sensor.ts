@@ -623,13 +623,16 @@ export class FanotifySensor implements Sensor {
     );
     spot(
       "failed_actions",
-      "failed opens, deletes and renames: fanotify reports only actions that happened",
+      "failed opens, deletes, renames and execs, among them what the wall's Landlock refused: " +
+        "fanotify reports only actions that happened, so these are neither seen nor counted (0 " +
+        "here means unknown)",
       0,
       true,
     );
     spot(
       "connects",
-      "network connects: not seen by this tier; the poll tier's network sensor keeps them",
+      "network connects: not seen by this tier (0 here means unknown); the poll tier's network " +
+        "sensor keeps them",
       0,
       true,
     );
