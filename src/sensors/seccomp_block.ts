@@ -112,6 +112,56 @@ export function callerProcPath(path: string, caller: { pid: number; tid: number 
   return path;
 }
 
+/** What an exec runs, as the supervisor decides and journals it, and where it looks it up. */
+export interface ExecTarget {
+  /**
+   * The file to decide and journal on: the path as the caller named it, or for an exec through
+   * a descriptor, the file the descriptor holds (its /proc link text, such as
+   * `/memfd:innocent (deleted)` or `/tmp/tool (deleted)`).
+   */
+  path: string;
+  /** Where the supervisor checks that the file is there, as the caller sees it. */
+  probe: string;
+}
+
+/** A caller's descriptor or executable named through /proc (after {@link callerProcPath}). */
+const PROC_LINK = /^\/proc\/\d+(?:\/task\/\d+)?\/(?:fd\/\d+|exe)$/;
+
+/**
+ * Names the file an exec runs and where to look it up, for a caller blocked in execve or
+ * execveat. An exec through a descriptor runs the file the descriptor holds, which may have no
+ * name at all: a memfd (`/memfd:NAME (deleted)`) or a deleted file (`PATH (deleted)`). So:
+ * fexecve (execveat with AT_EMPTY_PATH) and a relative path on a dirfd are looked up through
+ * the caller's descriptor itself (`/proc/TID/fd/N`), never by the link text; `/proc/self/fd/N`,
+ * `/dev/fd/N` and `/proc/self/exe` name the file the link holds, looked up through the
+ * caller's own /proc; any other path is looked up beneath the caller's root. Pure: `readLink`
+ * (readlink(2) from the supervisor) is all it reads.
+ */
+export function execTarget(
+  path: string,
+  at: { pid: number; tid: number; dirfd: number | null; readLink: (path: string) => string | null },
+): ExecTarget {
+  const { tid } = at;
+  if (at.dirfd !== null && at.dirfd >= 0) {
+    const fd = `/proc/${tid}/fd/${at.dirfd}`;
+    const link = at.readLink(fd);
+    if (link !== null && link.startsWith("/") && link !== "/") {
+      if (path === link) return { path, probe: fd };
+      if (path.startsWith(`${link}/`)) return { path, probe: `${fd}${path.slice(link.length)}` };
+    }
+  }
+  const named = path === "/dev/fd" || path.startsWith("/dev/fd/")
+    ? `/proc/self/fd${path.slice("/dev/fd".length)}`
+    : path;
+  const own = callerProcPath(named, at);
+  const probe = `/proc/${tid}/root${own}`;
+  if (PROC_LINK.test(own)) {
+    const link = at.readLink(probe);
+    if (link !== null && link.startsWith("/")) return { path: link, probe };
+  }
+  return { path, probe };
+}
+
 /** Splits an absolute path into its directory and last component. */
 export function splitPath(path: string): { dir: string; name: string } {
   const at = path.lastIndexOf("/");

@@ -534,7 +534,8 @@ export class SeccompSensor implements Sensor {
       });
     }
     for (const action of record.actions) {
-      // A PATH search miss (the file is not there): no program ran; fold it as the eBPF tier does.
+      // A PATH search miss (the file is not there as the caller sees it, looked up through its
+      // descriptor for an exec through one): no program ran; fold it as the eBPF tier does.
       if (action.op === "exec" && action.result === -2) {
         this.#counter.counters.deduplicated++;
         continue;

@@ -500,7 +500,17 @@ Deno.test({
       const file = join(dir, "in_namespace");
       const script = `import os; open(${JSON.stringify(file)}, "w").write(str(os.getpid()))`;
       const run = await withTimeout(
-        runUnderSeccomp(["unshare", "--pid", "--net", "--fork", PYTHON, "-c", script]),
+        runUnderSeccomp([
+          "unshare",
+          "--user",
+          "--map-root-user",
+          "--pid",
+          "--net",
+          "--fork",
+          PYTHON,
+          "-c",
+          script,
+        ]),
         TEST_TIMEOUT_MS,
       );
       assert.equal(run.status.code, 0, run.stderr);

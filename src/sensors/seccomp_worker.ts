@@ -66,6 +66,7 @@ import {
   callerProcPath,
   decideActions,
   EACCES,
+  execTarget,
   OPEN,
   parseStatusIdentity,
   splitPath,
@@ -498,7 +499,9 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
     let actions: KernelAction[] = [];
     try {
       read = readSyscall(n, target);
-      actions = read.actions.map((action) => toKernelAction(action, caller, proc));
+      // execveat's dirfd: an exec through it is looked up through the caller's descriptor.
+      const dirfd = syscall === "execveat" ? Number(BigInt.asIntN(32, n.args[0] ?? 0n)) : null;
+      actions = read.actions.map((action) => toKernelAction(action, caller, { proc, dirfd }));
     } catch {
       // A decoder bug must not stop the loop (every filtered call would then fail): count it.
       read = { actions: [], failure: null };
@@ -545,6 +548,12 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
       } else {
         const errno = decideActions(actions, { caller, policy: decider });
         if (errno !== null) verdict = { kind: "errno", errno };
+        else if (policy !== null && deniedMiss(actions, { caller, policy })) {
+          // An exec of a file found missing, which the policy denies: failed here with the
+          // kernel's own ENOENT rather than let through, so that a file that appears between
+          // the look-up and the exec never runs unjudged.
+          verdict = { kind: "errno", errno: ENOENT };
+        }
       }
     }
     const answer = verdict.kind === "continue"
@@ -1017,6 +1026,7 @@ function supervise(start: SuperviseStart, post: (message: SuperviseMessage) => v
 
 const O_CREAT = 0o100;
 const EPERM = 1;
+const ENOENT = 2;
 const EBADF = 9;
 const EFAULT = 14;
 const ENOTSOCK = 88;
@@ -1072,6 +1082,17 @@ function processGroup(proc: ProcReader, pgid: number): number[] {
   return out;
 }
 
+/** Whether an exec found missing (`result` -2) would be blocked if the file were there. */
+function deniedMiss(
+  actions: readonly KernelAction[],
+  options: { caller: CallerInfo; policy: CompiledPolicy },
+): boolean {
+  const misses = actions.flatMap((a) =>
+    a.op === "exec" && a.result === -2 ? [{ ...a, result: null }] : []
+  );
+  return misses.length > 0 && decideActions(misses, options) !== null;
+}
+
 /** The pid a pidfd of a thread names (`Pid:` in its fdinfo), or null (not a pidfd, or gone). */
 function pidfdPid(proc: ProcReader, tid: number, fd: number): number | null {
   if (fd < 0) return null;
@@ -1081,15 +1102,31 @@ function pidfdPid(proc: ProcReader, tid: number, fd: number): number | null {
   return pid === undefined || Number(pid) <= 0 ? null : Number(pid);
 }
 
-function toKernelAction(action: SyscallAction, caller: CallerInfo, proc: ProcReader): KernelAction {
+function toKernelAction(
+  action: SyscallAction,
+  caller: CallerInfo,
+  at: { proc: ProcReader; dirfd: number | null },
+): KernelAction {
+  const { proc } = at;
   const base = { pid: caller.pid, tid: caller.tid, result: null };
   if (action.op === "exec") {
+    // An exec through a descriptor (fexecve of a memfd or of a deleted file, /proc/self/fd/N)
+    // runs the file the descriptor holds: decided and journaled on it, looked up through it.
+    const target = execTarget(action.path, {
+      pid: caller.pid,
+      tid: caller.tid,
+      dirfd: at.dirfd,
+      readLink: (path) => proc.readLink(path),
+    });
     // A PATH search tries each directory: a file that is not there fails with ENOENT, and the
     // caller is still blocked, so say so (the sensor folds these misses as the eBPF tier does).
-    const missing = !existsFor(proc, caller.tid, action.path);
+    const result = proc.exists(target.probe);
+    // Only ENOENT and ENOTDIR say it is not there; EACCES and others say nothing.
+    const missing = result === -2 || result === -20;
     return {
       ...action,
       ...base,
+      path: target.path,
       ...(caller.ppid === null ? {} : { ppid: caller.ppid }),
       result: missing ? -2 : null,
     };
