@@ -9,11 +9,11 @@
  * | ------ | ---- | ---------------------------------------------------------------- |
  * | 0      | u16  | type (`EV_*`)                                                    |
  * | 2      | u16  | flags (`F_*`)                                                    |
- * | 4      | u32  | syscall number (x86_64)                                          |
+ * | 4      | u32  | syscall number (x86_64; a 32-bit call's counterpart, `F.COMPAT`) |
  * | 8      | u32  | pid (thread group id, host namespace)                            |
  * | 12     | u32  | tid                                                              |
  * | 16     | u32  | ppid                                                             |
- * | 20     | u32  | aux32: the mode of an open, the old pid of an exec               |
+ * | 20     | u32  | aux32: an open's mode, an exec's old pid, a sendmmsg's message   |
  * | 24     | u64  | time, CLOCK_BOOTTIME nanoseconds                                 |
  * | 32     | s64  | the syscall's return value (-errno on failure)                   |
  * | 40     | u64  | aux: open flags, renameat2/linkat flags, an exit's wait status   |
@@ -31,6 +31,10 @@
  * | 20     | u32  | its thread group, when the kernel knows it (else 0)              |
  * | 24     | u32  | the caller's process group (host), which `kill(0, …)` aims at    |
  * | 28     | u32  | the caller's pid namespace level: above 0, the pid is its own    |
+ *
+ * A sendmmsg (x86_64 307) writes one sendto record per message sent that names an address,
+ * each with the bytes it sent as its result and its index in aux32; the records of one call
+ * share its time.
  *
  * Its header's aux32 holds tgkill's and rt_tgsigqueueinfo's tid and pidfd_getfd's fd; aux holds
  * pidfd_send_signal's flags.
@@ -75,6 +79,8 @@ export const F = {
   INSIDE: 1 << 9,
   /** A control's target pid is the kernel's resolution, in the host's numbering. */
   TARGET: 1 << 10,
+  /** A 32-bit (int 0x80) call, recorded under its x86_64 counterpart's number. */
+  COMPAT: 1 << 11,
 } as const;
 
 /** The size of a record's header in bytes. */
@@ -182,6 +188,7 @@ export const SYSCALL_NAMES: Readonly<Record<number, string>> = {
   265: "linkat",
   266: "symlinkat",
   297: "rt_tgsigqueueinfo",
+  307: "sendmmsg",
   310: "process_vm_readv",
   311: "process_vm_writev",
   316: "renameat2",

@@ -12,6 +12,7 @@ import {
   RecordError,
   splitArgv,
   sumPerCpu,
+  SYSCALL_NAMES,
 } from "./ebpf_record.ts";
 import { CONTROL } from "./_ebpf_control_fixtures.ts";
 
@@ -328,4 +329,25 @@ Deno.test("ptraceRequestName() names the requests and numbers an unknown one", (
   assert.equal(ptraceRequestName(0x4206), "PTRACE_SEIZE");
   assert.equal(ptraceRequestName(5), "PTRACE_POKEDATA");
   assert.equal(ptraceRequestName(999), "ptrace request 999");
+});
+
+Deno.test("recordAction() reads a sendmmsg message's record as a sendto of that message", () => {
+  const bytes = new Uint8Array(HEADER_SIZE + 16);
+  const v = new DataView(bytes.buffer);
+  v.setUint16(0, EV.SENDTO, true);
+  v.setUint16(2, F.COMPAT, true);
+  v.setUint32(4, 307, true);
+  v.setUint32(20, 3, true); // the message's index
+  v.setBigInt64(32, 4n, true); // the bytes it sent
+  v.setUint16(48, 16, true);
+  bytes.set([2, 0, 0x13, 0x88, 127, 0, 0, 1], HEADER_SIZE);
+  const record = decodeRecord(bytes);
+  assert.equal(SYSCALL_NAMES[record.nr], "sendmmsg");
+  assert.equal(record.aux32, 3);
+  assert.equal(record.flags & F.COMPAT, F.COMPAT);
+  const a = recordAction(record);
+  assert.equal(a?.op, "sendto");
+  if (a?.op !== "sendto") return;
+  assert.equal(a.result, 4);
+  assert.deepEqual([...a.addr.subarray(0, 8)], [2, 0, 0x13, 0x88, 127, 0, 0, 1]);
 });

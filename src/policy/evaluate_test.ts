@@ -1225,7 +1225,10 @@ files:
   const moved = decide(policy, rename("/work/project/other/secret.txt", "/work/project/rn"));
   assert.equal(moved.verdict, "deny");
   assert.equal(moved.rule, "files.read.deny");
-  assert.match(JSON.stringify(moved.factors), /moved elsewhere, it could be read under the new name/);
+  assert.match(
+    JSON.stringify(moved.factors),
+    /moved elsewhere, it could be read under the new name/,
+  );
   const linked = decide(policy, {
     kind: "file.create",
     target: "/work/project/ln",

@@ -48,6 +48,10 @@ const EBADF = 9;
 const PROBES_KEPT = 4096;
 /** How long a process group's members, read from /proc, are taken as current. */
 const GROUP_SCAN_MS = 50;
+/** x86_64 sendmmsg: its records, one per message, are journaled once per distinct address. */
+const NR_SENDMMSG = 307;
+/** At most this many threads' last sendmmsg calls are remembered to journal each address once. */
+const MMSG_CALLS_KEPT = 1024;
 
 /** The eBPF sensor's settings. */
 export interface EbpfSensorOptions {
@@ -73,9 +77,13 @@ export interface EbpfSensorOptions {
  * aimed outside (Sentry, its watchdog, any other program, a group holding one, every process),
  * they are `proc.control` events, with the kernel's answer (`blocked: "EPERM"` when refused).
  *
+ * A sendmmsg is journaled once per distinct address it sent to, as the seccomp tier does: the
+ * kernel writes one record per message. A 32-bit (int 0x80) file, connect or sendto call is
+ * journaled as its x86_64 counterpart with `detail.abi` "i386".
+ *
  * Loss is exact: the kernel counts every record it could not write (`dropped`). Blind spots are
- * counted with the kernel's own evidence: 32-bit syscalls, io_uring instances, forks that could
- * not be tracked, paths cut at their limits.
+ * counted with the kernel's own evidence: 32-bit syscalls (every one, decoded or not), io_uring
+ * instances, forks that could not be tracked, paths cut at their limits.
  */
 export class EbpfSensor implements Sensor {
   readonly name = "ebpf";
@@ -88,6 +96,8 @@ export class EbpfSensor implements Sensor {
   readonly #probes = new Set<string>();
   /** Process groups' members by pgid, with when they were read. */
   readonly #groups = new Map<number, { at: number; members: number[] }>();
+  /** Each thread's last sendmmsg call (its records share its time) and the addresses it sent to. */
+  readonly #mmsg = new Map<number, { bootNs: bigint; seen: Set<string> }>();
 
   /** Sets up the sensor; the program is already loaded and tracks the tree. */
   constructor(options: EbpfSensorOptions) {
@@ -133,7 +143,7 @@ export class EbpfSensor implements Sensor {
     };
     spot(
       "compat_syscalls",
-      "32-bit (int 0x80) syscalls by the tree, which the kernel program does not decode",
+      "32-bit (int 0x80) syscalls by the tree, every one: their file, connect and sendto calls are journaled, the others (signals, traces, sendmsg) are not decoded",
       k.compat,
     );
     spot(
@@ -282,6 +292,20 @@ export class EbpfSensor implements Sensor {
     return null;
   }
 
+  /** Whether a sendmmsg record repeats an address its call sent to already. */
+  #repeatedMessage(record: { tid: number; bootNs: bigint }, addr: Uint8Array): boolean {
+    let call = this.#mmsg.get(record.tid);
+    if (call === undefined || call.bootNs !== record.bootNs) {
+      if (this.#mmsg.size >= MMSG_CALLS_KEPT) this.#mmsg.clear();
+      call = { bootNs: record.bootNs, seen: new Set() };
+      this.#mmsg.set(record.tid, call);
+    }
+    const key = addr.join(",");
+    if (call.seen.has(key)) return true;
+    call.seen.add(key);
+    return false;
+  }
+
   #record(bytes: Uint8Array): void {
     this.#records++;
     let record;
@@ -313,6 +337,12 @@ export class EbpfSensor implements Sensor {
     // A failed exec with ENOENT or ENOTDIR is a miss of a PATH search (the shell and execvp try
     // each directory): no program ran, and the successful exec that follows is recorded.
     if (record.type === EV.EXEC_FAILED && (record.ret === -2 || record.ret === -20)) {
+      this.#counter.counters.deduplicated++;
+      return;
+    }
+    if (
+      record.nr === NR_SENDMMSG && base.op === "sendto" && this.#repeatedMessage(record, base.addr)
+    ) {
       this.#counter.counters.deduplicated++;
       return;
     }
@@ -355,6 +385,7 @@ export class EbpfSensor implements Sensor {
     if (base.op === "open" && base.requested !== event.target && base.requested !== "") {
       event.detail.requested = base.requested;
     }
+    if ((record.flags & F.COMPAT) !== 0) event.detail.abi = "i386";
     this.#counter.counters.emitted++;
     this.#emit?.(event);
   }

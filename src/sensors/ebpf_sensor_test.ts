@@ -258,3 +258,98 @@ Deno.test("EbpfSensor names an outside process that is gone by its pid alone", a
   await Promise.resolve();
   assert.equal(events[0]?.target, `pid ${DECOY}`);
 });
+
+/** A record as `sentry.bpf.c` writes it: a header, then its fields. */
+function record(
+  h: {
+    type: number;
+    flags?: number;
+    nr: number;
+    tid?: number;
+    ts: bigint;
+    ret: number;
+    aux32?: number;
+  },
+  fields: Uint8Array[],
+): Uint8Array {
+  const size = fields.reduce((n, f) => n + f.length, 56);
+  const bytes = new Uint8Array(size);
+  const v = new DataView(bytes.buffer);
+  v.setUint16(0, h.type, true);
+  v.setUint16(2, h.flags ?? 0, true);
+  v.setUint32(4, h.nr, true);
+  v.setUint32(8, AGENT, true);
+  v.setUint32(12, h.tid ?? AGENT, true);
+  v.setUint32(16, 12387, true);
+  v.setUint32(20, h.aux32 ?? 0, true);
+  v.setBigUint64(24, h.ts, true);
+  v.setBigInt64(32, BigInt(h.ret), true);
+  let off = 56;
+  fields.forEach((f, i) => {
+    v.setUint16(48 + i * 2, f.length, true);
+    bytes.set(f, off);
+    off += f.length;
+  });
+  return bytes;
+}
+
+/** A sockaddr_in of 127.0.0.1:port. */
+function inet(port: number): Uint8Array {
+  return new Uint8Array([2, 0, port >> 8, port & 0xff, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+Deno.test("EbpfSensor journals a sendmmsg once per distinct address of each call", async () => {
+  const EV_SENDTO = 8;
+  const msg = (ts: bigint, index: number, port: number, tid = AGENT) =>
+    record({ type: EV_SENDTO, nr: 307, tid, ts, ret: 4, aux32: index }, [inet(port)]);
+  const { events, sensor } = sense(fakeTracer({
+    records: [
+      msg(100n, 0, 5000),
+      msg(100n, 1, 5001),
+      // Another thread's call, at the same time, interleaved: its own addresses.
+      msg(100n, 0, 5000, AGENT + 1),
+      msg(100n, 2, 5000),
+      msg(100n, 3, 5001),
+      // The next call of the same thread sends to the same address again.
+      msg(200n, 0, 5000),
+      msg(200n, 1, 5000),
+    ],
+    tracked: [AGENT],
+    procs: PROCS,
+  }));
+  await Promise.resolve();
+  assert.deepEqual(
+    events.map((e) => [e.kind, e.target, e.detail.syscall, e.detail.via, e.detail.result]),
+    [
+      ["net.connect", "127.0.0.1:5000", "sendmmsg", "sendto", "ok"],
+      ["net.connect", "127.0.0.1:5001", "sendmmsg", "sendto", "ok"],
+      ["net.connect", "127.0.0.1:5000", "sendmmsg", "sendto", "ok"], // the other thread's
+      ["net.connect", "127.0.0.1:5000", "sendmmsg", "sendto", "ok"], // the next call
+    ],
+  );
+  assert.equal(sensor.stats().deduplicated, 3);
+});
+
+Deno.test("EbpfSensor marks a 32-bit call's event with its ABI, and a 64-bit one without", async () => {
+  const EV_CONNECT = 7;
+  const F_COMPAT = 1 << 11;
+  const { events } = sense(fakeTracer({
+    records: [
+      record({ type: EV_CONNECT, flags: F_COMPAT, nr: 42, ts: 1n, ret: -111 }, [inet(6000)]),
+      record({ type: EV_CONNECT, nr: 42, ts: 2n, ret: 0 }, [inet(6001)]),
+    ],
+    tracked: [AGENT],
+    procs: PROCS,
+  }));
+  await Promise.resolve();
+  assert.deepEqual(events.map((e) => [e.target, e.detail]), [
+    ["127.0.0.1:6000", {
+      syscall: "connect",
+      family: "inet",
+      result: "failed",
+      errno: "ECONNREFUSED",
+      abi: "i386",
+    }],
+    ["127.0.0.1:6001", { syscall: "connect", family: "inet", result: "ok" }],
+  ]);
+});

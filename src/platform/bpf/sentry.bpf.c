@@ -54,6 +54,7 @@ enum {
 #define F_CREATED (1 << 8) /* the open created the file (FMODE_CREATED) */
 #define F_INSIDE (1 << 9) /* a control's target belongs to the tracked tree */
 #define F_TARGET (1 << 10) /* a control's target_pid and target_tgid are the kernel's (host) */
+#define F_COMPAT (1 << 11) /* a 32-bit (int 0x80) call, decoded as its x86_64 counterpart */
 
 /* fmode_t: set by the VFS when an open created the file it returns (include/linux/fs.h). */
 #define FMODE_CREATED (1u << 20)
@@ -62,7 +63,7 @@ enum {
 enum {
 	C_DROPS = 0, /* records lost: the ring buffer was full */
 	C_UNTRACKED = 1, /* forks of tracked processes that could not be tracked (map full) */
-	C_COMPAT = 2, /* 32-bit (int 0x80) syscalls by tracked processes: not decoded */
+	C_COMPAT = 2, /* 32-bit (int 0x80) syscalls by tracked processes, every one */
 	C_IOURING = 3, /* io_uring_setup by tracked processes: its I/O bypasses syscalls */
 	C_EMITTED = 4, /* records written */
 	C_PENDING_LOST = 5, /* sys_exit without its sys_enter (the saved arguments were evicted) */
@@ -117,7 +118,7 @@ _Static_assert(sizeof(struct ctl) == 32, "control layout");
 struct pending {
 	u64 args[6];
 	u32 nr;
-	u32 flags; /* F_INSIDE, F_TARGET for a control syscall */
+	u32 flags; /* F_INSIDE, F_TARGET for a control syscall; F_COMPAT */
 	struct ctl ctl;
 };
 
@@ -225,6 +226,7 @@ enum {
 	NR_SYMLINKAT = 266,
 	NR_RT_TGSIGQUEUEINFO = 297,
 	NR_PROCESS_VM_READV = 310,
+	NR_SENDMMSG = 307,
 	NR_PROCESS_VM_WRITEV = 311,
 	NR_RENAMEAT2 = 316,
 	NR_EXECVEAT = 322,
@@ -260,6 +262,7 @@ static __always_inline bool wanted(long id)
 	case NR_CONNECT:
 	case NR_SENDTO:
 	case NR_SENDMSG:
+	case NR_SENDMMSG:
 	case NR_EXECVE:
 	case NR_RENAME:
 	case NR_RMDIR:
@@ -649,21 +652,146 @@ static __always_inline void resolve_control(struct pending *p)
 	}
 }
 
+/* i386 numbers of the 32-bit calls decoded (arch/x86/entry/syscalls/syscall_32.tbl). */
+enum {
+	NR32_LINK = 9,
+	NR32_OPEN = 5,
+	NR32_CREAT = 8,
+	NR32_UNLINK = 10,
+	NR32_EXECVE = 11,
+	NR32_RENAME = 38,
+	NR32_RMDIR = 40,
+	NR32_SYMLINK = 83,
+	NR32_SOCKETCALL = 102,
+	NR32_OPENAT = 295,
+	NR32_UNLINKAT = 301,
+	NR32_RENAMEAT = 302,
+	NR32_LINKAT = 303,
+	NR32_SYMLINKAT = 304,
+	NR32_RENAMEAT2 = 353,
+	NR32_EXECVEAT = 358,
+	NR32_CONNECT = 362,
+	NR32_SENDTO = 369,
+	NR32_OPENAT2 = 437,
+};
+
+/* socketcall's calls (include/uapi/linux/net.h). */
+#define SYS_CONNECT 3
+#define SYS_SENDTO 11
+
+/* The x86_64 number of a 32-bit call whose arguments mean the same (pointers are addresses). */
+static __always_inline long compat_nr(long id)
+{
+	switch (id) {
+	case NR32_OPEN:
+		return NR_OPEN;
+	case NR32_CREAT:
+		return NR_CREAT;
+	case NR32_LINK:
+		return NR_LINK;
+	case NR32_UNLINK:
+		return NR_UNLINK;
+	case NR32_EXECVE:
+		return NR_EXECVE;
+	case NR32_RENAME:
+		return NR_RENAME;
+	case NR32_RMDIR:
+		return NR_RMDIR;
+	case NR32_SYMLINK:
+		return NR_SYMLINK;
+	case NR32_OPENAT:
+		return NR_OPENAT;
+	case NR32_UNLINKAT:
+		return NR_UNLINKAT;
+	case NR32_RENAMEAT:
+		return NR_RENAMEAT;
+	case NR32_LINKAT:
+		return NR_LINKAT;
+	case NR32_SYMLINKAT:
+		return NR_SYMLINKAT;
+	case NR32_RENAMEAT2:
+		return NR_RENAMEAT2;
+	case NR32_EXECVEAT:
+		return NR_EXECVEAT;
+	case NR32_CONNECT:
+		return NR_CONNECT;
+	case NR32_SENDTO:
+		return NR_SENDTO;
+	case NR32_OPENAT2:
+		return NR_OPENAT2;
+	}
+	return -1;
+}
+
+/*
+ * A 32-bit call of a tracked process: counted, every one, and saved as its x86_64 counterpart
+ * when it is a file, connect or sendto call (also through socketcall), so that sys_exit records
+ * it. Its arguments are in ebx, ecx, edx, esi, edi, ebp; its pointers are 32-bit addresses.
+ */
+static __always_inline int on_compat_enter(struct pt_regs *regs, long id, u64 pid_tgid)
+{
+	count(C_COMPAT);
+	struct pending p = {};
+	p.flags = F_COMPAT;
+	p.args[0] = (u32)BPF_CORE_READ(regs, bx);
+	p.args[1] = (u32)BPF_CORE_READ(regs, cx);
+	p.args[2] = (u32)BPF_CORE_READ(regs, dx);
+	p.args[3] = (u32)BPF_CORE_READ(regs, si);
+	p.args[4] = (u32)BPF_CORE_READ(regs, di);
+	p.args[5] = (u32)BPF_CORE_READ(regs, bp);
+	long nr = compat_nr(id);
+	if (id == NR32_SOCKETCALL && (p.args[0] == SYS_CONNECT || p.args[0] == SYS_SENDTO)) {
+		/* socketcall(call, u32 args[]): connect's 3 arguments, or sendto's 6. */
+		u32 a[6] = {};
+		u32 n = p.args[0] == SYS_CONNECT ? 3 : 6;
+		nr = n == 3 ? NR_CONNECT : NR_SENDTO;
+		if (bpf_probe_read_user(a, n == 3 ? 12 : 24, (void *)p.args[1]) < 0)
+			return 0;
+		for (int i = 0; i < 6; i++)
+			p.args[i] = a[i];
+	}
+	if (nr < 0)
+		return 0;
+	/* The signed arguments: a dirfd (AT_FDCWD is negative). */
+	switch (nr) {
+	case NR_OPENAT:
+	case NR_OPENAT2:
+	case NR_UNLINKAT:
+	case NR_EXECVEAT:
+		p.args[0] = (s64)(s32)p.args[0];
+		break;
+	case NR_RENAMEAT:
+	case NR_RENAMEAT2:
+	case NR_LINKAT:
+		p.args[0] = (s64)(s32)p.args[0];
+		p.args[2] = (s64)(s32)p.args[2];
+		break;
+	case NR_SYMLINKAT:
+		p.args[1] = (s64)(s32)p.args[1];
+		break;
+	}
+	p.nr = nr;
+	bpf_map_update_elem(&pending, &pid_tgid, &p, BPF_ANY);
+	return 0;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
-	/* The syscall number is checked before the map: most syscalls of the host stop here. */
-	if (!wanted(id) && id != NR_IO_URING_SETUP)
+	/*
+	 * The syscall number is checked before the map, then the thread's status (one direct load
+	 * from the current task): most syscalls of the host stop here. Only a 32-bit call, whose
+	 * number means another call, goes on whatever its number.
+	 */
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool want = wanted(id) || id == NR_IO_URING_SETUP;
+	if (!want && !(task->thread_info.status & TS_COMPAT))
 		return 0;
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!is_tracked(pid_tgid >> 32))
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	if (BPF_CORE_READ(task, thread_info.status) & TS_COMPAT) {
-		/* An int 0x80 call numbers syscalls differently: count it, never misread it. */
-		count(C_COMPAT);
-		return 0;
-	}
+	if (task->thread_info.status & TS_COMPAT)
+		return on_compat_enter(regs, id, pid_tgid);
 	if (id == NR_IO_URING_SETUP) {
 		count(C_IOURING);
 		return 0;
@@ -720,6 +848,7 @@ static __always_inline void submit(struct heap *h)
 static __always_inline void on_open(struct heap *h, struct pending *p, s64 ret)
 {
 	struct hdr *e = hdr_init(h, EV_OPEN, p->nr, ret);
+	e->flags |= p->flags & F_COMPAT;
 	int dirfd = AT_FDCWD;
 	const char *name;
 	u64 flags;
@@ -779,6 +908,7 @@ static __always_inline void on_unlink(struct heap *h, struct pending *p, s64 ret
 			type = EV_RMDIR;
 	}
 	struct hdr *e = hdr_init(h, type, p->nr, ret);
+	e->flags |= p->flags & F_COMPAT;
 	put_base_dir(h, 0, dirfd, name);
 	put_user_str(h, 1, name);
 	submit(h);
@@ -814,6 +944,7 @@ static __always_inline void on_two_paths(struct heap *h, struct pending *p, s64 
 		type = p->nr == NR_LINKAT ? EV_LINK : EV_RENAME;
 	}
 	struct hdr *e = hdr_init(h, type, p->nr, ret);
+	e->flags |= p->flags & F_COMPAT;
 	e->aux = aux;
 	/* A symlink's content is not a path to resolve. */
 	if (type != EV_SYMLINK)
@@ -850,8 +981,63 @@ static __always_inline void on_connect(struct heap *h, struct pending *p, s64 re
 	if (len > 128)
 		len = 128;
 	struct hdr *e = hdr_init(h, p->nr == NR_CONNECT ? EV_CONNECT : EV_SENDTO, p->nr, ret);
+	e->flags |= p->flags & F_COMPAT;
 	put_user_bytes(h, 0, addr, len);
 	submit(h);
+}
+
+/* The state of a sendmmsg's walk over its messages, shared with its bpf_loop() step. */
+struct mmsg_state {
+	u64 vec; /* struct mmsghdr[]: msghdr (56 bytes: msg_name at 0, msg_namelen at 8), msg_len */
+	u64 ts;
+	s64 ret;
+};
+
+/*
+ * One message of a sendmmsg with an address: a sendto record, whose result is the bytes that
+ * message sent (or the call's error), aux32 its index, and whose time is the call's (user space
+ * tells one call's records by it).
+ */
+static long mmsg_step(u32 index, void *ctx)
+{
+	struct mmsg_state *st = ctx;
+	struct heap *h = heap_get();
+	if (!h)
+		return 1;
+	const u8 *m = (const u8 *)(st->vec + 64 * (u64)index);
+	u64 name = 0;
+	int namelen = 0;
+	bpf_probe_read_user(&name, sizeof(name), m);
+	bpf_probe_read_user(&namelen, sizeof(namelen), m + 8);
+	if (!name || namelen <= 0)
+		return 0;
+	u32 len = namelen > 128 ? 128 : namelen;
+	s64 res = st->ret;
+	if (res >= 0) {
+		u32 sent = 0;
+		bpf_probe_read_user(&sent, sizeof(sent), m + 56);
+		res = sent;
+	}
+	struct hdr *e = hdr_init(h, EV_SENDTO, NR_SENDMMSG, res);
+	e->ts = st->ts;
+	e->aux32 = index;
+	put_user_bytes(h, 0, (const void *)name, len);
+	submit(h);
+	return 0;
+}
+
+/*
+ * sendmmsg: one record per message sent that names an address (the kernel caps a call at 1024
+ * messages), or the first message's with the error when the call failed outright.
+ */
+static __always_inline void on_sendmmsg(struct pending *p, s64 ret)
+{
+	struct mmsg_state st = { .vec = p->args[1], .ts = bpf_ktime_get_boot_ns(), .ret = ret };
+	u32 n = ret < 0 ? 1 : ret > 1024 ? 1024 : (u32)ret;
+	if (n > (u32)p->args[2])
+		n = (u32)p->args[2];
+	if (n > 0)
+		bpf_loop(n, mmsg_step, &st, 0);
 }
 
 /* A failed execve or execveat (a successful one is recorded at sched_process_exec). */
@@ -864,6 +1050,7 @@ static __always_inline void on_exec_failed(struct heap *h, struct pending *p, s6
 		name = (const char *)p->args[1];
 	}
 	struct hdr *e = hdr_init(h, EV_EXEC_FAILED, p->nr, ret);
+	e->flags |= p->flags & F_COMPAT;
 	put_base_dir(h, 0, dirfd, name);
 	put_user_str(h, 1, name);
 	submit(h);
@@ -935,6 +1122,9 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	case NR_SENDTO:
 	case NR_SENDMSG:
 		on_connect(h, &saved, ret);
+		break;
+	case NR_SENDMMSG:
+		on_sendmmsg(&saved, ret);
 		break;
 	case NR_EXECVE:
 	case NR_EXECVEAT:
