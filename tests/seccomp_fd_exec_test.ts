@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { AgentEvent } from "../src/events/mod.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
-import { withSandbox } from "./_helpers.ts";
+import { type Sandbox, withSandbox } from "./_helpers.ts";
 
 /** The system python3: a user-installed one is out of reach of uid 65534. */
 const PYTHON = "/usr/bin/python3";
@@ -136,6 +136,22 @@ function assertBlocked(out: Record<string, [number | null, boolean]>, events: Ag
   }
 }
 
+/** Runs the agent under the seccomp tier with `policy`, as root (the sandbox's user). */
+function underSeccomp(sb: Sandbox, policy: string, agent: string) {
+  return sb.sentry([
+    "run",
+    "--sensor",
+    "seccomp",
+    "--no-api",
+    "--no-rollback",
+    "--policy",
+    policy,
+    "--",
+    PYTHON,
+    agent,
+  ]);
+}
+
 Deno.test({
   name:
     "seccomp block mode fails an exec of a memfd or a deleted file with EACCES and journals it as a blocked proc.exec",
@@ -144,18 +160,7 @@ Deno.test({
     await withSandbox(async (sb) => {
       const policy = await sb.write("policy.yaml", policyText("block"));
       const agent = await sb.write("agent.py", agentSource(sb.workspace));
-      const run = await sb.sentry([
-        "run",
-        "--sensor",
-        "seccomp",
-        "--no-api",
-        "--no-rollback",
-        "--policy",
-        policy,
-        "--",
-        PYTHON,
-        agent,
-      ]);
+      const run = await underSeccomp(sb, policy, agent);
       assert.equal(run.code, 0, run.stderr);
       const events = await sb.events();
       assertBlocked(lastJson(run.stdout), events);
@@ -171,18 +176,7 @@ Deno.test({
     await withSandbox(async (sb) => {
       const policy = await sb.write("policy.yaml", policyText("monitor"));
       const agent = await sb.write("agent.py", agentSource(sb.workspace));
-      const run = await sb.sentry([
-        "run",
-        "--sensor",
-        "seccomp",
-        "--no-api",
-        "--no-rollback",
-        "--policy",
-        policy,
-        "--",
-        PYTHON,
-        agent,
-      ]);
+      const run = await underSeccomp(sb, policy, agent);
       assert.equal(run.code, 0, run.stderr);
       const out = lastJson(run.stdout);
       for (const way of ["fexecve_memfd", "procfd_memfd", "fexecve_deleted"]) {
@@ -205,18 +199,7 @@ Deno.test({
       for (const way of ["fexecve_memfd", "procfd_memfd", "fexecve_deleted"]) {
         await Deno.remove(join(sb.workspace, `${way}.ran`));
       }
-      const allowed = await sb.sentry([
-        "run",
-        "--sensor",
-        "seccomp",
-        "--no-api",
-        "--no-rollback",
-        "--policy",
-        open,
-        "--",
-        PYTHON,
-        agent,
-      ]);
+      const allowed = await underSeccomp(sb, open, agent);
       assert.equal(allowed.code, 0, allowed.stderr);
       const ran = lastJson(allowed.stdout);
       for (const way of ["fexecve_memfd", "procfd_memfd", "fexecve_deleted"]) {
