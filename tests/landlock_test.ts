@@ -11,6 +11,7 @@ import { landlockAbi } from "../src/platform/landlock_linux.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { SeccompSupervisor } from "../src/sensors/mod.ts";
 import { cpuExclusive, withSandbox } from "./_helpers.ts";
+import { NOBODY_SKIP, nobodyHome, sentryAsNobody } from "./_nobody.ts";
 
 /** The system python3: its startup reads nothing under the sandbox's home. */
 const PYTHON = "/usr/bin/python3";
@@ -435,92 +436,43 @@ Deno.test({
 
 // As uid 65534
 
-function hasSetpriv(): boolean {
-  try {
-    return Deno.statSync("/usr/bin/setpriv").isFile;
-  } catch {
-    return false;
-  }
-}
-
-const whyNobody = why ??
-  (Deno.uid() !== 0 ? "needs root to switch to uid 65534" : !hasSetpriv() ? "needs setpriv" : null);
-
-async function run(cmd: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
+const whyNobody = why ?? NOBODY_SKIP;
 
 Deno.test({
   name:
     "Landlock as uid 65534: the key, Sentry's journal and token, and Sentry's processes are out of the agent's reach",
   ignore: whyNobody !== null,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "sentry-nobody-" });
-    try {
-      const info = await new Deno.Command(Deno.execPath(), {
-        args: ["info", "--json"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const denoDir = join(dir, "deno");
-      await run("cp", ["-a", JSON.parse(new TextDecoder().decode(info.stdout)).denoDir, denoDir]);
-      const ws = join(dir, "ws");
-      const data = join(dir, "sentry");
-      const key = join(dir, ".ssh", "id_rsa");
-      await Deno.mkdir(ws);
+    const home = await nobodyHome("sentry-nobody-", async ({ dir, data }) => {
       await Deno.mkdir(join(dir, ".ssh"), { mode: 0o700 });
       await Deno.mkdir(data, { mode: 0o700 });
-      await Deno.writeTextFile(key, "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+      await Deno.writeTextFile(
+        join(dir, ".ssh", "id_rsa"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+      );
       await Deno.writeTextFile(join(data, "api-token"), "secret-token\n");
       await Deno.writeTextFile(join(dir, "agent.py"), AGENT);
-      await run("chown", ["-R", "65534:65534", dir]);
-      await Deno.chmod(dir, 0o755);
-      const out = await new Deno.Command("setpriv", {
-        args: [
-          "--reuid=65534",
-          "--regid=65534",
-          "--clear-groups",
-          "--",
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--cached-only",
-          "--config",
-          join(ROOT, "deno.json"),
-          join(ROOT, "main.ts"),
-          "run",
-          "--sensor",
-          "seccomp",
-          "--no-api",
-          "--no-rollback",
-          "--policy",
-          "coding-agent",
-          "--mode",
-          "block",
-          "--",
-          PYTHON,
-          join(dir, "agent.py"),
-          JSON.stringify({ key, sentryHome: data, ws }),
-        ],
-        cwd: ws,
-        clearEnv: true,
-        env: {
-          DENO_DIR: denoDir,
-          HOME: dir,
-          SENTRY_HOME: data,
-          PATH: "/usr/local/bin:/usr/bin:/bin",
-          DENO_NO_UPDATE_CHECK: "1",
-          NO_COLOR: "1",
-        },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(90_000),
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr);
-      assert.equal(out.code, 0, stderr);
-      const result = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+    });
+    const { dir, ws, data } = home;
+    try {
+      const key = join(dir, ".ssh", "id_rsa");
+      const out = await sentryAsNobody(home, [
+        "run",
+        "--sensor",
+        "seccomp",
+        "--no-api",
+        "--no-rollback",
+        "--policy",
+        "coding-agent",
+        "--mode",
+        "block",
+        "--",
+        PYTHON,
+        join(dir, "agent.py"),
+        JSON.stringify({ key, sentryHome: data, ws }),
+      ]);
+      assert.equal(out.code, 0, out.stderr);
+      const result = JSON.parse(out.stdout.trim().split("\n").at(-1)!);
       assertWalled(result, { plain: WORKER_HONOURS_PLAN });
       assert.equal(await Deno.readTextFile(join(data, "api-token")), "secret-token\n");
     } finally {

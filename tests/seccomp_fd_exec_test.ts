@@ -10,12 +10,12 @@ import { join } from "node:path";
 import type { AgentEvent } from "../src/events/mod.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { type Sandbox, withSandbox } from "./_helpers.ts";
+import { NOBODY_SKIP, nobodyHome, sentryAsNobody } from "./_nobody.ts";
 
 /** The system python3: a user-installed one is out of reach of uid 65534. */
 const PYTHON = "/usr/bin/python3";
 /** The program copied into the memfd and the deleted file: it proves it ran by a marker. */
 const TOUCH = "/usr/bin/touch";
-const ROOT = new URL("../", import.meta.url).pathname;
 
 const available = seccompAvailability();
 const why = !available.ok ? available.reason : null;
@@ -24,16 +24,7 @@ if (why !== null) {
   console.warn(`skipping the seccomp fd exec tests: ${why}`);
 }
 
-function hasSetpriv(): boolean {
-  try {
-    return Deno.statSync("/usr/bin/setpriv").isFile;
-  } catch {
-    return false;
-  }
-}
-
-const whyNobody = why ??
-  (Deno.uid() !== 0 ? "needs root to switch to uid 65534" : !hasSetpriv() ? "needs setpriv" : null);
+const whyNobody = why ?? NOBODY_SKIP;
 
 /**
  * The agent: three children each exec a copy of touch through a descriptor (a memfd with
@@ -214,66 +205,18 @@ Deno.test({
 
 // As uid 65534
 
-async function run(cmd: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
 Deno.test({
   name:
     "seccomp block mode as uid 65534 fails an exec of a memfd or a deleted file with EACCES and journals it",
   ignore: whyNobody !== null,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "sentry-fdexec-" });
-    try {
-      const info = await new Deno.Command(Deno.execPath(), {
-        args: ["info", "--json"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const from = JSON.parse(new TextDecoder().decode(info.stdout)).denoDir as string;
-      const denoDir = join(dir, "deno");
-      await run("cp", ["-a", from, denoDir]);
-      const ws = join(dir, "ws");
-      await Deno.mkdir(ws);
+    const home = await nobodyHome("sentry-fdexec-", async ({ dir, ws }) => {
       await Deno.writeTextFile(join(dir, "policy.yaml"), policyText("block"));
       await Deno.writeTextFile(join(dir, "agent.py"), agentSource(ws));
-      await run("chown", ["-R", "65534:65534", dir]);
-      await Deno.chmod(dir, 0o755);
-      const sentry = async (args: string[]) => {
-        const out = await new Deno.Command("setpriv", {
-          args: [
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            Deno.execPath(),
-            "run",
-            "-A",
-            "--cached-only",
-            "--config",
-            join(ROOT, "deno.json"),
-            join(ROOT, "main.ts"),
-            ...args,
-          ],
-          cwd: ws,
-          clearEnv: true,
-          env: {
-            DENO_DIR: denoDir,
-            HOME: dir,
-            SENTRY_HOME: join(dir, "sentry"),
-            PATH: "/usr/local/bin:/usr/bin:/bin",
-            DENO_NO_UPDATE_CHECK: "1",
-            NO_COLOR: "1",
-          },
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(90_000),
-        }).output();
-        const text = new TextDecoder();
-        return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-      };
+    });
+    const { dir } = home;
+    const sentry = (args: string[]) => sentryAsNobody(home, args);
+    try {
       const out = await sentry([
         "run",
         "--sensor",

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { landlockAbi } from "../src/platform/landlock_linux.ts";
 import { cpuExclusive, Listener, withSandbox } from "./_helpers.ts";
+import { NOBODY_SKIP, type NobodyHome, nobodyHome, sentryAsNobody } from "./_nobody.ts";
 
 /** The system python3: its startup reads nothing under the sandbox's home. */
 const PYTHON = "/usr/bin/python3";
@@ -571,43 +572,17 @@ print(json.dumps({"leaks": leaks, "ran_allowed": other, "refused": refused}))
 
 // As uid 65534: the guard and the supervisor's connects need no privilege.
 
-const ROOT = new URL("../", import.meta.url).pathname;
-
-function hasSetpriv(): boolean {
-  try {
-    return Deno.statSync("/usr/bin/setpriv").isFile;
-  } catch {
-    return false;
-  }
-}
-
-const whyNobody = why ??
-  (Deno.uid() !== 0 ? "needs root to switch to uid 65534" : !hasSetpriv() ? "needs setpriv" : null);
-
-async function sh(cmd: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
+const whyNobody = why ?? NOBODY_SKIP;
 
 Deno.test({
   name:
     "as uid 65534 in mode block: signals and ptrace of Sentry fail with EPERM, the token stays unread, an allowed connect works and a denied one reaches nothing",
   ignore: whyNobody !== null,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "sentry-guard-nobody-" });
     const allowed = new Listener();
     const denied = new Listener();
-    try {
-      const info = await new Deno.Command(Deno.execPath(), {
-        args: ["info", "--json"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const denoDir = join(dir, "deno");
-      await sh("cp", ["-a", JSON.parse(new TextDecoder().decode(info.stdout)).denoDir, denoDir]);
-      const ws = join(dir, "ws");
-      const data = join(dir, "sentry");
-      await Deno.mkdir(ws);
+    /** What the agent needs in its home, written as root before it is handed over. */
+    async function prepare({ dir, data }: NobodyHome): Promise<void> {
       await Deno.mkdir(data, { mode: 0o700 });
       await Deno.writeTextFile(join(data, "api-token"), "secret-token\n");
       await Deno.writeTextFile(
@@ -652,50 +627,26 @@ out["denied"] = connect(${denied.port})
 print(json.dumps(out))
 `,
       );
-      await sh("chown", ["-R", "65534:65534", dir]);
-      await Deno.chmod(dir, 0o755);
-      const out = await new Deno.Command("setpriv", {
-        args: [
-          "--reuid=65534",
-          "--regid=65534",
-          "--clear-groups",
-          "--",
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--cached-only",
-          "--config",
-          join(ROOT, "deno.json"),
-          join(ROOT, "main.ts"),
-          "run",
-          "--sensor",
-          "seccomp",
-          "--no-api",
-          "--no-rollback",
-          "--policy",
-          join(dir, "policy.yaml"),
-          "--",
-          PYTHON,
-          join(dir, "agent.py"),
-        ],
-        cwd: ws,
-        clearEnv: true,
-        env: {
-          DENO_DIR: denoDir,
-          HOME: dir,
-          SENTRY_HOME: data,
-          PATH: "/usr/local/bin:/usr/bin:/bin",
-          DENO_NO_UPDATE_CHECK: "1",
-          NO_COLOR: "1",
-        },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(90_000),
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr);
+    }
+    let home: NobodyHome | null = null;
+    try {
+      home = await nobodyHome("sentry-guard-nobody-", (h) => prepare(h));
+      const { dir } = home;
+      const out = await sentryAsNobody(home, [
+        "run",
+        "--sensor",
+        "seccomp",
+        "--no-api",
+        "--no-rollback",
+        "--policy",
+        join(dir, "policy.yaml"),
+        "--",
+        PYTHON,
+        join(dir, "agent.py"),
+      ]);
+      const stderr = out.stderr;
       assert.equal(out.code, 0, stderr);
-      const result = lastJson(new TextDecoder().decode(out.stdout));
+      const result = lastJson(out.stdout);
       assert.equal(result.uid, 65534);
       assert.equal(result.sigstop, 1, "EPERM");
       assert.equal(result.ptrace, 1, "EPERM");
@@ -709,7 +660,7 @@ print(json.dumps(out))
     } finally {
       await allowed.close();
       await denied.close();
-      await Deno.remove(dir, { recursive: true });
+      if (home !== null) await Deno.remove(home.dir, { recursive: true });
     }
   },
 });

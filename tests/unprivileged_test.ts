@@ -9,94 +9,27 @@ import { join } from "node:path";
 import type { AgentEvent } from "../src/events/mod.ts";
 import { seccompAvailability } from "../src/platform/mod.ts";
 import { Listener } from "./_helpers.ts";
+import { NOBODY_SKIP, type NobodyHome, nobodyHome, sentryAsNobody } from "./_nobody.ts";
 
 /** The system python3: a user-installed one (pyenv under /root) is out of reach of uid 65534. */
 const PYTHON = "/usr/bin/python3";
 
-const ROOT = new URL("../", import.meta.url).pathname;
-
-function hasSetpriv(): boolean {
-  try {
-    return Deno.statSync("/usr/bin/setpriv").isFile;
-  } catch {
-    return false;
-  }
-}
-
 const available = seccompAvailability();
-const why = Deno.uid() !== 0
-  ? "needs root to switch to uid 65534"
-  : !hasSetpriv()
-  ? "needs setpriv"
-  : !available.ok
-  ? available.reason
-  : null;
+const why = NOBODY_SKIP ?? (!available.ok ? available.reason : null);
 if (why !== null) {
   // deno-lint-ignore no-console
   console.warn(`skipping the unprivileged run tests: ${why}`);
 }
 
-async function run(cmd: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-/** A directory that uid 65534 owns, with a copy of Deno's cache it can read. */
-async function nobodyHome(): Promise<{ dir: string; denoDir: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "sentry-nobody-" });
-  const info = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json"],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const from = JSON.parse(new TextDecoder().decode(info.stdout)).denoDir as string;
-  const denoDir = join(dir, "deno");
-  await run("cp", ["-a", from, denoDir]);
-  await Deno.mkdir(join(dir, "ws"));
-  await Deno.mkdir(join(dir, ".ssh"), { mode: 0o700 });
-  await Deno.writeTextFile(join(dir, ".ssh", "id_rsa"), "-----BEGIN OPENSSH PRIVATE KEY-----\n");
-  await run("chown", ["-R", "65534:65534", dir]);
-  await Deno.chmod(dir, 0o755);
-  return { dir, denoDir };
-}
-
-/** Runs `sentry ARGS` as uid 65534 with no capabilities. */
-async function sentryAsNobody(
-  home: { dir: string; denoDir: string },
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("setpriv", {
-    args: [
-      "--reuid=65534",
-      "--regid=65534",
-      "--clear-groups",
-      "--",
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--cached-only",
-      "--config",
-      join(ROOT, "deno.json"),
-      join(ROOT, "main.ts"),
-      ...args,
-    ],
-    cwd: join(home.dir, "ws"),
-    clearEnv: true,
-    env: {
-      DENO_DIR: home.denoDir,
-      HOME: home.dir,
-      SENTRY_HOME: join(home.dir, "sentry"),
-      PATH: "/usr/local/bin:/usr/bin:/bin",
-      DENO_NO_UPDATE_CHECK: "1",
-      NO_COLOR: "1",
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+/** A home for uid 65534 with a fake SSH key, which every built-in policy denies reading. */
+function keyedHome(): Promise<NobodyHome> {
+  return nobodyHome("sentry-nobody-", async (home) => {
+    await Deno.mkdir(join(home.dir, ".ssh"), { mode: 0o700 });
+    await Deno.writeTextFile(
+      join(home.dir, ".ssh", "id_rsa"),
+      "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    );
+  });
 }
 
 Deno.test({
@@ -104,7 +37,7 @@ Deno.test({
     "`sentry run` as a non-root user falls back from ebpf to seccomp, says why, and sees a 5 ms read-and-send",
   ignore: why !== null,
   async fn() {
-    const home = await nobodyHome();
+    const home = await keyedHome();
     const listener = new Listener();
     try {
       const key = join(home.dir, ".ssh", "id_rsa");
@@ -155,7 +88,7 @@ Deno.test({
   name: "`sentry run --sensor ebpf` as a non-root user exits 2 with one line naming the reason",
   ignore: why !== null,
   async fn() {
-    const home = await nobodyHome();
+    const home = await keyedHome();
     try {
       const out = await sentryAsNobody(home, ["run", "--sensor", "ebpf", "--", "/bin/true"]);
       assert.equal(out.code, 2, out.stderr);
@@ -173,7 +106,7 @@ Deno.test({
     "as a non-root user under the poll tier, the wall still holds: a denied TCP port is refused by Landlock (the listener accepts nothing), and Sentry cannot be stopped",
   ignore: why !== null || landlockAbi().abi < 6,
   async fn() {
-    const home = await nobodyHome();
+    const home = await keyedHome();
     const denied = new Listener();
     try {
       const policy = join(home.dir, "policy.yaml");
