@@ -3,6 +3,7 @@ import { type Journal, JOURNAL_FILE, openJournal, type SessionSummary } from "..
 import { dataDir, isAlive } from "../platform/mod.ts";
 import { endRecords } from "../session/mod.ts";
 import { UsageError } from "./errors.ts";
+import { eprintln, paint } from "./output.ts";
 
 /** The journal of this user's data directory, and the directory. */
 export interface OpenedJournal {
@@ -25,8 +26,29 @@ export function openForReading(): OpenedJournal {
     });
   }
   const journal = openJournal(path);
-  journal.reconcile(isAlive, endRecords(dir));
+  reconcileJournal(journal, dir);
   return { journal, dataDir: dir };
+}
+
+/**
+ * Brings the journal's live sessions up to date before a command reads them: a session whose
+ * Sentry died is marked crashed, and an end Sentry could only keep in `run/<id>.end` is
+ * journaled. Those are writes: when the journal cannot take them (its disk is full, or
+ * read-only), what it holds is still read, as it is, after a one-line warning on stderr.
+ */
+export function reconcileJournal(journal: Journal, dir: string): void {
+  try {
+    journal.reconcile(isAlive, endRecords(dir));
+  } catch (error) {
+    eprintln(paint(
+      `sentry: warning: the journal cannot be written (${
+        (error as Error).message
+      }): sessions are shown as last journaled; a session whose Sentry died, or whose end is kept in ${
+        join(dir, "run")
+      }, is brought up to date once it can be`,
+      "yellow",
+    ));
+  }
 }
 
 /** Finds a session by id, unique prefix or `last`; a bad reference is a usage error. */

@@ -10,8 +10,8 @@ import {
   stopServing,
 } from "../api/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
-import { dataDir, ensureDataDir, isAlive, loadOrCreateToken } from "../platform/mod.ts";
-import { endRecords } from "../session/mod.ts";
+import { dataDir, ensureDataDir, loadOrCreateToken } from "../platform/mod.ts";
+import { reconcileJournal } from "./journal_access.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, println } from "./output.ts";
 
@@ -68,7 +68,7 @@ export function registerServeCommands(program: Command): void {
       }
       const dir = ensureDataDir(dataDir(Deno.env.toObject()));
       const journal = openJournal(join(dir, JOURNAL_FILE));
-      journal.reconcile(isAlive, endRecords(dir));
+      reconcileJournal(journal, dir);
       const token = loadOrCreateToken(dir);
       const poller = journalPoller(journal);
       const ac = new AbortController();

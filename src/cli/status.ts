@@ -4,7 +4,7 @@ import { readApiRegistry } from "../api/mod.ts";
 import { loadConfig } from "../config/mod.ts";
 import { JOURNAL_FILE, openJournal, type SessionSummary } from "../journal/mod.ts";
 import { configDir, dataDir, isAlive } from "../platform/mod.ts";
-import { endRecords } from "../session/mod.ts";
+import { reconcileJournal } from "./journal_access.ts";
 import { readSyncStatus, resolveSyncSettings, type SyncStatus } from "../sync/mod.ts";
 import { oneLine } from "./cells.ts";
 import { paint, printJson, println, printTable } from "./output.ts";
@@ -68,7 +68,7 @@ export async function hostStatus(env: Record<string, string>): Promise<HostStatu
     const journal = openJournal(path);
     try {
       // A session whose Sentry died shows as crashed, not as running.
-      journal.reconcile(isAlive, endRecords(dir));
+      reconcileJournal(journal, dir);
       live = journal.listSessions({ limit: SCAN_SESSIONS })
         .filter((s) => s.state === "running" || s.state === "paused");
       sync = readSyncStatus(journal, Date.now());
