@@ -222,6 +222,13 @@ export class SeccompSupervisor {
     }
     this.#listenerFd = fd;
     this.#pid = pid;
+    // The launcher has read its plan and holds its connection: the directory (socket, plan) has
+    // served, and goes now, so that a Sentry killed later leaves nothing of it in /tmp.
+    try {
+      Deno.removeSync(this.#dir, { recursive: true });
+    } catch {
+      // close() tries again.
+    }
     return { pid };
   }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { seccompAvailability } from "../platform/seccomp_linux.ts";
 import { ProcessTable } from "./kernel_action.ts";
@@ -80,6 +80,11 @@ async function runUnderSeccomp(command: string[], options: RunOptions = {}): Pro
     const stderr = new Response(child.stderr).text();
     const { pid } = await supervisor.awaitListener({ exited: child.status });
     assert.equal(pid, child.pid, "the launcher hands over from its own pid");
+    assert.throws(
+      () => Deno.statSync(dirname(supervisor.socketPath)),
+      Deno.errors.NotFound,
+      "the control directory is gone once the launcher handed over: a SIGKILL leaves no litter",
+    );
     const sensor = supervisor.createSensor({
       table: new ProcessTable(() => null),
       databasePorts: new Set([5432]),
