@@ -16,7 +16,7 @@ import {
 } from "../collector/mod.ts";
 import { JOURNAL_FILE, openJournal } from "../journal/mod.ts";
 import { dataDir, ensureDataDir, loadOrCreateToken } from "../platform/mod.ts";
-import { loadConfig, redactUrl } from "../config/mod.ts";
+import { fieldLine, loadConfig, redactUrl } from "../config/mod.ts";
 import { startCollectorExport } from "./_collector_export.ts";
 import { UsageError } from "./errors.ts";
 import { eprintln, paint, printJson, println, printTable } from "./output.ts";
@@ -30,17 +30,6 @@ export const COLLECTOR_DIR = "collector";
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
-
-/** `FILE:LINE` of the first line that sets `key:` in a YAML file, or the file alone. */
-async function fieldLine(path: string, key: string): Promise<string> {
-  try {
-    const lines = (await Deno.readTextFile(path)).split("\n");
-    const at = lines.findIndex((l) => new RegExp(`^\\s*${key}\\s*:`).test(l));
-    return at < 0 ? path : `${path}:${at + 1}`;
-  } catch {
-    return path;
-  }
-}
 
 /** The options that name a collector's store. */
 export interface DataOption {
@@ -279,23 +268,30 @@ async function serveCollector(opts: ServeOptions): Promise<void> {
   const config = loaded.config;
   const retainText = opts.retain ?? config.server.retain;
   // Where the retention came from, as an error names it: the flag, or the config file's field.
-  const retainSource = opts.retain !== undefined
-    ? `--retain "${retainText}"`
-    : `server.retain "${retainText}" in ${await fieldLine(loaded.path, "retain")}`;
+  const retainSource = (): string => {
+    if (opts.retain !== undefined) return `--retain "${retainText}"`;
+    let where = loaded.path;
+    try {
+      where = fieldLine(Deno.readTextFileSync(loaded.path), ["server", "retain"], loaded.path);
+    } catch {
+      // The file went away since it was loaded: its name is still right.
+    }
+    return `server.retain "${retainText}" in ${where}`;
+  };
   let retainMs: number | null = null;
   if (retainText !== undefined) {
     try {
       retainMs = parseRetention(retainText);
     } catch {
       throw new UsageError(
-        `Invalid ${retainSource}: use a whole number of hours, days or weeks, such as "30d"`,
+        `Invalid ${retainSource()}: use a whole number of hours, days or weeks, such as "30d"`,
       );
     }
   }
   const url = await collectorStoreUrl(opts);
   if (retainMs !== null && url === null) {
     throw new UsageError(
-      `Invalid ${retainSource}: retention drops PostgreSQL partitions, and the store is SQLite`,
+      `Invalid ${retainSource()}: retention drops PostgreSQL partitions, and the store is SQLite`,
       { hint: "use it with --store postgres://... (or server.store), or leave it out with SQLite" },
     );
   }

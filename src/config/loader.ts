@@ -89,6 +89,18 @@ export interface ParseConfigOptions {
 }
 
 /**
+ * `FILE:LINE` of the line that sets the field at `path` in a configuration file's text (or of its
+ * nearest parent that is there), or `file` alone when it has none: for errors about a value the
+ * file gave, found after it was loaded. Pure.
+ */
+export function fieldLine(text: string, path: readonly PropertyKey[], file: string): string {
+  const lineCounter = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter });
+  const offset = offsetOf(doc.contents, path);
+  return offset === undefined ? file : `${file}:${lineCounter.linePos(offset).line}`;
+}
+
+/**
  * Parses and validates a configuration file's text: YAML syntax, the strict schema (unknown
  * keys are errors), `${VARIABLE}` references and URLs. Fills every default.
  *

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
-import { configPath, expandVariables, loadConfig, parseConfig } from "./loader.ts";
+import { configPath, expandVariables, fieldLine, loadConfig, parseConfig } from "./loader.ts";
 import { webhooksOf } from "./schema.ts";
 
 /** Asserts that parsing fails with a ConfigError at a place, naming a field. */
@@ -272,4 +272,11 @@ Deno.test("parseConfig() rejects two webhooks with the same name", () => {
     "outputs:\n  webhook:\n    - { name: a, url: https://a.example/ }\n    - { name: a, url: https://b.example/ }\n",
     { message: /duplicate webhook name "a"/, field: "outputs.webhook[1].name", line: 4 },
   );
+});
+
+Deno.test("fieldLine() names the line that sets a field, else its nearest parent, else the file", () => {
+  const text = "# collector\nserver:\n  store: sqlite\n  retain: 30d\n";
+  assert.equal(fieldLine(text, ["server", "retain"], "c.yaml"), "c.yaml:4");
+  assert.equal(fieldLine(text, ["server", "nothing"], "c.yaml"), "c.yaml:3");
+  assert.equal(fieldLine("", ["server", "retain"], "c.yaml"), "c.yaml");
 });

@@ -12,6 +12,7 @@ export {
   configPath,
   DEFAULT_WEBHOOK_MIN_RESPONSE,
   expandVariables,
+  fieldLine,
   loadConfig,
   type LoadConfigOptions,
   type LoadedConfig,
